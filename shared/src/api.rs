@@ -1,0 +1,147 @@
+//! Public API shapes: the `/events` query and its validation, the `/events` answer with its
+//! [`Gap`]s, and the health and readiness bodies.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cursor::StartFrom;
+use crate::error::{ApiError, ErrorCode};
+use crate::event::Event;
+
+/// `limit` when the query gives none.
+pub const DEFAULT_LIMIT: u32 = 500;
+/// Largest `limit` accepted.
+pub const MAX_LIMIT: u32 = 10_000;
+/// Largest `wait_ms` accepted.
+pub const MAX_WAIT_MS: u32 = 30_000;
+
+/// `GET /events` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    pub events: Vec<Event>,
+    /// Pass back as `cursor` to continue right after the last event returned.
+    pub next_cursor: String,
+    /// Offsets that no longer exist in the source (retention, compaction).
+    pub gaps: Vec<Gap>,
+}
+
+/// A run of offsets `from..=to` of one partition that the source no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    pub topic: String,
+    pub partition: i32,
+    pub from: i64,
+    pub to: i64,
+}
+
+/// `GET /health` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResponse {
+    pub status: String,
+    pub service: String,
+    pub version: String,
+}
+
+/// `GET /ready` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyResponse {
+    /// `ready` or `not_ready`.
+    pub status: String,
+    /// Why not, when not ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The `/events` query string as sent, every value still text so that bad values get
+/// this service's own errors rather than a framework's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsQuery {
+    pub cursor: Option<String>,
+    pub limit: Option<String>,
+    pub wait_ms: Option<String>,
+    pub topic: Option<String>,
+}
+
+/// A validated read request: where to start, how many, how long to wait, which topics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The `cursor` parameter as given (absent, `earliest`, `latest` or a cursor).
+    pub cursor: Option<String>,
+    pub limit: u32,
+    pub wait_ms: u32,
+    /// Only these topics; empty means every topic carried.
+    #[serde(default)]
+    pub topics: Vec<String>,
+}
+
+impl FetchRequest {
+    /// Where the read starts; the cursor was checked when the request was made.
+    pub fn start(&self) -> Result<StartFrom, ApiError> {
+        StartFrom::parse(self.cursor.as_deref()).map_err(ApiError::from)
+    }
+}
+
+impl EventsQuery {
+    /// Checks every parameter, answering the first bad one with its own error code.
+    pub fn validate(self) -> Result<FetchRequest, ApiError> {
+        StartFrom::parse(self.cursor.as_deref())?;
+        let limit = parse_in_range(self.limit.as_deref(), DEFAULT_LIMIT, 1, MAX_LIMIT)
+            .map_err(|got| ApiError::new(ErrorCode::InvalidLimit, format!("limit must be 1 to {MAX_LIMIT}, got {got:?}")))?;
+        let wait_ms = parse_in_range(self.wait_ms.as_deref(), 0, 0, MAX_WAIT_MS).map_err(|got| {
+            ApiError::new(ErrorCode::InvalidWait, format!("wait_ms must be 0 to {MAX_WAIT_MS}, got {got:?}"))
+        })?;
+        let topics: Vec<String> = match self.topic.as_deref() {
+            None => Vec::new(),
+            Some(list) => {
+                let topics: Vec<String> = list.split(',').map(str::trim).map(str::to_owned).collect();
+                if topics.iter().any(String::is_empty) {
+                    return Err(ApiError::new(ErrorCode::UnknownTopic, "topic must be a topic name or a comma-separated list"));
+                }
+                topics
+            }
+        };
+        Ok(FetchRequest { cursor: self.cursor, limit, wait_ms, topics })
+    }
+}
+
+fn parse_in_range(text: Option<&str>, default: u32, min: u32, max: u32) -> Result<u32, String> {
+    match text {
+        None => Ok(default),
+        Some(t) => match t.trim().parse::<u32>() {
+            Ok(v) if (min..=max).contains(&v) => Ok(v),
+            _ => Err(t.chars().take(40).collect()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(limit: Option<&str>, wait: Option<&str>, cursor: Option<&str>) -> EventsQuery {
+        EventsQuery {
+            cursor: cursor.map(Into::into),
+            limit: limit.map(Into::into),
+            wait_ms: wait.map(Into::into),
+            topic: None,
+        }
+    }
+
+    #[test]
+    fn defaults_and_bounds() {
+        let req = query(None, None, None).validate().expect("valid");
+        assert_eq!((req.limit, req.wait_ms), (DEFAULT_LIMIT, 0));
+        let req = query(Some("10000"), Some("30000"), Some("earliest")).validate().expect("valid");
+        assert_eq!((req.limit, req.wait_ms), (10_000, 30_000));
+    }
+
+    #[test]
+    fn bad_values_get_their_own_codes() {
+        for bad in ["0", "10001", "-1", "ten", ""] {
+            assert_eq!(query(Some(bad), None, None).validate().expect_err(bad).code, ErrorCode::InvalidLimit);
+        }
+        assert_eq!(query(None, Some("30001"), None).validate().expect_err("wait").code, ErrorCode::InvalidWait);
+        assert_eq!(query(None, None, Some("%%%")).validate().expect_err("cursor").code, ErrorCode::InvalidCursor);
+        let q = EventsQuery { topic: Some("a,,b".into()), ..Default::default() };
+        assert_eq!(q.validate().expect_err("topic").code, ErrorCode::UnknownTopic);
+    }
+}

@@ -1,0 +1,334 @@
+//! Typed configuration of each component: clap derive with `env = "…"` on every flag, so
+//! flags, environment and `.env` agree. [`load`] reads `.env`, parses, validates, and on a
+//! bad value exits with one line naming the variable and an example.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use clap::{Args, Parser};
+
+use crate::auth::{ApiKeys, ApiKeysError};
+
+/// A configuration value that is missing or wrong, said the way an operator fixes it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is not set (flag --{flag}); for example {var}={example}")]
+    Missing { var: &'static str, flag: &'static str, example: &'static str },
+    #[error("{var} is invalid: {reason}; for example {var}={example}")]
+    Invalid { var: &'static str, reason: String, example: &'static str },
+}
+
+/// A configuration struct that can check itself after parsing.
+pub trait Validate {
+    fn validate(&self) -> Result<(), ConfigError>;
+}
+
+/// Reads `.env` (if any), parses flags and environment, validates; on failure prints one
+/// line and exits with status 2.
+pub fn load<T: Parser + Validate>() -> T {
+    let _ = dotenvy::dotenv();
+    let config = match T::try_parse() {
+        Ok(config) => config,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) => {
+            let text = err.render().to_string();
+            let line = text.lines().next().unwrap_or("invalid configuration").trim_start_matches("error: ");
+            eprintln!("error: {line}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(err) = config.validate() {
+        eprintln!("error: {err}");
+        std::process::exit(2);
+    }
+    config
+}
+
+/// Where the consumer pod's internal server listens, and where handlers reach it: a TCP
+/// `host:port`, or a Unix-socket path (anything with a `/`, or prefixed `unix:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl FromStr for ConsumerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if s.contains('/') {
+            return Ok(Self::Unix(PathBuf::from(s)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Self::Tcp(s.to_owned())),
+            _ => Err(format!("expected host:port or a Unix-socket path, got {s:?}")),
+        }
+    }
+}
+
+impl fmt::Display for ConsumerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => f.write_str(addr),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// `API_PREFIX`: a path starting with `/`, no trailing `/` (empty for none).
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let trimmed = s.trim().trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    if !trimmed.starts_with('/') || trimmed.contains(['?', '#', ' ']) {
+        return Err(format!("expected a path such as /api/v1, got {s:?}"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+fn api_keys(var: &'static str, value: Option<&str>) -> Result<ApiKeys, ConfigError> {
+    const EXAMPLE: &str = "$(handlers-server generate-api-key)";
+    let value = value.ok_or(ConfigError::Missing { var, flag: "api-key", example: EXAMPLE })?;
+    ApiKeys::parse(value).map_err(|err: ApiKeysError| ConfigError::Invalid { var, reason: err.to_string(), example: EXAMPLE })
+}
+
+fn required(value: &Option<String>, var: &'static str, flag: &'static str, example: &'static str) -> Result<(), ConfigError> {
+    match value.as_deref().map(str::trim) {
+        Some(v) if !v.is_empty() => Ok(()),
+        _ => Err(ConfigError::Missing { var, flag, example }),
+    }
+}
+
+/// The source Kafka the consumer pod reads.
+#[derive(Debug, Clone, Args)]
+pub struct SourceArgs {
+    /// Bootstrap servers of the source Kafka (comma-separated host:port).
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
+    pub brokers: Option<String>,
+    /// Source topics (comma-separated).
+    #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", value_delimiter = ',')]
+    pub topics: Vec<String>,
+    /// Consumer group of the pod.
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "kafka-replicator")]
+    pub group_id: String,
+}
+
+impl Validate for SourceArgs {
+    fn validate(&self) -> Result<(), ConfigError> {
+        required(&self.brokers, "KAFKA_BROKERS", "kafka-brokers", "b-1.msk.example.com:9092")?;
+        if self.topics.iter().all(|t| t.trim().is_empty()) || self.topics.iter().any(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Missing { var: "KAFKA_TOPIC", flag: "kafka-topic", example: "orders,payments" });
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(ConfigError::Missing { var: "KAFKA_GROUP_ID", flag: "kafka-group-id", example: "kafka-replicator" });
+        }
+        Ok(())
+    }
+}
+
+impl SourceArgs {
+    /// The bootstrap servers; call after [`Validate::validate`].
+    pub fn brokers(&self) -> &str {
+        self.brokers.as_deref().unwrap_or_default().trim()
+    }
+
+    /// The topic names, trimmed.
+    pub fn topics(&self) -> Vec<String> {
+        self.topics.iter().map(|t| t.trim().to_owned()).collect()
+    }
+}
+
+/// Bounds of the consumer pod's in-memory buffer.
+#[derive(Debug, Clone, Args)]
+pub struct BufferArgs {
+    /// Most events held in memory, over all partitions.
+    #[arg(long, env = "BUFFER_MAX_EVENTS", default_value_t = 100_000)]
+    pub buffer_max_events: usize,
+    /// Most bytes of events held in memory, over all partitions.
+    #[arg(long, env = "BUFFER_MAX_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub buffer_max_bytes: usize,
+}
+
+impl Validate for BufferArgs {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.buffer_max_events == 0 {
+            return Err(ConfigError::Invalid { var: "BUFFER_MAX_EVENTS", reason: "must be at least 1".into(), example: "100000" });
+        }
+        if self.buffer_max_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid { var: "BUFFER_MAX_BYTES", reason: "must be at least 65536".into(), example: "268435456" });
+        }
+        Ok(())
+    }
+}
+
+/// The consumer pod (`consumer` binary).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "consumer", version, about = "Consumes the source Kafka into a bounded buffer and serves it to the handlers")]
+pub struct ConsumerConfig {
+    #[command(flatten)]
+    pub source: SourceArgs,
+    #[command(flatten)]
+    pub buffer: BufferArgs,
+    /// Where the internal server listens: host:port, or a Unix-socket path.
+    #[arg(long, env = "CONSUMER_ADDR", default_value = "0.0.0.0:7070")]
+    pub consumer_addr: ConsumerAddr,
+}
+
+impl Validate for ConsumerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.source.validate()?;
+        self.buffer.validate()
+    }
+}
+
+/// The public API (`handlers-server` and `handlers-lambda`).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "handlers", version, about = "The public Kafka Replicator API")]
+pub struct HandlersConfig {
+    /// Accepted API keys (comma-separated, several during a rotation).
+    #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Path prefix of every route.
+    #[arg(long, env = "API_PREFIX", default_value = "/api/v1", value_parser = parse_prefix)]
+    pub api_prefix: String,
+    /// Where the consumer pod's internal server answers: host:port or a Unix-socket path.
+    #[arg(long, env = "CONSUMER_ADDR", default_value = "127.0.0.1:7070")]
+    pub consumer_addr: ConsumerAddr,
+    /// Port of the container server.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    pub port: u16,
+    /// Address the container server binds.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
+}
+
+impl HandlersConfig {
+    /// The accepted keys; call after [`Validate::validate`].
+    pub fn api_keys(&self) -> Result<ApiKeys, ConfigError> {
+        api_keys("API_KEY", self.api_key.as_deref())
+    }
+}
+
+impl Validate for HandlersConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        self.api_keys().map(drop)
+    }
+}
+
+/// Where a client with no saved position starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartPosition {
+    /// The oldest events the source retains: nothing retained is missed.
+    Earliest,
+    /// Only events produced from now on.
+    Latest,
+}
+
+/// The polling client (`client` binary).
+#[derive(Debug, Clone, Parser)]
+#[command(name = "client", version, about = "Replicates events from the Kafka Replicator API into a local Kafka")]
+pub struct ClientConfig {
+    /// The API's scheme://host:port; the client adds API_PREFIX.
+    #[arg(long, env = "SERVER_URL")]
+    pub server_url: Option<String>,
+    /// The API key.
+    #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Path prefix of the API's routes.
+    #[arg(long, env = "API_PREFIX", default_value = "/api/v1", value_parser = parse_prefix)]
+    pub api_prefix: String,
+    /// Bootstrap servers of the local Kafka.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
+    pub kafka_brokers: Option<String>,
+    /// Destination topic; default: the source topic's name.
+    #[arg(long = "kafka-topic", env = "KAFKA_TOPIC")]
+    pub kafka_topic: Option<String>,
+    /// Milliseconds between polls when there is nothing new (also the long-poll wait).
+    #[arg(long = "interval", env = "POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=30_000))]
+    pub interval_ms: u64,
+    /// Where a client with no saved position starts.
+    #[arg(long = "from", env = "START_FROM", value_enum, default_value_t = StartPosition::Earliest)]
+    pub from: StartPosition,
+    /// Most events asked for per poll.
+    #[arg(long = "batch-limit", env = "BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_limit: u32,
+    /// File holding the client's position (the cursor of the last delivered batch).
+    #[arg(long = "state-file", env = "STATE_FILE", default_value = "kafka-replicator-client.state")]
+    pub state_file: PathBuf,
+}
+
+impl Validate for ClientConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        required(&self.server_url, "SERVER_URL", "server-url", "https://replicator.example.com")?;
+        let url = self.server_url.as_deref().unwrap_or_default();
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                var: "SERVER_URL",
+                reason: "must start with http:// or https://".into(),
+                example: "https://replicator.example.com",
+            });
+        }
+        required(&self.api_key, "API_KEY", "api-key", "<a key from the server's API_KEY>")?;
+        required(&self.kafka_brokers, "KAFKA_BROKERS", "kafka-brokers", "localhost:9092")?;
+        if self.kafka_topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(ConfigError::Invalid { var: "KAFKA_TOPIC", reason: "must not be empty".into(), example: "orders" });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_addr_forms() {
+        assert_eq!("consumer:7070".parse(), Ok(ConsumerAddr::Tcp("consumer:7070".into())));
+        assert_eq!("/run/pod.sock".parse(), Ok(ConsumerAddr::Unix("/run/pod.sock".into())));
+        assert_eq!("unix:pod.sock".parse(), Ok(ConsumerAddr::Unix("pod.sock".into())));
+        assert!("consumer".parse::<ConsumerAddr>().is_err());
+        assert!("consumer:http".parse::<ConsumerAddr>().is_err());
+    }
+
+    #[test]
+    fn prefixes() {
+        assert_eq!(parse_prefix("/api/v1/"), Ok("/api/v1".into()));
+        assert_eq!(parse_prefix(""), Ok(String::new()));
+        assert!(parse_prefix("api").is_err());
+    }
+
+    #[test]
+    fn missing_source_names_the_variable() {
+        let config = ConsumerConfig::try_parse_from(["consumer", "--kafka-topic", "orders"]).expect("parse");
+        let err = config.validate().expect_err("no brokers");
+        let text = err.to_string();
+        assert!(text.starts_with("KAFKA_BROKERS is not set"), "{text}");
+        assert!(text.contains("for example KAFKA_BROKERS="), "{text}");
+    }
+
+    #[test]
+    fn client_checks_its_url() {
+        let config = ClientConfig::try_parse_from([
+            "client",
+            "--server-url",
+            "ftp://x",
+            "--api-key",
+            "k",
+            "--kafka-brokers",
+            "localhost:9092",
+        ])
+        .expect("parse");
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { var: "SERVER_URL", .. })));
+    }
+
+    #[test]
+    fn handler_keys_are_checked() {
+        let config = HandlersConfig::try_parse_from(["handlers", "--api-key", "short"]).expect("parse");
+        assert!(matches!(config.validate(), Err(ConfigError::Invalid { var: "API_KEY", .. })));
+    }
+}

@@ -1,0 +1,145 @@
+//! The error every API answers with: one [`ErrorCode`] per failure, each with one HTTP
+//! status and one stable `code` string, rendered as
+//! `{"error":{"code":"…","message":"…"}}`. Messages never carry secrets or internals.
+
+use serde::{Deserialize, Serialize};
+
+/// Every failure a client can see, each mapped to one status and one `code`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// Missing or wrong API key (401).
+    Unauthorized,
+    /// The `cursor` parameter is not a cursor this service made (400).
+    InvalidCursor,
+    /// `limit` is not a number in range (400).
+    InvalidLimit,
+    /// `wait_ms` is not a number in range (400).
+    InvalidWait,
+    /// `topic` names no topic this service carries (400).
+    UnknownTopic,
+    /// Any other malformed request (400).
+    BadRequest,
+    /// No such route (404).
+    NotFound,
+    /// The route exists but not for this method (405).
+    MethodNotAllowed,
+    /// The source Kafka or the consumer pod cannot answer now; retry later (503).
+    Unavailable,
+    /// A fault on our side (500); details go to the logs, never to the client.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status this code is answered with.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::Unauthorized => 401,
+            Self::InvalidCursor | Self::InvalidLimit | Self::InvalidWait | Self::UnknownTopic | Self::BadRequest => 400,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+
+    /// The stable `code` string of the JSON error.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::InvalidCursor => "invalid_cursor",
+            Self::InvalidLimit => "invalid_limit",
+            Self::InvalidWait => "invalid_wait",
+            Self::UnknownTopic => "unknown_topic",
+            Self::BadRequest => "bad_request",
+            Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unavailable => "unavailable",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// An error answer: what went wrong, said safely to the client.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {message}", code.as_str())]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Seconds the client should wait before retrying (`Retry-After`), for 503.
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { code, message: message.into(), retry_after_secs: None }
+    }
+
+    /// A 503 that tells the client when to come back.
+    pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self { retry_after_secs: Some(retry_after_secs), ..Self::new(ErrorCode::Unavailable, message) }
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> ErrorBody {
+        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
+    }
+}
+
+impl From<crate::CursorError> for ApiError {
+    fn from(err: crate::CursorError) -> Self {
+        Self::new(ErrorCode::InvalidCursor, format!("invalid cursor: {err}"))
+    }
+}
+
+/// `{"error":{"code","message"}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// The inside of [`ErrorBody`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl From<ErrorBody> for ApiError {
+    fn from(body: ErrorBody) -> Self {
+        Self::new(body.error.code, body.error.message)
+    }
+}
+
+#[cfg(feature = "axum")]
+impl axum::response::IntoResponse for ApiError {
+    fn into_response(self) -> axum::response::Response {
+        let status = axum::http::StatusCode::from_u16(self.code.status())
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, axum::Json(self.body())).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn body_matches_the_contract() {
+        let err = ApiError::new(ErrorCode::Unauthorized, "missing API key");
+        let json = serde_json::to_value(err.body()).expect("serialize");
+        assert_eq!(json, serde_json::json!({"error":{"code":"unauthorized","message":"missing API key"}}));
+        assert_eq!(ErrorCode::Unauthorized.status(), 401);
+    }
+
+    #[test]
+    fn codes_serialize_as_their_strings() {
+        for code in [ErrorCode::InvalidCursor, ErrorCode::Unavailable, ErrorCode::MethodNotAllowed] {
+            assert_eq!(serde_json::to_value(code).expect("serialize"), code.as_str());
+        }
+    }
+}
