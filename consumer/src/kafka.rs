@@ -1,0 +1,407 @@
+//! Everything that talks to the source Kafka: [`KafkaSource`] consumes the topics as a group
+//! member into the [`RecordBuffer`], storing an offset only once its record is buffered;
+//! [`KafkaReader`] reads metadata, watermarks and any retained offset range directly
+//! (assign + seek), for reads the buffer cannot serve.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use shared::event::RecordHeader;
+use shared::Record;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::buffer::{RecordBuffer, TopicPartition};
+use crate::metrics::ConsumerMetrics;
+
+/// How long one metadata, watermark or catch-up call to Kafka may take.
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Catch-up consumers kept open for reuse; also the most catch-up reads at once.
+const READER_POOL: usize = 4;
+
+/// Settings every Kafka client of the pod shares.
+pub fn base_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("isolation.level", "read_committed")
+        .set("socket.keepalive.enable", "true")
+        .set("reconnect.backoff.max.ms", "5000");
+    config
+}
+
+/// Copies a Kafka message into a [`Record`].
+pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
+    Record {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| RecordHeader { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// Whether the source answers and the pod holds partitions: what `/ready` reports.
+#[derive(Debug, Default)]
+pub struct SourceStatus {
+    assigned: AtomicUsize,
+    reachable: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SourceStatus {
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.reachable.load(Ordering::Relaxed)
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    fn set_reachable(&self, result: Result<(), String>) {
+        let was = self.reachable.swap(result.is_ok(), Ordering::Relaxed);
+        match (&result, was) {
+            (Ok(()), false) => tracing::info!("source Kafka reachable"),
+            (Err(err), true) => tracing::warn!(error = %err, "source Kafka unreachable; retrying"),
+            _ => {}
+        }
+        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = result.err();
+    }
+}
+
+/// The group consumer's callbacks: keep the buffer in step with assignments, count errors.
+struct SourceContext {
+    buffer: Arc<RecordBuffer>,
+    status: Arc<SourceStatus>,
+    metrics: ConsumerMetrics,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let kind = error.rdkafka_error_code().map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
+        self.metrics.kafka_error(&kind);
+        tracing::warn!(error = %error, reason, "source Kafka client error");
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            for elem in tpl.elements() {
+                self.buffer.revoke(&TopicPartition::new(elem.topic(), elem.partition()));
+            }
+            self.status.assigned.fetch_sub(tpl.count().min(self.status.assigned_partitions()), Ordering::Relaxed);
+            tracing::info!(partitions = tpl.count(), "partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                for elem in tpl.elements() {
+                    self.buffer.assign(TopicPartition::new(elem.topic(), elem.partition()));
+                }
+                self.status.assigned.fetch_add(tpl.count(), Ordering::Relaxed);
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+            }
+            Rebalance::Error(err) => {
+                self.metrics.kafka_error("rebalance");
+                tracing::warn!(error = %err, "rebalance failed");
+            }
+            Rebalance::Revoke(_) => {}
+        }
+    }
+}
+
+/// The pod's group consumer of the source topics.
+pub struct KafkaSource {
+    consumer: StreamConsumer<SourceContext>,
+    buffer: Arc<RecordBuffer>,
+    metrics: ConsumerMetrics,
+}
+
+impl std::fmt::Debug for KafkaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSource").finish_non_exhaustive()
+    }
+}
+
+impl KafkaSource {
+    pub fn new(
+        brokers: &str,
+        group_id: &str,
+        topics: &[String],
+        buffer: Arc<RecordBuffer>,
+        status: Arc<SourceStatus>,
+        metrics: ConsumerMetrics,
+    ) -> Result<Self, KafkaError> {
+        let context = SourceContext { buffer: Arc::clone(&buffer), status, metrics: metrics.clone() };
+        let consumer: StreamConsumer<SourceContext> = base_config(brokers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create_with_context(context)?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok(Self { consumer, buffer, metrics })
+    }
+
+    /// Consumes until `shutdown`, then commits what was stored.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let message = tokio::select! {
+                () = shutdown.cancelled() => break,
+                message = self.consumer.recv() => message,
+            };
+            match message {
+                Ok(message) => {
+                    if failing {
+                        tracing::info!("consuming again");
+                        failing = false;
+                    }
+                    let record = to_record(&message);
+                    self.metrics.events_consumed.with_label_values(&[record.topic.as_str()]).inc();
+                    self.buffer.push_batch([record]);
+                    // The record is in the buffer (or in Kafka for catch-up), so its offset
+                    // may now be committed.
+                    if let Err(err) = self.consumer.store_offset_from_message(&message) {
+                        self.metrics.kafka_error("store_offset");
+                        tracing::debug!(error = %err, "offset not stored (partition revoked?)");
+                    }
+                }
+                Err(err) => {
+                    self.metrics.kafka_error("consume");
+                    if !failing {
+                        tracing::warn!(error = %err, "consume failed; retrying");
+                        failing = true;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        if let Err(err) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+            tracing::debug!(error = %err, "final commit skipped");
+        }
+        tracing::info!("source consumer stopped");
+    }
+}
+
+/// Offsets `from..=to` of a partition that the source no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    pub from: i64,
+    pub to: i64,
+}
+
+/// What a direct read of one partition returned.
+#[derive(Debug)]
+pub struct RangeRead {
+    pub records: Vec<Record>,
+    /// The offset to read next.
+    pub next: i64,
+    /// Offsets before the log start, skipped.
+    pub missing: Option<Missing>,
+}
+
+/// Reads metadata, watermarks and offset ranges from the source, outside the group.
+pub struct KafkaReader {
+    config: ClientConfig,
+    pool: Mutex<Vec<BaseConsumer>>,
+    permits: Semaphore,
+    partitions: RwLock<BTreeMap<String, i32>>,
+    status: Arc<SourceStatus>,
+}
+
+impl std::fmt::Debug for KafkaReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaReader").field("partitions", &self.partitions).finish_non_exhaustive()
+    }
+}
+
+impl KafkaReader {
+    pub fn new(brokers: &str, group_id: &str, status: Arc<SourceStatus>) -> Self {
+        let mut config = base_config(brokers);
+        config
+            .set("group.id", format!("{group_id}-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "true")
+            .set("fetch.wait.max.ms", "50");
+        Self { config, pool: Mutex::default(), permits: Semaphore::new(READER_POOL), partitions: RwLock::default(), status }
+    }
+
+    /// Runs `work` on a pooled consumer on the blocking thread pool.
+    async fn with_consumer<T, F>(&self, work: F) -> Result<T, KafkaError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&BaseConsumer) -> Result<T, KafkaError> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| KafkaError::Canceled)?;
+        let pooled = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let consumer = match pooled {
+            Some(c) => c,
+            None => self.config.create::<BaseConsumer>()?,
+        };
+        let (consumer, result) = tokio::task::spawn_blocking(move || {
+            let result = work(&consumer);
+            (consumer, result)
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(consumer);
+        result
+    }
+
+    /// Re-reads how many partitions each topic has; records whether the source answered.
+    pub async fn refresh(&self, topics: &[String]) -> Result<(), KafkaError> {
+        let topics_owned = topics.to_vec();
+        let result = self
+            .with_consumer(move |c| {
+                let mut counts = BTreeMap::new();
+                for topic in &topics_owned {
+                    let metadata = c.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
+                    let count = metadata
+                        .topics()
+                        .iter()
+                        .find(|t| t.name() == topic && t.error().is_none())
+                        .map_or(0, |t| t.partitions().len() as i32);
+                    counts.insert(topic.clone(), count);
+                }
+                Ok(counts)
+            })
+            .await;
+        match result {
+            Ok(counts) => {
+                let missing: Vec<&String> = counts.iter().filter(|(_, n)| **n == 0).map(|(t, _)| t).collect();
+                let verdict = if missing.is_empty() { Ok(()) } else { Err(format!("source topics not found: {missing:?}")) };
+                self.status.set_reachable(verdict);
+                *self.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+                Ok(())
+            }
+            Err(err) => {
+                self.status.set_reachable(Err(err.to_string()));
+                Err(err)
+            }
+        }
+    }
+
+    /// Refreshes metadata every `every` until `shutdown`.
+    pub async fn watch(self: Arc<Self>, topics: Vec<String>, every: Duration, shutdown: CancellationToken) {
+        loop {
+            let _ = self.refresh(&topics).await;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(every) => {}
+            }
+        }
+    }
+
+    /// Every partition of these topics, as last seen in metadata.
+    pub fn partitions(&self, topics: &[String]) -> Vec<TopicPartition> {
+        let counts = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        topics
+            .iter()
+            .flat_map(|t| (0..counts.get(t).copied().unwrap_or(0)).map(move |p| TopicPartition::new(t.as_str(), p)))
+            .collect()
+    }
+
+    /// `(low, high)` watermarks of each partition.
+    pub async fn watermarks(&self, tps: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, i64, i64)>, KafkaError> {
+        self.with_consumer(move |c| {
+            tps.into_iter()
+                .map(|tp| {
+                    let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
+                    Ok((tp, low, high))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Up to `max` records of a partition from `from`, stopping before `stop` (the log end
+    /// when `None`). Offsets before the log start are skipped and reported as missing.
+    pub async fn read_range(
+        &self,
+        tp: TopicPartition,
+        from: i64,
+        max: usize,
+        stop: Option<i64>,
+    ) -> Result<RangeRead, KafkaError> {
+        self.with_consumer(move |c| {
+            let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
+            let missing = (from < low).then(|| Missing { from, to: low - 1 });
+            let from = from.max(low);
+            let stop = stop.map_or(high, |s| s.min(high));
+            if from >= stop || max == 0 {
+                return Ok(RangeRead { records: Vec::new(), next: from, missing });
+            }
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))?;
+            c.assign(&tpl)?;
+            let deadline = Instant::now() + KAFKA_TIMEOUT;
+            let mut records = Vec::new();
+            let mut next = from;
+            while records.len() < max && next < stop {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                match c.poll(left) {
+                    None => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => {
+                        // At the readable end (the last stable offset for read_committed):
+                        // skip past any transaction markers, never past unread records.
+                        next = fetch_position(c, &tp).map_or(next, |p| p.clamp(next, stop));
+                        break;
+                    }
+                    Some(Err(err)) => {
+                        c.unassign()?;
+                        return Err(err);
+                    }
+                    Some(Ok(m)) if m.topic() != tp.topic || m.partition() != tp.partition => {}
+                    Some(Ok(m)) if m.offset() < next => {}
+                    Some(Ok(m)) if m.offset() >= stop => {
+                        next = stop;
+                        break;
+                    }
+                    Some(Ok(m)) => {
+                        next = m.offset() + 1;
+                        records.push(to_record(&m));
+                    }
+                }
+            }
+            c.unassign()?;
+            Ok(RangeRead { records, next, missing })
+        })
+        .await
+    }
+}
+
+fn fetch_position(consumer: &BaseConsumer, tp: &TopicPartition) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(&tp.topic, tp.partition)?.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
+    }
+}

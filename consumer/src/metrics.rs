@@ -1,0 +1,82 @@
+//! The consumer pod's metrics, registered once in the pod's own registry and served to the
+//! handlers' `/metrics` over the internal socket.
+
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use shared::metrics::register;
+
+/// Every metric the consumer pod emits.
+#[derive(Debug, Clone)]
+pub struct ConsumerMetrics {
+    pub registry: Registry,
+    /// `kafka_events_consumed_total{topic}`: records taken from the source into the buffer.
+    pub events_consumed: IntCounterVec,
+    /// `kafka_errors_total{component,kind}`: Kafka client errors seen by the pod.
+    pub kafka_errors: IntCounterVec,
+    /// `consumer_buffer_events`: records held now.
+    pub buffer_events: IntGauge,
+    /// `consumer_buffer_bytes`: bytes held now.
+    pub buffer_bytes: IntGauge,
+    /// `consumer_buffer_evicted_total`: records dropped from memory (still in Kafka).
+    pub buffer_evicted: IntCounter,
+    /// `consumer_catchup_reads_total`: reads served from Kafka because the buffer no longer
+    /// (or not yet) held the offsets asked for.
+    pub catchup_reads: IntCounter,
+    /// `consumer_gaps_total`: offset runs reported as gone from the source.
+    pub gaps: IntCounter,
+}
+
+impl ConsumerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        Self {
+            events_consumed: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("kafka_events_consumed_total", "Records consumed from the source Kafka into the buffer"),
+                    &["topic"],
+                )
+                .expect("valid metric"),
+            ),
+            kafka_errors: register(
+                &registry,
+                IntCounterVec::new(Opts::new("kafka_errors_total", "Kafka client errors"), &["component", "kind"])
+                    .expect("valid metric"),
+            ),
+            buffer_events: register(
+                &registry,
+                IntGauge::new("consumer_buffer_events", "Records held in the buffer").expect("valid metric"),
+            ),
+            buffer_bytes: register(
+                &registry,
+                IntGauge::new("consumer_buffer_bytes", "Bytes held in the buffer").expect("valid metric"),
+            ),
+            buffer_evicted: register(
+                &registry,
+                IntCounter::new("consumer_buffer_evicted_total", "Records evicted from the buffer (still in Kafka)")
+                    .expect("valid metric"),
+            ),
+            catchup_reads: register(
+                &registry,
+                IntCounter::new("consumer_catchup_reads_total", "Partition reads served from Kafka, not the buffer")
+                    .expect("valid metric"),
+            ),
+            gaps: register(
+                &registry,
+                IntCounter::new("consumer_gaps_total", "Offset runs reported as no longer in the source")
+                    .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one Kafka error of the given kind.
+    pub fn kafka_error(&self, kind: &str) {
+        self.kafka_errors.with_label_values(&["consumer", kind]).inc();
+    }
+}
+
+impl Default for ConsumerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,201 @@
+//! [`EventReader`] answers a fetch: it resolves where the read starts (cursor, `earliest`,
+//! `latest` or the newest buffered), takes records from the buffer where it holds them and
+//! from Kafka where it does not, shares `limit` fairly over partitions, and long-polls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use shared::api::{EventsResponse, FetchRequest, Gap};
+use shared::{ApiError, Cursor, ErrorCode, Event, StartFrom};
+use tokio::time::Instant;
+
+use crate::buffer::{PartitionRead, RecordBuffer, TopicPartition};
+use crate::kafka::KafkaReader;
+use crate::metrics::ConsumerMetrics;
+
+/// Seconds a client is told to wait when the source cannot answer.
+const RETRY_AFTER_SECS: u64 = 5;
+
+/// Serves fetches from the buffer and, for what it no longer holds, from Kafka.
+#[derive(Debug)]
+pub struct EventReader {
+    buffer: Arc<RecordBuffer>,
+    kafka: Arc<KafkaReader>,
+    topics: Vec<String>,
+    metrics: ConsumerMetrics,
+}
+
+fn unavailable(err: impl std::fmt::Display) -> ApiError {
+    tracing::warn!(error = %err, "source Kafka read failed");
+    ApiError::unavailable("the source Kafka is not reachable now; retry later", RETRY_AFTER_SECS)
+}
+
+impl EventReader {
+    pub fn new(buffer: Arc<RecordBuffer>, kafka: Arc<KafkaReader>, topics: Vec<String>, metrics: ConsumerMetrics) -> Self {
+        Self { buffer, kafka, topics, metrics }
+    }
+
+    /// The topics this pod carries.
+    pub fn topics(&self) -> &[String] {
+        &self.topics
+    }
+
+    /// Answers one fetch.
+    #[tracing::instrument(skip_all, fields(limit = req.limit, wait_ms = req.wait_ms))]
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsResponse, ApiError> {
+        let start = req.start()?;
+        let topics = self.selected_topics(&req.topics)?;
+        let mut partitions = self.kafka.partitions(&topics);
+        if partitions.is_empty() {
+            // Metadata not known yet (start-up) or stale: ask once before giving up.
+            self.kafka.refresh(&self.topics).await.map_err(unavailable)?;
+            partitions = self.kafka.partitions(&topics);
+            if partitions.is_empty() {
+                return Err(ApiError::unavailable("the source topics are not available yet", RETRY_AFTER_SECS));
+            }
+        }
+        let limit = req.limit as usize;
+        let mut positions = self.resolve(&start, &partitions, limit).await?;
+        let mut cursor = match start {
+            StartFrom::Cursor(c) => c,
+            _ => Cursor::new(),
+        };
+        let deadline = Instant::now() + Duration::from_millis(u64::from(req.wait_ms));
+        let mut changes = self.buffer.subscribe();
+        let (events, gaps) = loop {
+            changes.mark_unchanged();
+            let (events, gaps) = self.collect(&mut positions, limit).await?;
+            if !events.is_empty() || !gaps.is_empty() || Instant::now() >= deadline {
+                break (events, gaps);
+            }
+            // Sleep until new records arrive, with a short cap so partitions the buffer
+            // does not cover (served from Kafka) are looked at again too.
+            let nap = deadline.min(Instant::now() + Duration::from_millis(250));
+            let _ = tokio::time::timeout_at(nap, changes.changed()).await;
+        };
+        for (tp, next) in &positions {
+            cursor.set(&tp.topic, tp.partition, *next);
+        }
+        Ok(EventsResponse { events, next_cursor: cursor.encode(), gaps })
+    }
+
+    fn selected_topics(&self, wanted: &[String]) -> Result<Vec<String>, ApiError> {
+        if wanted.is_empty() {
+            return Ok(self.topics.clone());
+        }
+        match wanted.iter().find(|t| !self.topics.contains(t)) {
+            Some(unknown) => Err(ApiError::new(
+                ErrorCode::UnknownTopic,
+                format!("topic {unknown:?} is not carried; carried: {}", self.topics.join(",")),
+            )),
+            None => Ok(wanted.to_vec()),
+        }
+    }
+
+    /// The offset each partition's read starts at.
+    async fn resolve(
+        &self,
+        start: &StartFrom,
+        partitions: &[TopicPartition],
+        limit: usize,
+    ) -> Result<BTreeMap<TopicPartition, i64>, ApiError> {
+        let needs_watermarks: Vec<TopicPartition> = match start {
+            StartFrom::Cursor(c) => partitions.iter().filter(|tp| c.get(&tp.topic, tp.partition).is_none()).cloned().collect(),
+            StartFrom::Buffered => {
+                let newest = self.buffer.newest_positions(limit);
+                partitions.iter().filter(|tp| !newest.contains_key(tp)).cloned().collect()
+            }
+            StartFrom::Earliest | StartFrom::Latest => partitions.to_vec(),
+        };
+        let marks: HashMap<TopicPartition, (i64, i64)> = if needs_watermarks.is_empty() {
+            HashMap::new()
+        } else {
+            self.kafka
+                .watermarks(needs_watermarks)
+                .await
+                .map_err(unavailable)?
+                .into_iter()
+                .map(|(tp, low, high)| (tp, (low, high)))
+                .collect()
+        };
+        let newest = matches!(start, StartFrom::Buffered).then(|| self.buffer.newest_positions(limit));
+        let mut positions = BTreeMap::new();
+        for tp in partitions {
+            let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));
+            let at = match start {
+                // A partition the cursor does not know (new since): from its start, so
+                // nothing is missed.
+                StartFrom::Cursor(c) => c.get(&tp.topic, tp.partition).unwrap_or(low),
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+                StartFrom::Buffered => newest.as_ref().and_then(|n| n.get(tp).copied()).unwrap_or(high),
+            };
+            positions.insert(tp.clone(), at);
+        }
+        Ok(positions)
+    }
+
+    /// Reads from every partition, `limit` shared fairly, advancing `positions`.
+    async fn collect(
+        &self,
+        positions: &mut BTreeMap<TopicPartition, i64>,
+        limit: usize,
+    ) -> Result<(Vec<Event>, Vec<Gap>), ApiError> {
+        let mut events = Vec::new();
+        let mut gaps = Vec::new();
+        let share = (limit / positions.len().max(1)).max(1);
+        let mut has_more = Vec::new();
+        for (tp, pos) in positions.iter_mut() {
+            let room = share.min(limit - events.len());
+            if room == 0 {
+                break;
+            }
+            let got = self.read_partition(tp, pos, room, &mut events, &mut gaps).await?;
+            if got == room {
+                has_more.push(tp.clone());
+            }
+        }
+        for tp in has_more {
+            let room = limit - events.len();
+            if room == 0 {
+                break;
+            }
+            if let Some(pos) = positions.get_mut(&tp) {
+                self.read_partition(&tp, pos, room, &mut events, &mut gaps).await?;
+            }
+        }
+        Ok((events, gaps))
+    }
+
+    /// Reads up to `max` records of one partition into `events`; returns how many.
+    async fn read_partition(
+        &self,
+        tp: &TopicPartition,
+        pos: &mut i64,
+        max: usize,
+        events: &mut Vec<Event>,
+        gaps: &mut Vec<Gap>,
+    ) -> Result<usize, ApiError> {
+        let stop = match self.buffer.read(tp, *pos, max) {
+            PartitionRead::Records { records, next } => {
+                events.extend(records.iter().map(|r| Event::from(r.as_ref())));
+                *pos = next;
+                return Ok(records.len());
+            }
+            PartitionRead::Behind { start } => Some(start),
+            PartitionRead::Unknown => None,
+        };
+        self.metrics.catchup_reads.inc();
+        let read = self.kafka.read_range(tp.clone(), *pos, max, stop).await.map_err(unavailable)?;
+        if let Some(missing) = read.missing {
+            self.metrics.gaps.inc();
+            tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
+                "offsets no longer in the source (retention); reported as a gap");
+            gaps.push(Gap { topic: tp.topic.clone(), partition: tp.partition, from: missing.from, to: missing.to });
+        }
+        events.extend(read.records.iter().map(Event::from));
+        *pos = read.next;
+        Ok(read.records.len())
+    }
+}

@@ -1,0 +1,58 @@
+//! The pod's internal HTTP server on `CONSUMER_ADDR` (TCP or Unix socket): fetch, status
+//! and metrics for the handlers. Never exposed publicly; no API key (the network policy
+//! admits only the handlers).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use shared::api::{EventsResponse, FetchRequest};
+use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
+use shared::ApiError;
+
+use crate::buffer::RecordBuffer;
+use crate::kafka::SourceStatus;
+use crate::metrics::ConsumerMetrics;
+use crate::reader::EventReader;
+
+/// What the internal routes share.
+#[derive(Debug, Clone)]
+pub struct PodState {
+    pub reader: Arc<EventReader>,
+    pub buffer: Arc<RecordBuffer>,
+    pub status: Arc<SourceStatus>,
+    pub metrics: ConsumerMetrics,
+}
+
+/// The internal router.
+pub fn router(state: PodState) -> Router {
+    Router::new()
+        .route(FETCH_PATH, post(fetch))
+        .route(STATUS_PATH, get(status))
+        .route(METRICS_PATH, get(metrics))
+        .with_state(state)
+}
+
+async fn fetch(State(state): State<PodState>, Json(req): Json<FetchRequest>) -> Result<Json<EventsResponse>, ApiError> {
+    state.reader.fetch(&req).await.map(Json)
+}
+
+async fn status(State(state): State<PodState>) -> Json<PodStatus> {
+    let (buffered_events, buffered_bytes, _) = state.buffer.stats();
+    let assigned_partitions = state.status.assigned_partitions();
+    Json(PodStatus {
+        consuming: state.status.reachable() && assigned_partitions > 0,
+        topics: state.reader.topics().to_vec(),
+        assigned_partitions,
+        buffered_events,
+        buffered_bytes,
+        last_error: state.status.last_error(),
+    })
+}
+
+async fn metrics(State(state): State<PodState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared::metrics::render(&state.metrics.registry))
+}
