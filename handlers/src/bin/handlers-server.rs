@@ -1,0 +1,19 @@
+//! `handlers-server`: the public API as a container server. Reads `.env`, flags and
+//! environment, serves on `HOST:PORT`, and drains in-flight requests on Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use shared::config::{self, HandlersConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: HandlersConfig = config::load();
+    shared::telemetry::init();
+    let state = handlers::AppState::from_config(&config)?;
+    let addr = format!("{}:{}", config.host, config.port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, prefix = %config.api_prefix, pod = %config.consumer_addr, "handlers serving");
+    axum::serve(listener, handlers::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shared::shutdown::signal())
+        .await
+        .context("server failed")
+}

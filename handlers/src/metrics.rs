@@ -1,0 +1,51 @@
+//! The handlers' metrics, in their own registry: `api_requests_total` by route, method and
+//! status, and request latency. `/metrics` appends the consumer pod's metrics to these.
+
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
+use shared::metrics::register;
+
+/// Every metric the handlers emit.
+#[derive(Debug, Clone)]
+pub struct HandlerMetrics {
+    pub registry: Registry,
+    /// `api_requests_total{route,method,status}`.
+    pub requests: IntCounterVec,
+    /// `api_request_duration_seconds{route}`.
+    pub duration: HistogramVec,
+    /// `api_auth_failures_total{reason}`.
+    pub auth_failures: IntCounterVec,
+}
+
+impl HandlerMetrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        Self {
+            requests: register(
+                &registry,
+                IntCounterVec::new(Opts::new("api_requests_total", "Public API requests answered"), &["route", "method", "status"])
+                    .expect("valid metric"),
+            ),
+            duration: register(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new("api_request_duration_seconds", "Public API request latency")
+                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                    &["route"],
+                )
+                .expect("valid metric"),
+            ),
+            auth_failures: register(
+                &registry,
+                IntCounterVec::new(Opts::new("api_auth_failures_total", "Requests refused for a missing or wrong API key"), &["reason"])
+                    .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+}
+
+impl Default for HandlerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,122 @@
+//! [`PodClient`]: the handlers' side of the internal socket to the consumer pod (TCP or
+//! Unix socket). An unreachable pod is a `503` with `Retry-After`, never a `500`.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use shared::api::{EventsResponse, FetchRequest};
+use shared::config::ConsumerAddr;
+use shared::error::ErrorBody;
+use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
+use shared::ApiError;
+
+/// Seconds a client is told to wait when the pod does not answer.
+const RETRY_AFTER_SECS: u64 = 2;
+/// Time to open a connection to the pod.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time for a pod answer beyond the long-poll wait itself.
+const ANSWER_SLACK: Duration = Duration::from_secs(15);
+
+/// A client of the consumer pod's internal server.
+#[derive(Debug, Clone)]
+pub struct PodClient {
+    http: reqwest::Client,
+    base: String,
+    addr: ConsumerAddr,
+}
+
+/// Why the pod client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PodClientError {
+    #[error("cannot build the HTTP client for {addr}: {source}")]
+    Build { addr: ConsumerAddr, source: reqwest::Error },
+    #[error("Unix sockets are not supported on this platform: {0}")]
+    UnixUnsupported(ConsumerAddr),
+}
+
+impl PodClient {
+    pub fn new(addr: ConsumerAddr) -> Result<Self, PodClientError> {
+        let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).pool_idle_timeout(Duration::from_secs(30));
+        let (builder, base) = match &addr {
+            ConsumerAddr::Tcp(host_port) => (builder, format!("http://{host_port}")),
+            #[cfg(unix)]
+            ConsumerAddr::Unix(path) => (builder.unix_socket(path.as_path()), "http://consumer-pod".to_owned()),
+            #[cfg(not(unix))]
+            ConsumerAddr::Unix(_) => return Err(PodClientError::UnixUnsupported(addr)),
+        };
+        let http = builder.build().map_err(|source| PodClientError::Build { addr: addr.clone(), source })?;
+        Ok(Self { http, base, addr })
+    }
+
+    fn unreachable(&self, err: &reqwest::Error) -> ApiError {
+        tracing::warn!(pod = %self.addr, error = %err, "consumer pod unreachable");
+        ApiError::unavailable("the event source is not reachable now; retry later", RETRY_AFTER_SECS)
+    }
+
+    /// Events for a validated request.
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsResponse, ApiError> {
+        let timeout = Duration::from_millis(u64::from(req.wait_ms)) + ANSWER_SLACK;
+        let response = self
+            .http
+            .post(format!("{}{FETCH_PATH}", self.base))
+            .timeout(timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if response.status().is_success() {
+            return response.json().await.map_err(|e| self.unreachable(&e));
+        }
+        Err(self.error_from(response).await)
+    }
+
+    /// The pod's own view of its health.
+    pub async fn status(&self) -> Result<PodStatus, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}{STATUS_PATH}", self.base))
+            .timeout(CONNECT_TIMEOUT * 2)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(self.error_from(response).await);
+        }
+        response.json().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// The pod's metrics, Prometheus text.
+    pub async fn metrics(&self) -> Result<String, ApiError> {
+        let response = self
+            .http
+            .get(format!("{}{METRICS_PATH}", self.base))
+            .timeout(CONNECT_TIMEOUT * 2)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if !response.status().is_success() {
+            return Err(self.error_from(response).await);
+        }
+        response.text().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// Turns a pod error answer into the same error for the client.
+    async fn error_from(&self, response: reqwest::Response) -> ApiError {
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        match response.json::<ErrorBody>().await {
+            Ok(body) => ApiError { retry_after_secs: retry_after, ..ApiError::from(body) },
+            Err(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
+                ApiError::unavailable("the event source is not reachable now; retry later", RETRY_AFTER_SECS)
+            }
+            Err(err) => {
+                tracing::error!(pod = %self.addr, %status, error = %err, "consumer pod answered without an error body");
+                ApiError::new(shared::ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
