@@ -1,0 +1,14 @@
+//! `client`: replicates events from the Kafka Replicator API into a local Kafka. Reads
+//! `.env`, flags and environment; runs until Ctrl-C, resuming from its saved position.
+
+use anyhow::Context;
+use shared::config::{self, ClientConfig};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config: ClientConfig = config::load();
+    shared::telemetry::init();
+    let replicator = client::Replicator::new(&config).context("client could not start")?;
+    replicator.run(shared::shutdown::token()).await.context("client stopped on an error")?;
+    Ok(())
+}
