@@ -1,0 +1,126 @@
+//! [`DemoProducer`]: writes demo events into the source topic at a steady rate. Each value
+//! is a UTF-8 JSON object with a unique integer `seq`, a timestamp and some payload, so
+//! loss and duplicates can be counted from outside.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+/// Deliveries awaited at once before producing more.
+const MAX_IN_FLIGHT: usize = 10_000;
+/// Keys cycle over this many devices, so events spread over partitions by key.
+const DEVICES: u64 = 16;
+
+/// The value of demo event `seq`.
+pub fn demo_value(seq: u64, timestamp_ms: i64) -> String {
+    format!(
+        "{{\"seq\":{seq},\"ts\":{timestamp_ms},\"device\":\"device-{}\",\"temperature\":{:.1},\"payload\":\"{}\"}}",
+        seq % DEVICES,
+        18.0 + (seq % 70) as f64 / 10.0,
+        "x".repeat(64)
+    )
+}
+
+/// Produces demo events into one topic.
+pub struct DemoProducer {
+    producer: FutureProducer,
+    topic: String,
+    rate: u64,
+    total: Option<u64>,
+}
+
+impl std::fmt::Debug for DemoProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DemoProducer").field("topic", &self.topic).field("rate", &self.rate).finish_non_exhaustive()
+    }
+}
+
+impl DemoProducer {
+    /// `rate` events per second (0: as fast as possible); `total` events, or forever.
+    pub fn new(brokers: &str, topic: &str, rate: u64, total: Option<u64>) -> Result<Self, KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()?;
+        Ok(Self { producer, topic: topic.to_owned(), rate, total })
+    }
+
+    /// Produces until `total` is reached or `shutdown`; returns how many were acknowledged.
+    pub async fn run(self, shutdown: CancellationToken) -> u64 {
+        let started = tokio::time::Instant::now();
+        let mut in_flight = FuturesUnordered::new();
+        let mut seq = 0u64;
+        let mut acked = 0u64;
+        while self.total.is_none_or(|t| seq < t) && !shutdown.is_cancelled() {
+            if self.rate > 0 {
+                // When the schedule says event `seq` is due.
+                let due = started + Duration::from_secs_f64(seq as f64 / self.rate as f64);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep_until(due) => {}
+                }
+            }
+            let now = now_ms();
+            let value = demo_value(seq, now);
+            let key = format!("device-{}", seq % DEVICES);
+            let seq_text = seq.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "source", value: Some("kafka-replicator-emulator") })
+                .insert(Header { key: "seq", value: Some(seq_text.as_str()) });
+            let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value).headers(headers).timestamp(now);
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((_, back)) => {
+                        // Queue full: let deliveries drain, then enqueue again.
+                        record = back;
+                        if let Some(result) = in_flight.next().await {
+                            acked += count_ack(result);
+                        } else {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                    }
+                }
+            };
+            in_flight.push(delivery);
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                match in_flight.next().await {
+                    Some(result) => acked += count_ack(result),
+                    None => break,
+                }
+            }
+            seq += 1;
+        }
+        while let Some(result) = in_flight.next().await {
+            acked += count_ack(result);
+        }
+        let _ = self.producer.flush(Timeout::After(Duration::from_secs(5)));
+        tracing::info!(events = acked, "demo producer finished");
+        acked
+    }
+}
+
+fn count_ack(result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>) -> u64 {
+    match result {
+        Ok(Ok(_)) => 1,
+        Ok(Err((err, _))) => {
+            tracing::warn!(error = %err, "demo event not produced");
+            0
+        }
+        Err(_) => 0,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,112 @@
+//! The two Kafka clusters of a local run: librdkafka's in-process mock cluster (the default,
+//! reachable from other processes while this one lives) or a real cluster by its bootstrap
+//! address. Both can create topics and report their bootstrap servers.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+/// A Kafka cluster the emulator uses.
+#[derive(Debug)]
+pub enum KafkaCluster {
+    /// An in-process mock cluster, alive as long as this value.
+    Mock(MockKafka),
+    /// A real cluster (Apache Kafka, MSK, …) at these bootstrap servers.
+    External(String),
+}
+
+
+impl KafkaCluster {
+    /// A new mock cluster, or the given brokers.
+    pub fn mock_or(brokers: Option<&str>) -> Result<Self, KafkaError> {
+        match brokers {
+            Some(b) => Ok(Self::External(b.to_owned())),
+            None => MockKafka::start().map(Self::Mock),
+        }
+    }
+
+    /// Bootstrap servers for any Kafka client, in this process or another.
+    pub fn bootstrap(&self) -> &str {
+        match self {
+            Self::Mock(m) => &m.bootstrap,
+            Self::External(b) => b,
+        }
+    }
+
+    /// `mock` or `external`, for logs and test output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Mock(_) => "librdkafka mock cluster",
+            Self::External(_) => "external Kafka",
+        }
+    }
+
+    /// Creates a topic; one that already exists is fine.
+    pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
+        match self {
+            Self::Mock(m) => m.create_topic(name, partitions),
+            Self::External(brokers) => {
+                let admin: AdminClient<DefaultClientContext> =
+                    ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+                for result in admin.create_topics([&topic], &options).await? {
+                    match result {
+                        Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                        Err((_, code)) => return Err(KafkaError::AdminOp(code)),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for MockKafka {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockKafka").field("bootstrap", &self.bootstrap).finish_non_exhaustive()
+    }
+}
+
+/// librdkafka's mock cluster, owned through a producer handle that created it.
+pub struct MockKafka {
+    handle: BaseProducer,
+    bootstrap: String,
+}
+
+impl MockKafka {
+    /// Starts a one-broker mock cluster listening on loopback.
+    pub fn start() -> Result<Self, KafkaError> {
+        let handle: BaseProducer = ClientConfig::new().set("test.mock.num.brokers", "1").create()?;
+        let cluster = handle.client().mock_cluster().ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
+        let bootstrap = cluster.bootstrap_servers();
+        drop(cluster);
+        no_rebalance_delay(&handle);
+        Ok(Self { handle, bootstrap })
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
+        let cluster = self.handle.client().mock_cluster().ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
+        cluster.create_topic(name, partitions, 1)
+    }
+}
+
+/// The mock cluster makes every group join wait 3 s (as `group.initial.rebalance.delay.ms`
+/// does on a real broker); the emulator has no use for that wait.
+#[allow(unsafe_code)]
+fn no_rebalance_delay(handle: &BaseProducer) {
+    use rdkafka::bindings::{rd_kafka_handle_mock_cluster, rd_kafka_mock_group_initial_rebalance_delay_ms};
+    // SAFETY: `native_ptr` is the live handle that owns the mock cluster; the returned
+    // cluster pointer is valid while that handle lives, which outlasts this call.
+    unsafe {
+        let cluster = rd_kafka_handle_mock_cluster(handle.client().native_ptr());
+        if !cluster.is_null() {
+            rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The emulator: the whole Kafka Replicator in one process on embedded Kafka (librdkafka's
+//! mock cluster) or on real brokers. The binary runs it for people; the library's [`Stack`]
+//! is the integration-test harness.
+
+pub mod demo;
+pub mod kafka;
+pub mod stack;
+pub mod verify;
+
+pub use kafka::KafkaCluster;
+pub use stack::{ReadyInfo, Stack, StackConfig, StackError};

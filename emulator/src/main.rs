@@ -1,0 +1,109 @@
+//! `emulator`: runs the whole Kafka Replicator locally with no set-up — two embedded Kafka
+//! clusters, a demo producer, the consumer pod, the API and the client — and prints one
+//! ready line with the API URL, the API key and both bootstrap addresses.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use emulator::{Stack, StackConfig};
+use shared::config::Validate;
+
+/// Runs the whole Kafka Replicator locally on embedded Kafka.
+#[derive(Debug, Parser)]
+#[command(name = "emulator", version)]
+struct Args {
+    /// Port of the API on 127.0.0.1.
+    #[arg(long, env = "PORT", default_value_t = 3000)]
+    port: u16,
+    /// API key to accept (default: a new random key, printed).
+    #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Path prefix of the API.
+    #[arg(long, env = "API_PREFIX", default_value = "/api/v1")]
+    api_prefix: String,
+    /// Source topic (created on both clusters).
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "demo-events")]
+    topic: String,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    partitions: i32,
+    /// Demo events per second (0: as fast as possible).
+    #[arg(long, default_value_t = 10)]
+    rate: u64,
+    /// Produce exactly N demo events, then stop producing (0: none).
+    #[arg(long)]
+    events: Option<u64>,
+    /// Do not run the client.
+    #[arg(long)]
+    no_client: bool,
+    /// Client poll interval in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval: u64,
+    /// Use this real Kafka as the source instead of an embedded one.
+    #[arg(long, env = "KAFKA_BROKERS")]
+    source_brokers: Option<String>,
+    /// Use this real Kafka as the local cluster instead of an embedded one.
+    #[arg(long, env = "LOCAL_KAFKA_BROKERS")]
+    local_brokers: Option<String>,
+    /// Consumer group of the consumer pod.
+    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "kafka-replicator-emulator")]
+    group_id: String,
+    #[command(flatten)]
+    buffer: shared::config::BufferArgs,
+    /// Write {"api_base","api_key","source_brokers","local_brokers","topic"} here once ready.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Where the client keeps its position (default: a temporary directory).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+impl Validate for Args {
+    fn validate(&self) -> Result<(), shared::config::ConfigError> {
+        self.buffer.validate()
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Args = shared::config::load();
+    shared::telemetry::init();
+    let shutdown = shared::shutdown::token();
+    let config = StackConfig {
+        source_brokers: args.source_brokers,
+        local_brokers: args.local_brokers,
+        topic: args.topic,
+        partitions: args.partitions,
+        api_key: args.api_key,
+        api_prefix: args.api_prefix,
+        port: args.port,
+        rate: args.rate,
+        events: args.events,
+        client: !args.no_client,
+        client_interval: Duration::from_millis(args.interval),
+        group_id: args.group_id,
+        buffer_max_events: args.buffer.buffer_max_events,
+        buffer_max_bytes: args.buffer.buffer_max_bytes,
+        state_dir: args.state_dir,
+        ..StackConfig::default()
+    };
+    let stack = tokio::select! {
+        stack = Stack::start(config) => stack.context("the emulator could not start")?,
+        () = shutdown.cancelled() => return Ok(()),
+    };
+    let info = &stack.info;
+    if let Some(path) = &args.ready_file {
+        let json = serde_json::to_string_pretty(info)?;
+        std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    println!(
+        "kafka-replicator emulator ready: api={} api_key={} source_brokers={} local_brokers={} topic={}",
+        info.api_base, info.api_key, info.source_brokers, info.local_brokers, info.topic
+    );
+    println!("try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"", info.api_key, info.api_base);
+    shutdown.cancelled().await;
+    stack.stop().await;
+    Ok(())
+}

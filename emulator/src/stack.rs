@@ -1,0 +1,244 @@
+//! [`Stack`]: the whole system in one process — source and local Kafka, the demo producer,
+//! the consumer pod on its internal socket, the handlers on HTTP and the client — started
+//! in order, waited on until `/ready` says so, and stopped gracefully.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+use shared::config::{
+    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, HandlersConfig, SourceArgs, StartPosition,
+};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::demo::DemoProducer;
+use crate::kafka::KafkaCluster;
+
+/// How long the stack may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Source Kafka bootstrap servers; `None` starts a mock cluster.
+    pub source_brokers: Option<String>,
+    /// Local Kafka bootstrap servers; `None` starts a mock cluster.
+    pub local_brokers: Option<String>,
+    pub topic: String,
+    pub partitions: i32,
+    /// `None` generates a key.
+    pub api_key: Option<String>,
+    pub api_prefix: String,
+    /// HTTP port of the API on 127.0.0.1; 0 picks a free one.
+    pub port: u16,
+    /// Demo events per second (0: as fast as possible).
+    pub rate: u64,
+    /// Produce exactly this many demo events, then stop; `None`: forever. `Some(0)`: none.
+    pub events: Option<u64>,
+    /// Run the client replicating into the local cluster.
+    pub client: bool,
+    /// The client's poll interval.
+    pub client_interval: Duration,
+    pub client_batch_limit: u32,
+    pub group_id: String,
+    pub buffer_max_events: usize,
+    pub buffer_max_bytes: usize,
+    /// Where the client keeps its position; `None` uses a temporary directory.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        Self {
+            source_brokers: None,
+            local_brokers: None,
+            topic: "demo-events".into(),
+            partitions: 3,
+            api_key: None,
+            api_prefix: "/api/v1".into(),
+            port: 0,
+            rate: 10,
+            events: None,
+            client: true,
+            client_interval: Duration::from_millis(1000),
+            client_batch_limit: 1000,
+            group_id: "kafka-replicator-emulator".into(),
+            buffer_max_events: 100_000,
+            buffer_max_bytes: 256 * 1024 * 1024,
+            state_dir: None,
+        }
+    }
+}
+
+/// Why the stack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("consumer pod: {0}")]
+    Consumer(#[from] consumer::ConsumerError),
+    #[error("handlers: {0}")]
+    Handlers(#[from] handlers::HandlersError),
+    #[error("client: {0}")]
+    Client(#[from] client::ClientError),
+    #[error("API key: {0}")]
+    ApiKey(#[from] shared::auth::ApiKeysError),
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the stack was not ready within {0:?}: {1}")]
+    NotReady(Duration, String),
+}
+
+/// What a ready stack tells the outside (the `--ready-file` JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ReadyInfo {
+    pub api_base: String,
+    pub api_key: String,
+    pub source_brokers: String,
+    pub local_brokers: String,
+    pub topic: String,
+}
+
+/// A running system.
+#[derive(Debug)]
+pub struct Stack {
+    pub info: ReadyInfo,
+    pub source: KafkaCluster,
+    pub local: KafkaCluster,
+    shutdown: CancellationToken,
+    tasks: JoinSet<()>,
+    _state_dir: Option<tempfile::TempDir>,
+}
+
+impl Stack {
+    /// Starts everything and waits until the API says ready.
+    pub async fn start(config: StackConfig) -> Result<Self, StackError> {
+        let source = KafkaCluster::mock_or(config.source_brokers.as_deref())?;
+        let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?;
+        source.create_topic(&config.topic, config.partitions).await?;
+        local.create_topic(&config.topic, config.partitions).await?;
+        let api_key = config.api_key.clone().unwrap_or_else(shared::auth::generate_key);
+        shared::ApiKeys::parse(&api_key)?;
+        let shutdown = CancellationToken::new();
+        let mut tasks = JoinSet::new();
+
+        let pod = consumer::ConsumerPod::bind(ConsumerConfig {
+            source: SourceArgs {
+                brokers: Some(source.bootstrap().to_owned()),
+                topics: vec![config.topic.clone()],
+                group_id: config.group_id.clone(),
+            },
+            buffer: BufferArgs { buffer_max_events: config.buffer_max_events, buffer_max_bytes: config.buffer_max_bytes },
+            consumer_addr: ConsumerAddr::Tcp("127.0.0.1:0".into()),
+        })
+        .await?;
+        let handlers_config = HandlersConfig {
+            api_key: Some(api_key.clone()),
+            api_prefix: config.api_prefix.clone(),
+            consumer_addr: pod.local_addr().clone(),
+            port: config.port,
+            host: "127.0.0.1".into(),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = pod.run(stop).await {
+                tracing::error!(error = %err, "consumer pod failed");
+            }
+        });
+
+        let state = handlers::AppState::from_config(&handlers_config)?;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+            .await
+            .map_err(|source| StackError::Bind { port: config.port, source })?;
+        let addr = listener.local_addr()?;
+        let app = handlers::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+                tracing::error!(error = %err, "API server failed");
+            }
+        });
+        let server_url = format!("http://{addr}");
+        let info = ReadyInfo {
+            api_base: format!("{server_url}{}", config.api_prefix),
+            api_key,
+            source_brokers: source.bootstrap().to_owned(),
+            local_brokers: local.bootstrap().to_owned(),
+            topic: config.topic.clone(),
+        };
+        wait_ready(&info.api_base).await?;
+
+        if config.events != Some(0) {
+            let demo = DemoProducer::new(source.bootstrap(), &config.topic, config.rate, config.events)?;
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                demo.run(stop).await;
+            });
+        }
+
+        let mut state_dir = None;
+        if config.client {
+            let dir = match &config.state_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir)?;
+                    dir.clone()
+                }
+                None => {
+                    let tmp = tempfile::tempdir()?;
+                    let path = tmp.path().to_owned();
+                    state_dir = Some(tmp);
+                    path
+                }
+            };
+            let client = client::Replicator::new(&ClientConfig {
+                server_url: Some(server_url),
+                api_key: Some(info.api_key.clone()),
+                api_prefix: config.api_prefix.clone(),
+                kafka_brokers: Some(local.bootstrap().to_owned()),
+                kafka_topic: None,
+                interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
+                from: StartPosition::Earliest,
+                batch_limit: config.client_batch_limit,
+                state_file: dir.join("client.state"),
+            })?;
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(err) = client.run(stop).await {
+                    tracing::error!(error = %err, "client stopped on an error");
+                }
+            });
+        }
+        Ok(Self { info, source, local, shutdown, tasks, _state_dir: state_dir })
+    }
+
+    /// A token that stops the stack when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops every part and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Polls `/ready` until it answers 200.
+async fn wait_ready(api_base: &str) -> Result<(), StackError> {
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+    let mut last = String::from("no answer yet");
+    while tokio::time::Instant::now() < deadline {
+        match http.get(format!("{api_base}/ready")).send().await {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{} {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(err) => last = err.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(StackError::NotReady(READY_TIMEOUT, last))
+}
