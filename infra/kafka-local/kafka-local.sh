@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# kafka-local.sh - run single-node Apache Kafka (KRaft, broker+controller)
+# instances from Maven Central jars with the local `java`. No Docker needed.
+#
+#   kafka-local.sh fetch           resolve the jars (see pom.xml) into $LIBS
+#   kafka-local.sh start NAME      fresh broker NAME; prints 127.0.0.1:PORT
+#   kafka-local.sh restart NAME    stop + start NAME again, same ports and data
+#   kafka-local.sh stop NAME       stop broker NAME (ok if not running)
+#   kafka-local.sh stop-all        stop every broker under $KAFKA_LOCAL_HOME
+#   kafka-local.sh status          NAME, pid, bootstrap, running/stopped
+#   kafka-local.sh run CLASS ARGS  run a Kafka main class (CLI tool, MirrorMaker)
+#                                  on the fetched classpath, logging WARN to stderr
+#   kafka-local.sh classpath       print the classpath ("$LIBS/*")
+#
+# Only the bootstrap address of start/restart and the status table go to
+# stdout; progress and errors go to stderr. See README.md for env vars.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "$(readlink -f -- "${BASH_SOURCE[0]}")")" && pwd)
+KAFKA_LOCAL_HOME=${KAFKA_LOCAL_HOME:-${HOME:?HOME is not set}/.cache/kafka-replicator/kafka-local}
+LIBS=${KAFKA_LOCAL_LIBS:-$KAFKA_LOCAL_HOME/libs}
+JAVA=${JAVA:-java}
+MVN=${MVN:-mvn}
+START_TIMEOUT=${KAFKA_LOCAL_START_TIMEOUT:-90}
+STOP_TIMEOUT=${KAFKA_LOCAL_STOP_TIMEOUT:-30}
+HEAP_OPTS=${KAFKA_LOCAL_HEAP_OPTS:--Xmx512m}
+JVM_OPTS=${KAFKA_LOCAL_JVM_OPTS:-}
+LOG4J_CONFIG=${KAFKA_LOCAL_LOG4J_CONFIG:-$SCRIPT_DIR/log4j2.yaml}
+TOOLS_LOG4J_CONFIG=${KAFKA_LOCAL_TOOLS_LOG4J_CONFIG:-$SCRIPT_DIR/log4j2-tools.yaml}
+# Logged once by kafka.server.KafkaRaftServer when broker and controller are up.
+READY_LINE='Kafka Server started'
+
+log() { printf 'kafka-local: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
+  exit "${1:-2}"
+}
+
+# ---------------------------------------------------------------- helpers
+
+# Broker names become directory names under $KAFKA_LOCAL_HOME.
+check_name() {
+  [[ ${1:-} =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] || die "invalid broker name '${1:-}' (use [A-Za-z0-9._-])"
+  [[ $1 != libs* ]] || die "broker name '$1' is reserved"
+}
+
+broker_dir() { printf '%s/%s' "$KAFKA_LOCAL_HOME" "$1"; }
+
+# Take / release an exclusive lock on fd 8 (no-op where flock is missing).
+lock() {
+  mkdir -p "$KAFKA_LOCAL_HOME"
+  exec 8>"$KAFKA_LOCAL_HOME/.$1.lock"
+  if command -v flock >/dev/null; then flock 8; fi
+}
+unlock() { exec 8>&-; }
+
+# True if pid is alive (zombies count as dead).
+alive() {
+  local st
+  st=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [[ -n $st && $st != Z* ]]
+}
+
+# Pid of broker NAME if it is running (and really is that broker), else empty.
+running_pid() {
+  local dir pid args
+  dir=$(broker_dir "$1")
+  [[ -s $dir/pid ]] || return 0
+  pid=$(<"$dir/pid")
+  [[ $pid =~ ^[0-9]+$ ]] && alive "$pid" || return 0
+  # Guard against pid reuse: the command line must name this broker's config.
+  args=$(ps -o args= -p "$pid" 2>/dev/null) || return 0
+  [[ $args == *"$dir/server.properties"* ]] && printf '%s' "$pid"
+  return 0
+}
+
+# True if something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Ports recorded by every broker dir (kept reserved even while stopped, so a
+# later `restart` of that broker finds its ports free).
+reserved_ports() { cat "$KAFKA_LOCAL_HOME"/*/ports 2>/dev/null || true; }
+
+# Print one free loopback port not in the space-separated list $1.
+free_port() {
+  local avoid=" $1 " p i
+  for i in $(seq 1 50); do
+    if command -v python3 >/dev/null; then
+      p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    else
+      p=$((20000 + RANDOM % 12000))  # below the usual ephemeral range
+    fi
+    if [[ $avoid != *" $p "* ]] && ! port_open "$p"; then
+      printf '%s' "$p"
+      return 0
+    fi
+  done
+  die "could not find a free port (tried $i times)"
+}
+
+# Port from env override ($2 = variable name) or a fresh free one.
+choose_port() {
+  local val=$1 var=$2 avoid=$3
+  if [[ -n $val ]]; then
+    if ! [[ $val =~ ^[0-9]+$ ]] || ((val < 1 || val > 65535)); then
+      die "$var='$val' is not a port number"
+    fi
+    ! port_open "$val" || die "$var=$val is already in use"
+    printf '%s' "$val"
+  else
+    free_port "$avoid"
+  fi
+}
+
+# Random Kafka cluster id: 16 random bytes, base64url without padding
+# (what `kafka-storage.sh random-uuid` prints), never starting with '-'.
+new_cluster_id() {
+  local id
+  while :; do
+    id=$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')
+    [[ $id == -* ]] || break
+  done
+  printf '%s' "$id"
+}
+
+libs_present() { [[ -f $LIBS/.pom.sha256 ]] && compgen -G "$LIBS/kafka_2.13-*.jar" >/dev/null; }
+
+# ---------------------------------------------------------------- fetch
+
+# Resolve pom.xml's dependencies into $LIBS. Skipped when $LIBS holds a
+# stamp equal to the pom's checksum. $1=quiet suppresses the "up to date" note.
+cmd_fetch() {
+  local sum stamp="$LIBS/.pom.sha256" tmp
+  command -v "$MVN" >/dev/null || die "maven ('$MVN') not found on PATH"
+  sum=$(sha256sum "$SCRIPT_DIR/pom.xml" | cut -d' ' -f1)
+  if libs_present && [[ $(<"$stamp") == "$sum" ]]; then
+    [[ ${1:-} == quiet ]] || log "jars up to date in $LIBS"
+    return 0
+  fi
+  mkdir -p "$(dirname "$LIBS")"
+  exec 9>"$LIBS.lock"            # serialize concurrent fetches
+  if command -v flock >/dev/null; then flock 9; fi
+  if libs_present && [[ $(<"$stamp") == "$sum" ]]; then exec 9>&-; return 0; fi
+  tmp="$LIBS.tmp.$$"
+  rm -rf "$tmp"
+  log "resolving Kafka jars with Maven into $LIBS ..."
+  # Some Maven builds emit bare ANSI reset codes even with -q -B: strip them.
+  if ! "$MVN" -q -B -f "$SCRIPT_DIR/pom.xml" dependency:copy-dependencies \
+        -DoutputDirectory="$tmp" 2>&1 | sed -e 's/\x1b\[[0-9;]*m//g' -e '/^$/d' >&2; then
+    rm -rf "$tmp"
+    die "maven could not resolve $SCRIPT_DIR/pom.xml"
+  fi
+  printf '%s\n' "$sum" >"$tmp/.pom.sha256"
+  rm -rf "$LIBS"
+  mv "$tmp" "$LIBS"
+  exec 9>&-
+  log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars into $LIBS"
+}
+
+# ---------------------------------------------------------------- start
+
+write_properties() {
+  local dir=$1 port=$2 cport=$3
+  cat >"$dir/server.properties" <<EOF
+# Written by kafka-local.sh: single-node KRaft broker + controller.
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:$cport
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+  if [[ -n ${KAFKA_LOCAL_EXTRA_PROPS:-} ]]; then
+    printf '# KAFKA_LOCAL_EXTRA_PROPS (later keys win)\n%s\n' "$KAFKA_LOCAL_EXTRA_PROPS" >>"$dir/server.properties"
+  fi
+}
+
+# Launch the broker of an already formatted dir in the background and wait
+# until it is ready; print its bootstrap address on stdout.
+launch() {
+  local name=$1 dir port cport logf off pid deadline p
+  local -a heap jvm
+  dir=$(broker_dir "$name")
+  logf=$dir/server.log
+  read -r port cport <"$dir/ports"
+  for p in "$port" "$cport"; do
+    ! port_open "$p" || die "port $p needed by '$name' is in use by another process"
+  done
+  read -r -a heap <<<"$HEAP_OPTS"
+  read -r -a jvm <<<"$JVM_OPTS"
+
+  # server.log is appended across restarts; readiness only looks past $off.
+  touch "$logf"
+  printf '=== kafka-local: launching %s on 127.0.0.1:%s at %s ===\n' "$name" "$port" "$(date '+%F %T')" >>"$logf"
+  off=$(wc -c <"$logf")
+  rm -f "$dir/pid"
+
+  local -a detach=(nohup)
+  if command -v setsid >/dev/null; then detach=(setsid nohup); fi
+  # The inner bash records its own pid, then exec's java (same pid).
+  # shellcheck disable=SC2016  # $$ and $@ are for the inner bash
+  (
+    cd "$dir"
+    exec "${detach[@]}" bash -c 'echo $$ >"$0"; exec "$@"' "$dir/pid" \
+      "$JAVA" "${heap[@]}" -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+      -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent \
+      -Djava.awt.headless=true \
+      -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$dir" \
+      "${jvm[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties"
+  ) >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
+
+  log "waiting for '$name' on 127.0.0.1:$port (timeout ${START_TIMEOUT}s) ..."
+  deadline=$((SECONDS + START_TIMEOUT))
+  while :; do
+    pid=$(cat "$dir/pid" 2>/dev/null || true)
+    if [[ -n $pid ]] && ! alive "$pid"; then
+      log "broker '$name' exited during startup; last 50 lines of $logf:"
+      tail -n 50 "$logf" >&2
+      return 1
+    fi
+    if [[ -n $pid ]] && grep -qF -- "$READY_LINE" < <(tail -c "+$((off + 1))" "$logf") \
+        && port_open "$port"; then
+      break
+    fi
+    if ((SECONDS >= deadline)); then
+      log "broker '$name' not ready after ${START_TIMEOUT}s; last 50 lines of $logf:"
+      tail -n 50 "$logf" >&2
+      cmd_stop "$name" || true
+      return 1
+    fi
+    sleep 0.5
+  done
+  printf '127.0.0.1:%s\n' "$port" >"$dir/bootstrap"
+  log "'$name' ready (pid $pid) after $((SECONDS + START_TIMEOUT - deadline))s"
+  printf '127.0.0.1:%s\n' "$port"
+}
+
+cmd_start() {
+  local name=${1:-} dir port cport cid
+  check_name "$name"
+  dir=$(broker_dir "$name")
+  command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found on PATH"
+  cmd_fetch quiet
+  if [[ -n $(running_pid "$name") ]]; then
+    log "'$name' is already running; stopping it for a fresh start"
+    cmd_stop "$name"
+  fi
+
+  # Pick ports and record them under a lock so concurrent starts don't collide.
+  lock ports
+  rm -rf "$dir"
+  port=$(choose_port "${KAFKA_LOCAL_PORT:-}" KAFKA_LOCAL_PORT "$(reserved_ports)")
+  cport=$(choose_port "${KAFKA_LOCAL_CONTROLLER_PORT:-}" KAFKA_LOCAL_CONTROLLER_PORT "$(reserved_ports) $port")
+  mkdir -p "$dir/data"
+  printf '%s %s\n' "$port" "$cport" >"$dir/ports"
+  unlock
+
+  write_properties "$dir" "$port" "$cport"
+  cid=$(new_cluster_id)
+  printf '%s\n' "$cid" >"$dir/cluster.id"
+  log "formatting $dir/data (cluster id $cid)"
+  if ! "$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONFIG" kafka.tools.StorageTool \
+      format --standalone -t "$cid" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+    cat "$dir/format.log" >&2
+    die "formatting storage for '$name' failed"
+  fi
+  launch "$name"
+}
+
+# ---------------------------------------------------------------- restart / stop / status
+
+cmd_restart() {
+  local name=${1:-} dir
+  check_name "$name"
+  dir=$(broker_dir "$name")
+  [[ -f $dir/server.properties && -f $dir/ports && -f $dir/data/meta.properties ]] \
+    || die "'$name' was never started (no formatted data in $dir); use: start $name"
+  cmd_stop "$name"
+  launch "$name"
+}
+
+cmd_stop() {
+  local name=${1:-} dir pid deadline
+  check_name "$name"
+  dir=$(broker_dir "$name")
+  pid=$(running_pid "$name")
+  if [[ -z $pid ]]; then
+    log "'$name' is not running"
+    rm -f "$dir/pid"
+    return 0
+  fi
+  log "stopping '$name' (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + STOP_TIMEOUT))
+  while alive "$pid"; do
+    if ((SECONDS >= deadline)); then
+      log "'$name' still running after ${STOP_TIMEOUT}s; sending KILL"
+      kill -KILL "$pid" 2>/dev/null || true
+      deadline=$((SECONDS + 10))
+      while alive "$pid" && ((SECONDS < deadline)); do sleep 0.2; done
+      break
+    fi
+    sleep 0.5
+  done
+  alive "$pid" && die "could not stop '$name' (pid $pid)"
+  rm -f "$dir/pid"
+  log "'$name' stopped"
+}
+
+# Names of all broker dirs (those with a server.properties).
+broker_names() {
+  local d
+  for d in "$KAFKA_LOCAL_HOME"/*/server.properties; do
+    [[ -e $d ]] || continue
+    d=${d%/server.properties}
+    printf '%s\n' "${d##*/}"
+  done
+}
+
+cmd_stop_all() {
+  local name
+  for name in $(broker_names); do cmd_stop "$name"; done
+}
+
+cmd_status() {
+  local name pid bootstrap
+  printf '%-16s %-8s %-22s %s\n' NAME PID BOOTSTRAP STATE
+  for name in $(broker_names); do
+    pid=$(running_pid "$name")
+    bootstrap=$(cat "$(broker_dir "$name")/bootstrap" 2>/dev/null || echo -)
+    if [[ -n $pid ]]; then
+      printf '%-16s %-8s %-22s %s\n' "$name" "$pid" "$bootstrap" running
+    else
+      printf '%-16s %-8s %-22s %s\n' "$name" - "$bootstrap" stopped
+    fi
+  done
+}
+
+# ---------------------------------------------------------------- tools
+
+# Run a Kafka main class with the fetched jars, e.g.
+#   kafka-local.sh run org.apache.kafka.tools.TopicCommand --bootstrap-server ADDR --list
+cmd_run() {
+  [[ $# -ge 1 ]] || die "usage: run MAIN_CLASS [ARGS...]"
+  cmd_fetch quiet
+  exec "$JAVA" -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONFIG" -cp "$LIBS/*" "$@"
+}
+
+# ---------------------------------------------------------------- main
+
+case ${1:-} in
+  fetch) cmd_fetch ;;
+  start) cmd_start "${2:-}" ;;
+  restart) cmd_restart "${2:-}" ;;
+  stop) cmd_stop "${2:-}" ;;
+  stop-all) cmd_stop_all ;;
+  status) cmd_status ;;
+  run) shift; cmd_run "$@" ;;
+  classpath) printf '%s/*\n' "$LIBS" ;;
+  -h | --help | help) usage 0 ;;
+  *) usage ;;
+esac
