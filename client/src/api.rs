@@ -5,20 +5,27 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use shared::StartFrom;
 use shared::api::EventsResponse;
 use shared::error::ErrorBody;
-use shared::StartFrom;
 
 /// Why a poll got no events.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     /// Worth retrying as is: the server or the network is down or busy.
     #[error("{message}")]
-    Transient { message: String, retry_after: Option<Duration> },
+    Transient {
+        message: String,
+        retry_after: Option<Duration>,
+    },
     /// The server refused the request (`4xx`); retrying unchanged will not help until the
     /// configuration or the server changes.
     #[error("server refused the request ({status}): {code}: {message}")]
-    Rejected { status: u16, code: String, message: String },
+    Rejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 /// The public API, seen from the client.
@@ -33,15 +40,30 @@ impl EventsApi {
     pub fn new(server_url: &str, api_prefix: &str, api_key: &str) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .user_agent(concat!("kafka-replicator-client/", env!("CARGO_PKG_VERSION")))
+            .user_agent(concat!(
+                "kafka-replicator-client/",
+                env!("CARGO_PKG_VERSION")
+            ))
             .build()?;
         let url = format!("{}{}/events", server_url.trim_end_matches('/'), api_prefix);
-        Ok(Self { http, url, api_key: api_key.to_owned() })
+        Ok(Self {
+            http,
+            url,
+            api_key: api_key.to_owned(),
+        })
     }
 
     /// One poll: events from `start`, long-polling up to `wait`.
-    pub async fn fetch(&self, start: &StartFrom, limit: u32, wait: Duration) -> Result<EventsResponse, FetchError> {
-        let wait_ms = wait.as_millis().min(u128::from(shared::api::MAX_WAIT_MS)).to_string();
+    pub async fn fetch(
+        &self,
+        start: &StartFrom,
+        limit: u32,
+        wait: Duration,
+    ) -> Result<EventsResponse, FetchError> {
+        let wait_ms = wait
+            .as_millis()
+            .min(u128::from(shared::api::MAX_WAIT_MS))
+            .to_string();
         let limit = limit.to_string();
         let mut query: Vec<(&str, String)> = vec![("limit", limit), ("wait_ms", wait_ms)];
         if let Some(cursor) = start.to_param() {
@@ -55,7 +77,10 @@ impl EventsApi {
             .timeout(wait + Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| FetchError::Transient { message: format!("cannot reach {}: {}", self.url, root_cause(&e)), retry_after: None })?;
+            .map_err(|e| FetchError::Transient {
+                message: format!("cannot reach {}: {}", self.url, root_cause(&e)),
+                retry_after: None,
+            })?;
         let status = response.status();
         if status.is_success() {
             return response.json().await.map_err(|e| FetchError::Transient {
@@ -71,13 +96,25 @@ impl EventsApi {
             .map(Duration::from_secs);
         let body = response.json::<ErrorBody>().await.ok();
         let (code, message) = body.map_or_else(
-            || ("unknown".to_owned(), status.canonical_reason().unwrap_or("error").to_owned()),
+            || {
+                (
+                    "unknown".to_owned(),
+                    status.canonical_reason().unwrap_or("error").to_owned(),
+                )
+            },
             |b| (b.error.code.as_str().to_owned(), b.error.message),
         );
         if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-            return Err(FetchError::Transient { message: format!("server busy or unavailable ({status}): {message}"), retry_after });
+            return Err(FetchError::Transient {
+                message: format!("server busy or unavailable ({status}): {message}"),
+                retry_after,
+            });
         }
-        Err(FetchError::Rejected { status: status.as_u16(), code, message })
+        Err(FetchError::Rejected {
+            status: status.as_u16(),
+            code,
+            message,
+        })
     }
 }
 

@@ -15,7 +15,11 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(base: Duration, cap: Duration) -> Self {
-        Self { base, cap, attempt: 0 }
+        Self {
+            base,
+            cap,
+            attempt: 0,
+        }
     }
 
     /// The delay before the next retry.
@@ -29,7 +33,9 @@ impl Backoff {
 
     /// The largest delay the next retry may get.
     pub fn ceiling(&self) -> Duration {
-        self.base.saturating_mul(2u32.saturating_pow(self.attempt.min(20))).min(self.cap)
+        self.base
+            .saturating_mul(2u32.saturating_pow(self.attempt.min(20)))
+            .min(self.cap)
     }
 
     /// Back to the shortest delay, after a success.

@@ -9,11 +9,14 @@ use shared::{Cursor, Record, StartFrom};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::ClientError;
 use crate::api::{EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::sink::LocalKafka;
 use crate::store::CursorStore;
-use crate::ClientError;
+
+/// How long a stopping client waits for the batch in flight.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// What the client is doing, for one log line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +57,10 @@ impl Replicator {
             config.api_key.as_deref().unwrap_or_default(),
         )
         .map_err(ClientError::Http)?;
-        let sink = LocalKafka::new(config.kafka_brokers.as_deref().unwrap_or_default(), config.kafka_topic.clone())?;
+        let sink = LocalKafka::new(
+            config.kafka_brokers.as_deref().unwrap_or_default(),
+            config.kafka_topic.clone(),
+        )?;
         Ok(Self {
             api,
             sink,
@@ -74,9 +80,15 @@ impl Replicator {
         match &health {
             Health::Starting => {}
             Health::Replicating => tracing::info!(events = self.progress.events, "replicating"),
-            Health::ServerUnavailable(why) => tracing::warn!(reason = %why, "server unavailable; retrying with backoff"),
-            Health::Rejected(why) => tracing::error!(reason = %why, "server refused the request; retrying with backoff until fixed"),
-            Health::LocalKafkaFailing(why) => tracing::warn!(reason = %why, "local Kafka not accepting; retrying the batch"),
+            Health::ServerUnavailable(why) => {
+                tracing::warn!(reason = %why, "server unavailable; retrying with backoff")
+            }
+            Health::Rejected(why) => {
+                tracing::error!(reason = %why, "server refused the request; retrying with backoff until fixed")
+            }
+            Health::LocalKafkaFailing(why) => {
+                tracing::warn!(reason = %why, "local Kafka not accepting; retrying the batch")
+            }
         }
         self.health = health;
     }
@@ -111,14 +123,30 @@ impl Replicator {
                         tracing::warn!(topic = %gap.topic, partition = gap.partition, from = gap.from, to = gap.to,
                             "source no longer holds these offsets (retention); skipped");
                     }
-                    let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
+                    let next =
+                        Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
                     let count = batch.events.len();
-                    let records: Vec<Record> =
-                        batch.events.into_iter().map(shared::Event::into_record).collect::<Result<_, _>>()?;
+                    let records: Vec<Record> = batch
+                        .events
+                        .into_iter()
+                        .map(shared::Event::into_record)
+                        .collect::<Result<_, _>>()?;
                     if !records.is_empty() {
-                        let delivered = tokio::select! {
-                            () = shutdown.cancelled() => break,
-                            r = self.sink.deliver(&records) => r,
+                        let delivered = {
+                            let deliver = self.sink.deliver(&records);
+                            tokio::pin!(deliver);
+                            tokio::select! {
+                            r = &mut deliver => r,
+                            // Stopping: finish the batch in flight so its cursor can be
+                            // saved, unless local Kafka cannot take it in time.
+                            () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await {
+                                Ok(r) => r,
+                                Err(_) => {
+                                    tracing::warn!(events = count, "stopping with a batch unacknowledged; it will be fetched again");
+                                    break;
+                                }
+                            },
+                            }
                         };
                         if let Err(err) = delivered {
                             self.set_health(Health::LocalKafkaFailing(err.to_string()));
@@ -133,15 +161,28 @@ impl Replicator {
                     self.set_health(Health::Replicating);
                     backoff.reset();
                     if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
-                        tracing::info!(events = self.progress.events, polls = self.progress.polls, "progress");
+                        tracing::info!(
+                            events = self.progress.events,
+                            polls = self.progress.polls,
+                            "progress"
+                        );
                         last_progress_log = Instant::now();
                     }
                     // A full batch means more is waiting: fetch again at once.
-                    if count >= self.limit as usize { Duration::ZERO } else { self.interval.saturating_sub(started.elapsed()) }
+                    if count >= self.limit as usize {
+                        Duration::ZERO
+                    } else {
+                        self.interval.saturating_sub(started.elapsed())
+                    }
                 }
-                Err(FetchError::Transient { message, retry_after }) => {
+                Err(FetchError::Transient {
+                    message,
+                    retry_after,
+                }) => {
                     self.set_health(Health::ServerUnavailable(message));
-                    retry_after.unwrap_or_else(|| backoff.next_delay()).max(backoff.next_delay())
+                    retry_after
+                        .unwrap_or_else(|| backoff.next_delay())
+                        .max(backoff.next_delay())
                 }
                 Err(err @ FetchError::Rejected { .. }) => {
                     self.set_health(Health::Rejected(err.to_string()));

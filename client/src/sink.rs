@@ -33,7 +33,9 @@ pub struct LocalKafka {
 
 impl std::fmt::Debug for LocalKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalKafka").field("topic", &self.topic).finish_non_exhaustive()
+        f.debug_struct("LocalKafka")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
     }
 }
 
@@ -53,7 +55,11 @@ impl LocalKafka {
             .set("compression.type", "lz4")
             .create()
             .map_err(SinkError::Create)?;
-        Ok(Self { producer, topic, partition_counts: Mutex::default() })
+        Ok(Self {
+            producer,
+            topic,
+            partition_counts: Mutex::default(),
+        })
     }
 
     fn destination<'a>(&'a self, record: &'a Record) -> &'a str {
@@ -62,7 +68,12 @@ impl LocalKafka {
 
     /// Partitions of a destination topic, looked up once (0 if it does not exist yet).
     async fn partition_count(&self, topic: &str) -> i32 {
-        if let Some(n) = self.partition_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(topic) {
+        if let Some(n) = self
+            .partition_counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(topic)
+        {
             return *n;
         }
         let client = self.producer.clone();
@@ -72,13 +83,21 @@ impl LocalKafka {
                 .client()
                 .fetch_metadata(Some(&name), Duration::from_secs(10))
                 .ok()
-                .and_then(|m| m.topics().iter().find(|t| t.name() == name && t.error().is_none()).map(|t| t.partitions().len() as i32))
+                .and_then(|m| {
+                    m.topics()
+                        .iter()
+                        .find(|t| t.name() == name && t.error().is_none())
+                        .map(|t| t.partitions().len() as i32)
+                })
                 .unwrap_or(0)
         })
         .await
         .unwrap_or(0);
         if count > 0 {
-            self.partition_counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(topic.to_owned(), count);
+            self.partition_counts
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(topic.to_owned(), count);
         }
         count
     }
@@ -91,7 +110,10 @@ impl LocalKafka {
             let partitions = self.partition_count(topic).await;
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for h in &record.headers {
-                headers = headers.insert(Header { key: &h.key, value: h.value.as_deref() });
+                headers = headers.insert(Header {
+                    key: &h.key,
+                    value: h.value.as_deref(),
+                });
             }
             let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
             if let Some(key) = record.key.as_deref() {
@@ -115,7 +137,12 @@ impl LocalKafka {
                         out = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
-                    Err((source, _)) => return Err(SinkError::Delivery { topic: topic.to_owned(), source }),
+                    Err((source, _)) => {
+                        return Err(SinkError::Delivery {
+                            topic: topic.to_owned(),
+                            source,
+                        });
+                    }
                 }
             };
             let topic = topic.to_owned();
@@ -123,7 +150,10 @@ impl LocalKafka {
                 match delivery.await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err((source, _))) => Err(SinkError::Delivery { topic, source }),
-                    Err(_) => Err(SinkError::Delivery { topic, source: KafkaError::Canceled }),
+                    Err(_) => Err(SinkError::Delivery {
+                        topic,
+                        source: KafkaError::Canceled,
+                    }),
                 }
             });
         }

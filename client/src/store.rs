@@ -10,9 +10,15 @@ use shared::{Cursor, CursorError};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} does not hold a valid cursor ({source}); move it away to start over")]
     Invalid { path: PathBuf, source: CursorError },
 }
@@ -35,22 +41,34 @@ impl CursorStore {
     /// The saved cursor, or `None` when nothing was saved yet.
     pub fn load(&self) -> Result<Option<Cursor>, StoreError> {
         match std::fs::read_to_string(&self.path) {
-            Ok(text) => Cursor::decode(text.trim())
-                .map(Some)
-                .map_err(|source| StoreError::Invalid { path: self.path.clone(), source }),
+            Ok(text) => {
+                Cursor::decode(text.trim())
+                    .map(Some)
+                    .map_err(|source| StoreError::Invalid {
+                        path: self.path.clone(),
+                        source,
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(StoreError::Read { path: self.path.clone(), source }),
+            Err(source) => Err(StoreError::Read {
+                path: self.path.clone(),
+                source,
+            }),
         }
     }
 
     /// Replaces the saved cursor; a crash leaves either the old or the new one whole.
     pub fn save(&self, cursor: &Cursor) -> Result<(), StoreError> {
-        let write_err = |source| StoreError::Write { path: self.path.clone(), source };
+        let write_err = |source| StoreError::Write {
+            path: self.path.clone(),
+            source,
+        };
         let mut tmp = self.path.clone().into_os_string();
         tmp.push(".tmp");
         let tmp = PathBuf::from(tmp);
         let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
-        file.write_all(cursor.encode().as_bytes()).map_err(write_err)?;
+        file.write_all(cursor.encode().as_bytes())
+            .map_err(write_err)?;
         file.sync_all().map_err(write_err)?;
         drop(file);
         std::fs::rename(&tmp, &self.path).map_err(write_err)
@@ -80,6 +98,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("state");
         std::fs::write(&path, "garbage").expect("write");
-        assert!(matches!(CursorStore::new(path).load(), Err(StoreError::Invalid { .. })));
+        assert!(matches!(
+            CursorStore::new(path).load(),
+            Err(StoreError::Invalid { .. })
+        ));
     }
 }

@@ -20,7 +20,10 @@ pub struct TopicPartition {
 
 impl TopicPartition {
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self { topic: topic.into(), partition }
+        Self {
+            topic: topic.into(),
+            partition,
+        }
     }
 }
 
@@ -35,7 +38,10 @@ pub struct BufferLimits {
 #[derive(Debug, PartialEq, Eq)]
 pub enum PartitionRead {
     /// Records from the requested offset on (possibly none), and the offset to read next.
-    Records { records: Vec<Arc<Record>>, next: i64 },
+    Records {
+        records: Vec<Arc<Record>>,
+        next: i64,
+    },
     /// The requested offset is before what the buffer holds, which starts at `start`.
     Behind { start: i64 },
     /// The buffer holds nothing of this partition yet.
@@ -75,13 +81,20 @@ pub struct RecordBuffer {
 
 impl RecordBuffer {
     pub fn new(limits: BufferLimits, metrics: ConsumerMetrics) -> Self {
-        Self { limits, state: Mutex::default(), changed: watch::Sender::new(0), metrics }
+        Self {
+            limits,
+            state: Mutex::default(),
+            changed: watch::Sender::new(0),
+            metrics,
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves counts that are still consistent enough to
         // serve; poisoning must not take the whole pod down.
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The partition now belongs to this pod: start an empty run for it.
@@ -108,7 +121,9 @@ impl RecordBuffer {
             added |= self.push_locked(&mut state, record);
         }
         let mut evicted = 0u64;
-        while state.events > 1 && (state.events > self.limits.max_events || state.bytes > self.limits.max_bytes) {
+        while state.events > 1
+            && (state.events > self.limits.max_events || state.bytes > self.limits.max_bytes)
+        {
             if !evict_oldest(&mut state) {
                 break;
             }
@@ -134,7 +149,11 @@ impl RecordBuffer {
             Some((_, end)) => *end = offset + 1,
             None => part.range = Some((offset, offset + 1)),
         }
-        part.records.push_back(Entry { seq, size, record: Arc::new(record) });
+        part.records.push_back(Entry {
+            seq,
+            size,
+            record: Arc::new(record),
+        });
         state.events += 1;
         state.bytes += size;
         true
@@ -143,16 +162,28 @@ impl RecordBuffer {
     /// Up to `max` records of a partition from offset `from` on.
     pub fn read(&self, tp: &TopicPartition, from: i64, max: usize) -> PartitionRead {
         let state = self.lock();
-        let Some(part) = state.partitions.get(tp) else { return PartitionRead::Unknown };
-        let Some((start, end)) = part.range else { return PartitionRead::Unknown };
+        let Some(part) = state.partitions.get(tp) else {
+            return PartitionRead::Unknown;
+        };
+        let Some((start, end)) = part.range else {
+            return PartitionRead::Unknown;
+        };
         if from < start {
             return PartitionRead::Behind { start };
         }
         if from >= end {
-            return PartitionRead::Records { records: Vec::new(), next: from };
+            return PartitionRead::Records {
+                records: Vec::new(),
+                next: from,
+            };
         }
         let first = part.records.partition_point(|e| e.record.offset < from);
-        let records: Vec<Arc<Record>> = part.records.range(first..).take(max).map(|e| Arc::clone(&e.record)).collect();
+        let records: Vec<Arc<Record>> = part
+            .records
+            .range(first..)
+            .take(max)
+            .map(|e| Arc::clone(&e.record))
+            .collect();
         let next = match records.last() {
             Some(last) if records.len() == max => last.offset + 1,
             _ => end,
@@ -161,15 +192,24 @@ impl RecordBuffer {
     }
 
     /// For the prototype's "no cursor" read: a start offset per buffered partition such
-    /// that reading from there gives the newest `limit` records held, over all partitions.
+    /// that reading from there gives the newest `limit` records held (by timestamp, then
+    /// arrival), over all partitions.
     pub fn newest_positions(&self, limit: usize) -> HashMap<TopicPartition, i64> {
         let state = self.lock();
-        let mut tails: Vec<(u64, &TopicPartition, i64)> = state
+        let mut tails: Vec<((i64, u64), &TopicPartition, i64)> = state
             .partitions
             .iter()
-            .flat_map(|(tp, part)| part.records.iter().rev().take(limit).map(move |e| (e.seq, tp, e.record.offset)))
+            .flat_map(|(tp, part)| {
+                part.records.iter().rev().take(limit).map(move |e| {
+                    (
+                        (e.record.timestamp.unwrap_or(i64::MIN), e.seq),
+                        tp,
+                        e.record.offset,
+                    )
+                })
+            })
             .collect();
-        tails.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        tails.sort_unstable_by_key(|t| std::cmp::Reverse(t.0));
         let mut positions: HashMap<TopicPartition, i64> = state
             .partitions
             .iter()
@@ -211,8 +251,12 @@ fn evict_oldest(state: &mut State) -> bool {
     else {
         return false;
     };
-    let Some(part) = state.partitions.get_mut(&tp) else { return false };
-    let Some(entry) = part.records.pop_front() else { return false };
+    let Some(part) = state.partitions.get_mut(&tp) else {
+        return false;
+    };
+    let Some(entry) = part.records.pop_front() else {
+        return false;
+    };
     if let Some((start, _)) = &mut part.range {
         *start = entry.record.offset + 1;
     }
@@ -238,12 +282,20 @@ mod tests {
     }
 
     fn buffer(max_events: usize, max_bytes: usize) -> RecordBuffer {
-        RecordBuffer::new(BufferLimits { max_events, max_bytes }, ConsumerMetrics::new())
+        RecordBuffer::new(
+            BufferLimits {
+                max_events,
+                max_bytes,
+            },
+            ConsumerMetrics::new(),
+        )
     }
 
     fn offsets(read: PartitionRead) -> (Vec<i64>, i64) {
         match read {
-            PartitionRead::Records { records, next } => (records.iter().map(|r| r.offset).collect(), next),
+            PartitionRead::Records { records, next } => {
+                (records.iter().map(|r| r.offset).collect(), next)
+            }
             other => panic!("expected records, got {other:?}"),
         }
     }
@@ -263,24 +315,43 @@ mod tests {
     #[test]
     fn skips_redelivered_records() {
         let buf = buffer(100, 1 << 20);
-        buf.push_batch([record(0, 0, 1), record(0, 1, 1), record(0, 1, 1), record(0, 0, 1)]);
+        buf.push_batch([
+            record(0, 0, 1),
+            record(0, 1, 1),
+            record(0, 1, 1),
+            record(0, 0, 1),
+        ]);
         assert_eq!(buf.stats().0, 2);
     }
 
     #[test]
     fn evicts_oldest_arrival_first_by_count_and_bytes() {
         let buf = buffer(3, 1 << 20);
-        buf.push_batch([record(0, 0, 1), record(1, 0, 1), record(0, 1, 1), record(1, 1, 1)]);
+        buf.push_batch([
+            record(0, 0, 1),
+            record(1, 0, 1),
+            record(0, 1, 1),
+            record(1, 1, 1),
+        ]);
         assert_eq!(buf.stats().0, 3);
-        assert_eq!(buf.read(&TopicPartition::new("t", 0), 0, 10), PartitionRead::Behind { start: 1 });
-        assert_eq!(offsets(buf.read(&TopicPartition::new("t", 1), 0, 10)), (vec![0, 1], 2));
+        assert_eq!(
+            buf.read(&TopicPartition::new("t", 0), 0, 10),
+            PartitionRead::Behind { start: 1 }
+        );
+        assert_eq!(
+            offsets(buf.read(&TopicPartition::new("t", 1), 0, 10)),
+            (vec![0, 1], 2)
+        );
 
         let buf = buffer(1000, 3 * record(0, 0, 1000).size_bytes());
         buf.push_batch((0..10).map(|o| record(0, o, 1000)));
         let (events, bytes, _) = buf.stats();
         assert_eq!(events, 3);
         assert!(bytes <= 3 * record(0, 0, 1000).size_bytes());
-        assert_eq!(offsets(buf.read(&TopicPartition::new("t", 0), 7, 10)), (vec![7, 8, 9], 10));
+        assert_eq!(
+            offsets(buf.read(&TopicPartition::new("t", 0), 7, 10)),
+            (vec![7, 8, 9], 10)
+        );
     }
 
     #[test]
@@ -289,13 +360,22 @@ mod tests {
         buf.push_batch([record(0, 0, 1), record(1, 0, 1)]);
         buf.revoke(&TopicPartition::new("t", 0));
         assert_eq!(buf.stats().0, 1);
-        assert_eq!(buf.read(&TopicPartition::new("t", 0), 0, 1), PartitionRead::Unknown);
+        assert_eq!(
+            buf.read(&TopicPartition::new("t", 0), 0, 1),
+            PartitionRead::Unknown
+        );
     }
 
     #[test]
     fn newest_positions_cover_the_last_records_over_partitions() {
         let buf = buffer(100, 1 << 20);
-        buf.push_batch([record(0, 0, 1), record(1, 0, 1), record(0, 1, 1), record(1, 1, 1), record(0, 2, 1)]);
+        buf.push_batch([
+            record(0, 0, 1),
+            record(1, 0, 1),
+            record(0, 1, 1),
+            record(1, 1, 1),
+            record(0, 2, 1),
+        ]);
         let pos = buf.newest_positions(3);
         assert_eq!(pos[&TopicPartition::new("t", 0)], 1);
         assert_eq!(pos[&TopicPartition::new("t", 1)], 1);
@@ -308,6 +388,9 @@ mod tests {
         let buf = buffer(100, 1 << 20);
         let mut rx = buf.subscribe();
         buf.push_batch([record(0, 0, 1)]);
-        tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed()).await.expect("in time").expect("open");
+        tokio::time::timeout(std::time::Duration::from_secs(5), rx.changed())
+            .await
+            .expect("in time")
+            .expect("open");
     }
 }

@@ -13,8 +13,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, Stre
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use shared::event::RecordHeader;
 use shared::Record;
+use shared::event::RecordHeader;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -50,7 +50,10 @@ pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
             .headers()
             .map(|hs| {
                 hs.iter()
-                    .map(|h| RecordHeader { key: h.key.to_owned(), value: h.value.map(<[u8]>::to_vec) })
+                    .map(|h| RecordHeader {
+                        key: h.key.to_owned(),
+                        value: h.value.map(<[u8]>::to_vec),
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -75,7 +78,10 @@ impl SourceStatus {
     }
 
     pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        self.last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     fn set_reachable(&self, result: Result<(), String>) {
@@ -85,7 +91,10 @@ impl SourceStatus {
             (Err(err), true) => tracing::warn!(error = %err, "source Kafka unreachable; retrying"),
             _ => {}
         }
-        *self.last_error.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = result.err();
+        *self
+            .last_error
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = result.err();
     }
 }
 
@@ -98,7 +107,9 @@ struct SourceContext {
 
 impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = error.rdkafka_error_code().map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
+        let kind = error
+            .rdkafka_error_code()
+            .map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
         self.metrics.kafka_error(&kind);
         tracing::warn!(error = %error, reason, "source Kafka client error");
     }
@@ -108,9 +119,13 @@ impl ConsumerContext for SourceContext {
     fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             for elem in tpl.elements() {
-                self.buffer.revoke(&TopicPartition::new(elem.topic(), elem.partition()));
+                self.buffer
+                    .revoke(&TopicPartition::new(elem.topic(), elem.partition()));
             }
-            self.status.assigned.fetch_sub(tpl.count().min(self.status.assigned_partitions()), Ordering::Relaxed);
+            self.status.assigned.fetch_sub(
+                tpl.count().min(self.status.assigned_partitions()),
+                Ordering::Relaxed,
+            );
             tracing::info!(partitions = tpl.count(), "partitions revoked");
         }
     }
@@ -119,9 +134,12 @@ impl ConsumerContext for SourceContext {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 for elem in tpl.elements() {
-                    self.buffer.assign(TopicPartition::new(elem.topic(), elem.partition()));
+                    self.buffer
+                        .assign(TopicPartition::new(elem.topic(), elem.partition()));
                 }
-                self.status.assigned.fetch_add(tpl.count(), Ordering::Relaxed);
+                self.status
+                    .assigned
+                    .fetch_add(tpl.count(), Ordering::Relaxed);
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
             }
             Rebalance::Error(err) => {
@@ -155,7 +173,11 @@ impl KafkaSource {
         status: Arc<SourceStatus>,
         metrics: ConsumerMetrics,
     ) -> Result<Self, KafkaError> {
-        let context = SourceContext { buffer: Arc::clone(&buffer), status, metrics: metrics.clone() };
+        let context = SourceContext {
+            buffer: Arc::clone(&buffer),
+            status,
+            metrics: metrics.clone(),
+        };
         let consumer: StreamConsumer<SourceContext> = base_config(brokers)
             .set("group.id", group_id)
             .set("enable.auto.commit", "true")
@@ -165,7 +187,11 @@ impl KafkaSource {
             .create_with_context(context)?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        Ok(Self { consumer, buffer, metrics })
+        Ok(Self {
+            consumer,
+            buffer,
+            metrics,
+        })
     }
 
     /// Consumes until `shutdown`, then commits what was stored.
@@ -183,7 +209,10 @@ impl KafkaSource {
                         failing = false;
                     }
                     let record = to_record(&message);
-                    self.metrics.events_consumed.with_label_values(&[record.topic.as_str()]).inc();
+                    self.metrics
+                        .events_consumed
+                        .with_label_values(&[record.topic.as_str()])
+                        .inc();
                     self.buffer.push_batch([record]);
                     // The record is in the buffer (or in Kafka for catch-up), so its offset
                     // may now be committed.
@@ -202,7 +231,10 @@ impl KafkaSource {
                 }
             }
         }
-        if let Err(err) = self.consumer.commit_consumer_state(rdkafka::consumer::CommitMode::Sync) {
+        if let Err(err) = self
+            .consumer
+            .commit_consumer_state(rdkafka::consumer::CommitMode::Sync)
+        {
             tracing::debug!(error = %err, "final commit skipped");
         }
         tracing::info!("source consumer stopped");
@@ -237,7 +269,9 @@ pub struct KafkaReader {
 
 impl std::fmt::Debug for KafkaReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KafkaReader").field("partitions", &self.partitions).finish_non_exhaustive()
+        f.debug_struct("KafkaReader")
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
     }
 }
 
@@ -251,7 +285,13 @@ impl KafkaReader {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50");
-        Self { config, pool: Mutex::default(), permits: Semaphore::new(READER_POOL), partitions: RwLock::default(), status }
+        Self {
+            config,
+            pool: Mutex::default(),
+            permits: Semaphore::new(READER_POOL),
+            partitions: RwLock::default(),
+            status,
+        }
     }
 
     /// Runs `work` on a pooled consumer on the blocking thread pool.
@@ -260,8 +300,16 @@ impl KafkaReader {
         T: Send + 'static,
         F: FnOnce(&BaseConsumer) -> Result<T, KafkaError> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| KafkaError::Canceled)?;
-        let pooled = self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| KafkaError::Canceled)?;
+        let pooled = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pop();
         let consumer = match pooled {
             Some(c) => c,
             None => self.config.create::<BaseConsumer>()?,
@@ -272,7 +320,10 @@ impl KafkaReader {
         })
         .await
         .map_err(|_| KafkaError::Canceled)?;
-        self.pool.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(consumer);
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(consumer);
         result
     }
 
@@ -296,10 +347,21 @@ impl KafkaReader {
             .await;
         match result {
             Ok(counts) => {
-                let missing: Vec<&String> = counts.iter().filter(|(_, n)| **n == 0).map(|(t, _)| t).collect();
-                let verdict = if missing.is_empty() { Ok(()) } else { Err(format!("source topics not found: {missing:?}")) };
+                let missing: Vec<&String> = counts
+                    .iter()
+                    .filter(|(_, n)| **n == 0)
+                    .map(|(t, _)| t)
+                    .collect();
+                let verdict = if missing.is_empty() {
+                    Ok(())
+                } else {
+                    Err(format!("source topics not found: {missing:?}"))
+                };
                 self.status.set_reachable(verdict);
-                *self.partitions.write().unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
+                *self
+                    .partitions
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = counts;
                 Ok(())
             }
             Err(err) => {
@@ -310,7 +372,12 @@ impl KafkaReader {
     }
 
     /// Refreshes metadata every `every` until `shutdown`.
-    pub async fn watch(self: Arc<Self>, topics: Vec<String>, every: Duration, shutdown: CancellationToken) {
+    pub async fn watch(
+        self: Arc<Self>,
+        topics: Vec<String>,
+        every: Duration,
+        shutdown: CancellationToken,
+    ) {
         loop {
             let _ = self.refresh(&topics).await;
             tokio::select! {
@@ -322,15 +389,24 @@ impl KafkaReader {
 
     /// Every partition of these topics, as last seen in metadata.
     pub fn partitions(&self, topics: &[String]) -> Vec<TopicPartition> {
-        let counts = self.partitions.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let counts = self
+            .partitions
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         topics
             .iter()
-            .flat_map(|t| (0..counts.get(t).copied().unwrap_or(0)).map(move |p| TopicPartition::new(t.as_str(), p)))
+            .flat_map(|t| {
+                (0..counts.get(t).copied().unwrap_or(0))
+                    .map(move |p| TopicPartition::new(t.as_str(), p))
+            })
             .collect()
     }
 
     /// `(low, high)` watermarks of each partition.
-    pub async fn watermarks(&self, tps: Vec<TopicPartition>) -> Result<Vec<(TopicPartition, i64, i64)>, KafkaError> {
+    pub async fn watermarks(
+        &self,
+        tps: Vec<TopicPartition>,
+    ) -> Result<Vec<(TopicPartition, i64, i64)>, KafkaError> {
         self.with_consumer(move |c| {
             tps.into_iter()
                 .map(|tp| {
@@ -357,7 +433,11 @@ impl KafkaReader {
             let from = from.max(low);
             let stop = stop.map_or(high, |s| s.min(high));
             if from >= stop || max == 0 {
-                return Ok(RangeRead { records: Vec::new(), next: from, missing });
+                return Ok(RangeRead {
+                    records: Vec::new(),
+                    next: from,
+                    missing,
+                });
             }
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))?;
@@ -366,7 +446,9 @@ impl KafkaReader {
             let mut records = Vec::new();
             let mut next = from;
             while records.len() < max && next < stop {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    break;
+                };
                 match c.poll(left) {
                     None => break,
                     Some(Err(KafkaError::PartitionEOF(_))) => {
@@ -392,7 +474,11 @@ impl KafkaReader {
                 }
             }
             c.unassign()?;
-            Ok(RangeRead { records, next, missing })
+            Ok(RangeRead {
+                records,
+                next,
+                missing,
+            })
         })
         .await
     }

@@ -27,7 +27,10 @@ pub enum ConsumerError {
     #[error("cannot create the Kafka consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: ConsumerAddr, source: std::io::Error },
+    Bind {
+        addr: ConsumerAddr,
+        source: std::io::Error,
+    },
     #[error("Unix sockets are not supported on this platform: {0}")]
     UnixUnsupported(ConsumerAddr),
 }
@@ -47,7 +50,9 @@ pub struct ConsumerPod {
 
 impl std::fmt::Debug for ConsumerPod {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ConsumerPod").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("ConsumerPod")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -55,10 +60,15 @@ impl ConsumerPod {
     /// Binds the internal socket (port 0 picks a free port).
     pub async fn bind(config: ConsumerConfig) -> Result<Self, ConsumerError> {
         let addr = config.consumer_addr.clone();
-        let bind_err = |source| ConsumerError::Bind { addr: addr.clone(), source };
+        let bind_err = |source| ConsumerError::Bind {
+            addr: addr.clone(),
+            source,
+        };
         let (listener, local_addr) = match &addr {
             ConsumerAddr::Tcp(host_port) => {
-                let l = tokio::net::TcpListener::bind(host_port.as_str()).await.map_err(bind_err)?;
+                let l = tokio::net::TcpListener::bind(host_port.as_str())
+                    .await
+                    .map_err(bind_err)?;
                 let local = l.local_addr().map_err(bind_err)?;
                 (Listener::Tcp(l), ConsumerAddr::Tcp(local.to_string()))
             }
@@ -74,7 +84,11 @@ impl ConsumerPod {
             #[cfg(not(unix))]
             ConsumerAddr::Unix(_) => return Err(ConsumerError::UnixUnsupported(addr)),
         };
-        Ok(Self { config, listener, local_addr })
+        Ok(Self {
+            config,
+            listener,
+            local_addr,
+        })
     }
 
     /// The address the handlers reach this pod at.
@@ -93,7 +107,11 @@ impl ConsumerPod {
         };
         let buffer = Arc::new(RecordBuffer::new(limits, metrics.clone()));
         let status = Arc::new(kafka::SourceStatus::default());
-        let kafka_reader = Arc::new(kafka::KafkaReader::new(source.brokers(), &source.group_id, Arc::clone(&status)));
+        let kafka_reader = Arc::new(kafka::KafkaReader::new(
+            source.brokers(),
+            &source.group_id,
+            Arc::clone(&status),
+        ));
         let kafka_source = kafka::KafkaSource::new(
             source.brokers(),
             &source.group_id,
@@ -102,8 +120,18 @@ impl ConsumerPod {
             Arc::clone(&status),
             metrics.clone(),
         )?;
-        let reader = Arc::new(EventReader::new(Arc::clone(&buffer), Arc::clone(&kafka_reader), topics.clone(), metrics.clone()));
-        let state = server::PodState { reader, buffer, status, metrics };
+        let reader = Arc::new(EventReader::new(
+            Arc::clone(&buffer),
+            Arc::clone(&kafka_reader),
+            topics.clone(),
+            metrics.clone(),
+        ));
+        let state = server::PodState {
+            reader,
+            buffer,
+            status,
+            metrics,
+        };
         let app = server::router(state);
 
         tracing::info!(addr = %self.local_addr, topics = ?topics, "consumer pod serving");
@@ -111,9 +139,17 @@ impl ConsumerPod {
         let consuming = tokio::spawn(kafka_source.run(shutdown.clone()));
         let stop = shutdown.clone();
         let served = match self.listener {
-            Listener::Tcp(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+            Listener::Tcp(l) => {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
             #[cfg(unix)]
-            Listener::Unix(l) => axum::serve(l, app).with_graceful_shutdown(stop.cancelled_owned()).await,
+            Listener::Unix(l) => {
+                axum::serve(l, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }
         };
         if let Err(err) = served {
             tracing::error!(error = %err, "internal server failed");

@@ -28,50 +28,74 @@ pub struct ConsumerMetrics {
 impl ConsumerMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        Self {
+        let metrics = Self {
             events_consumed: register(
                 &registry,
                 IntCounterVec::new(
-                    Opts::new("kafka_events_consumed_total", "Records consumed from the source Kafka into the buffer"),
+                    Opts::new(
+                        "kafka_events_consumed_total",
+                        "Records consumed from the source Kafka into the buffer",
+                    ),
                     &["topic"],
                 )
                 .expect("valid metric"),
             ),
             kafka_errors: register(
                 &registry,
-                IntCounterVec::new(Opts::new("kafka_errors_total", "Kafka client errors"), &["component", "kind"])
-                    .expect("valid metric"),
+                IntCounterVec::new(
+                    Opts::new("kafka_errors_total", "Kafka client errors"),
+                    &["component", "kind"],
+                )
+                .expect("valid metric"),
             ),
             buffer_events: register(
                 &registry,
-                IntGauge::new("consumer_buffer_events", "Records held in the buffer").expect("valid metric"),
+                IntGauge::new("consumer_buffer_events", "Records held in the buffer")
+                    .expect("valid metric"),
             ),
             buffer_bytes: register(
                 &registry,
-                IntGauge::new("consumer_buffer_bytes", "Bytes held in the buffer").expect("valid metric"),
+                IntGauge::new("consumer_buffer_bytes", "Bytes held in the buffer")
+                    .expect("valid metric"),
             ),
             buffer_evicted: register(
                 &registry,
-                IntCounter::new("consumer_buffer_evicted_total", "Records evicted from the buffer (still in Kafka)")
-                    .expect("valid metric"),
+                IntCounter::new(
+                    "consumer_buffer_evicted_total",
+                    "Records evicted from the buffer (still in Kafka)",
+                )
+                .expect("valid metric"),
             ),
             catchup_reads: register(
                 &registry,
-                IntCounter::new("consumer_catchup_reads_total", "Partition reads served from Kafka, not the buffer")
-                    .expect("valid metric"),
+                IntCounter::new(
+                    "consumer_catchup_reads_total",
+                    "Partition reads served from Kafka, not the buffer",
+                )
+                .expect("valid metric"),
             ),
             gaps: register(
                 &registry,
-                IntCounter::new("consumer_gaps_total", "Offset runs reported as no longer in the source")
-                    .expect("valid metric"),
+                IntCounter::new(
+                    "consumer_gaps_total",
+                    "Offset runs reported as no longer in the source",
+                )
+                .expect("valid metric"),
             ),
             registry,
+        };
+        // Exported at zero from the start, so dashboards and alerts see the series.
+        for kind in ["consume", "client"] {
+            metrics.kafka_errors.with_label_values(&["consumer", kind]);
         }
+        metrics
     }
 
     /// Counts one Kafka error of the given kind.
     pub fn kafka_error(&self, kind: &str) {
-        self.kafka_errors.with_label_values(&["consumer", kind]).inc();
+        self.kafka_errors
+            .with_label_values(&["consumer", kind])
+            .inc();
     }
 }
 

@@ -28,12 +28,25 @@ pub struct EventReader {
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %err, "source Kafka read failed");
-    ApiError::unavailable("the source Kafka is not reachable now; retry later", RETRY_AFTER_SECS)
+    ApiError::unavailable(
+        "the source Kafka is not reachable now; retry later",
+        RETRY_AFTER_SECS,
+    )
 }
 
 impl EventReader {
-    pub fn new(buffer: Arc<RecordBuffer>, kafka: Arc<KafkaReader>, topics: Vec<String>, metrics: ConsumerMetrics) -> Self {
-        Self { buffer, kafka, topics, metrics }
+    pub fn new(
+        buffer: Arc<RecordBuffer>,
+        kafka: Arc<KafkaReader>,
+        topics: Vec<String>,
+        metrics: ConsumerMetrics,
+    ) -> Self {
+        Self {
+            buffer,
+            kafka,
+            topics,
+            metrics,
+        }
     }
 
     /// The topics this pod carries.
@@ -49,10 +62,16 @@ impl EventReader {
         let mut partitions = self.kafka.partitions(&topics);
         if partitions.is_empty() {
             // Metadata not known yet (start-up) or stale: ask once before giving up.
-            self.kafka.refresh(&self.topics).await.map_err(unavailable)?;
+            self.kafka
+                .refresh(&self.topics)
+                .await
+                .map_err(unavailable)?;
             partitions = self.kafka.partitions(&topics);
             if partitions.is_empty() {
-                return Err(ApiError::unavailable("the source topics are not available yet", RETRY_AFTER_SECS));
+                return Err(ApiError::unavailable(
+                    "the source topics are not available yet",
+                    RETRY_AFTER_SECS,
+                ));
             }
         }
         let limit = req.limit as usize;
@@ -77,7 +96,11 @@ impl EventReader {
         for (tp, next) in &positions {
             cursor.set(&tp.topic, tp.partition, *next);
         }
-        Ok(EventsResponse { events, next_cursor: cursor.encode(), gaps })
+        Ok(EventsResponse {
+            events,
+            next_cursor: cursor.encode(),
+            gaps,
+        })
     }
 
     fn selected_topics(&self, wanted: &[String]) -> Result<Vec<String>, ApiError> {
@@ -87,7 +110,10 @@ impl EventReader {
         match wanted.iter().find(|t| !self.topics.contains(t)) {
             Some(unknown) => Err(ApiError::new(
                 ErrorCode::UnknownTopic,
-                format!("topic {unknown:?} is not carried; carried: {}", self.topics.join(",")),
+                format!(
+                    "topic {unknown:?} is not carried; carried: {}",
+                    self.topics.join(",")
+                ),
             )),
             None => Ok(wanted.to_vec()),
         }
@@ -101,10 +127,18 @@ impl EventReader {
         limit: usize,
     ) -> Result<BTreeMap<TopicPartition, i64>, ApiError> {
         let needs_watermarks: Vec<TopicPartition> = match start {
-            StartFrom::Cursor(c) => partitions.iter().filter(|tp| c.get(&tp.topic, tp.partition).is_none()).cloned().collect(),
+            StartFrom::Cursor(c) => partitions
+                .iter()
+                .filter(|tp| c.get(&tp.topic, tp.partition).is_none())
+                .cloned()
+                .collect(),
             StartFrom::Buffered => {
                 let newest = self.buffer.newest_positions(limit);
-                partitions.iter().filter(|tp| !newest.contains_key(tp)).cloned().collect()
+                partitions
+                    .iter()
+                    .filter(|tp| !newest.contains_key(tp))
+                    .cloned()
+                    .collect()
             }
             StartFrom::Earliest | StartFrom::Latest => partitions.to_vec(),
         };
@@ -119,7 +153,8 @@ impl EventReader {
                 .map(|(tp, low, high)| (tp, (low, high)))
                 .collect()
         };
-        let newest = matches!(start, StartFrom::Buffered).then(|| self.buffer.newest_positions(limit));
+        let newest =
+            matches!(start, StartFrom::Buffered).then(|| self.buffer.newest_positions(limit));
         let mut positions = BTreeMap::new();
         for tp in partitions {
             let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));
@@ -129,7 +164,10 @@ impl EventReader {
                 StartFrom::Cursor(c) => c.get(&tp.topic, tp.partition).unwrap_or(low),
                 StartFrom::Earliest => low,
                 StartFrom::Latest => high,
-                StartFrom::Buffered => newest.as_ref().and_then(|n| n.get(tp).copied()).unwrap_or(high),
+                StartFrom::Buffered => newest
+                    .as_ref()
+                    .and_then(|n| n.get(tp).copied())
+                    .unwrap_or(high),
             };
             positions.insert(tp.clone(), at);
         }
@@ -151,7 +189,9 @@ impl EventReader {
             if room == 0 {
                 break;
             }
-            let got = self.read_partition(tp, pos, room, &mut events, &mut gaps).await?;
+            let got = self
+                .read_partition(tp, pos, room, &mut events, &mut gaps)
+                .await?;
             if got == room {
                 has_more.push(tp.clone());
             }
@@ -162,7 +202,8 @@ impl EventReader {
                 break;
             }
             if let Some(pos) = positions.get_mut(&tp) {
-                self.read_partition(&tp, pos, room, &mut events, &mut gaps).await?;
+                self.read_partition(&tp, pos, room, &mut events, &mut gaps)
+                    .await?;
             }
         }
         Ok((events, gaps))
@@ -187,12 +228,21 @@ impl EventReader {
             PartitionRead::Unknown => None,
         };
         self.metrics.catchup_reads.inc();
-        let read = self.kafka.read_range(tp.clone(), *pos, max, stop).await.map_err(unavailable)?;
+        let read = self
+            .kafka
+            .read_range(tp.clone(), *pos, max, stop)
+            .await
+            .map_err(unavailable)?;
         if let Some(missing) = read.missing {
             self.metrics.gaps.inc();
             tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
                 "offsets no longer in the source (retention); reported as a gap");
-            gaps.push(Gap { topic: tp.topic.clone(), partition: tp.partition, from: missing.from, to: missing.to });
+            gaps.push(Gap {
+                topic: tp.topic.clone(),
+                partition: tp.partition,
+                from: missing.from,
+                to: missing.to,
+            });
         }
         events.extend(read.records.iter().map(Event::from));
         *pos = read.next;

@@ -9,9 +9,9 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use shared::ApiError;
 use shared::api::{EventsResponse, FetchRequest};
 use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
-use shared::ApiError;
 
 use crate::buffer::RecordBuffer;
 use crate::kafka::SourceStatus;
@@ -36,7 +36,10 @@ pub fn router(state: PodState) -> Router {
         .with_state(state)
 }
 
-async fn fetch(State(state): State<PodState>, Json(req): Json<FetchRequest>) -> Result<Json<EventsResponse>, ApiError> {
+async fn fetch(
+    State(state): State<PodState>,
+    Json(req): Json<FetchRequest>,
+) -> Result<Json<EventsResponse>, ApiError> {
     state.reader.fetch(&req).await.map(Json)
 }
 
@@ -54,5 +57,8 @@ async fn status(State(state): State<PodState>) -> Json<PodStatus> {
 }
 
 async fn metrics(State(state): State<PodState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], shared::metrics::render(&state.metrics.registry))
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared::metrics::render(&state.metrics.registry),
+    )
 }

@@ -38,19 +38,32 @@ pub struct DemoProducer {
 
 impl std::fmt::Debug for DemoProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DemoProducer").field("topic", &self.topic).field("rate", &self.rate).finish_non_exhaustive()
+        f.debug_struct("DemoProducer")
+            .field("topic", &self.topic)
+            .field("rate", &self.rate)
+            .finish_non_exhaustive()
     }
 }
 
 impl DemoProducer {
     /// `rate` events per second (0: as fast as possible); `total` events, or forever.
-    pub fn new(brokers: &str, topic: &str, rate: u64, total: Option<u64>) -> Result<Self, KafkaError> {
+    pub fn new(
+        brokers: &str,
+        topic: &str,
+        rate: u64,
+        total: Option<u64>,
+    ) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()?;
-        Ok(Self { producer, topic: topic.to_owned(), rate, total })
+        Ok(Self {
+            producer,
+            topic: topic.to_owned(),
+            rate,
+            total,
+        })
     }
 
     /// Produces until `total` is reached or `shutdown`; returns how many were acknowledged.
@@ -73,9 +86,19 @@ impl DemoProducer {
             let key = format!("device-{}", seq % DEVICES);
             let seq_text = seq.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "source", value: Some("kafka-replicator-emulator") })
-                .insert(Header { key: "seq", value: Some(seq_text.as_str()) });
-            let mut record = FutureRecord::to(&self.topic).key(&key).payload(&value).headers(headers).timestamp(now);
+                .insert(Header {
+                    key: "source",
+                    value: Some("kafka-replicator-emulator"),
+                })
+                .insert(Header {
+                    key: "seq",
+                    value: Some(seq_text.as_str()),
+                });
+            let mut record = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&value)
+                .headers(headers)
+                .timestamp(now);
             let delivery = loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => break delivery,
@@ -108,7 +131,12 @@ impl DemoProducer {
     }
 }
 
-fn count_ack(result: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, futures::channel::oneshot::Canceled>) -> u64 {
+fn count_ack(
+    result: Result<
+        rdkafka::producer::future_producer::OwnedDeliveryResult,
+        futures::channel::oneshot::Canceled,
+    >,
+) -> u64 {
     match result {
         Ok(Ok(_)) => 1,
         Ok(Err((err, _))) => {

@@ -20,7 +20,6 @@ pub enum KafkaCluster {
     External(String),
 }
 
-
 impl KafkaCluster {
     /// A new mock cluster, or the given brokers.
     pub fn mock_or(brokers: Option<&str>) -> Result<Self, KafkaError> {
@@ -51,8 +50,9 @@ impl KafkaCluster {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions),
             Self::External(brokers) => {
-                let admin: AdminClient<DefaultClientContext> =
-                    ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", brokers)
+                    .create()?;
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&topic], &options).await? {
@@ -69,7 +69,9 @@ impl KafkaCluster {
 
 impl std::fmt::Debug for MockKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MockKafka").field("bootstrap", &self.bootstrap).finish_non_exhaustive()
+        f.debug_struct("MockKafka")
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
     }
 }
 
@@ -82,8 +84,13 @@ pub struct MockKafka {
 impl MockKafka {
     /// Starts a one-broker mock cluster listening on loopback.
     pub fn start() -> Result<Self, KafkaError> {
-        let handle: BaseProducer = ClientConfig::new().set("test.mock.num.brokers", "1").create()?;
-        let cluster = handle.client().mock_cluster().ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
+        let handle: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", "1")
+            .create()?;
+        let cluster = handle
+            .client()
+            .mock_cluster()
+            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
         let bootstrap = cluster.bootstrap_servers();
         drop(cluster);
         no_rebalance_delay(&handle);
@@ -91,7 +98,11 @@ impl MockKafka {
     }
 
     fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
-        let cluster = self.handle.client().mock_cluster().ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
+        let cluster = self
+            .handle
+            .client()
+            .mock_cluster()
+            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
         cluster.create_topic(name, partitions, 1)
     }
 }
@@ -100,7 +111,9 @@ impl MockKafka {
 /// does on a real broker); the emulator has no use for that wait.
 #[allow(unsafe_code)]
 fn no_rebalance_delay(handle: &BaseProducer) {
-    use rdkafka::bindings::{rd_kafka_handle_mock_cluster, rd_kafka_mock_group_initial_rebalance_delay_ms};
+    use rdkafka::bindings::{
+        rd_kafka_handle_mock_cluster, rd_kafka_mock_group_initial_rebalance_delay_ms,
+    };
     // SAFETY: `native_ptr` is the live handle that owns the mock cluster; the returned
     // cluster pointer is valid while that handle lives, which outlasts this call.
     unsafe {

@@ -48,7 +48,11 @@ struct Args {
     #[arg(long, env = "LOCAL_KAFKA_BROKERS")]
     local_brokers: Option<String>,
     /// Consumer group of the consumer pod.
-    #[arg(long, env = "KAFKA_GROUP_ID", default_value = "kafka-replicator-emulator")]
+    #[arg(
+        long,
+        env = "KAFKA_GROUP_ID",
+        default_value = "kafka-replicator-emulator"
+    )]
     group_id: String,
     #[command(flatten)]
     buffer: shared::config::BufferArgs,
@@ -102,7 +106,10 @@ async fn main() -> anyhow::Result<()> {
         "kafka-replicator emulator ready: api={} api_key={} source_brokers={} local_brokers={} topic={}",
         info.api_base, info.api_key, info.source_brokers, info.local_brokers, info.topic
     );
-    println!("try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"", info.api_key, info.api_base);
+    println!(
+        "try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"",
+        info.api_key, info.api_base
+    );
     shutdown.cancelled().await;
     stack.stop().await;
     Ok(())

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use shared::config::{
-    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, HandlersConfig, SourceArgs, StartPosition,
+    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, HandlersConfig, SourceArgs,
+    StartPosition,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -107,6 +108,8 @@ pub struct ReadyInfo {
 #[derive(Debug)]
 pub struct Stack {
     pub info: ReadyInfo,
+    /// Where the consumer pod's internal server answers.
+    pub pod_addr: ConsumerAddr,
     pub source: KafkaCluster,
     pub local: KafkaCluster,
     shutdown: CancellationToken,
@@ -119,9 +122,14 @@ impl Stack {
     pub async fn start(config: StackConfig) -> Result<Self, StackError> {
         let source = KafkaCluster::mock_or(config.source_brokers.as_deref())?;
         let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?;
-        source.create_topic(&config.topic, config.partitions).await?;
+        source
+            .create_topic(&config.topic, config.partitions)
+            .await?;
         local.create_topic(&config.topic, config.partitions).await?;
-        let api_key = config.api_key.clone().unwrap_or_else(shared::auth::generate_key);
+        let api_key = config
+            .api_key
+            .clone()
+            .unwrap_or_else(shared::auth::generate_key);
         shared::ApiKeys::parse(&api_key)?;
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
@@ -132,14 +140,18 @@ impl Stack {
                 topics: vec![config.topic.clone()],
                 group_id: config.group_id.clone(),
             },
-            buffer: BufferArgs { buffer_max_events: config.buffer_max_events, buffer_max_bytes: config.buffer_max_bytes },
+            buffer: BufferArgs {
+                buffer_max_events: config.buffer_max_events,
+                buffer_max_bytes: config.buffer_max_bytes,
+            },
             consumer_addr: ConsumerAddr::Tcp("127.0.0.1:0".into()),
         })
         .await?;
+        let pod_addr = pod.local_addr().clone();
         let handlers_config = HandlersConfig {
             api_key: Some(api_key.clone()),
             api_prefix: config.api_prefix.clone(),
-            consumer_addr: pod.local_addr().clone(),
+            consumer_addr: pod_addr.clone(),
             port: config.port,
             host: "127.0.0.1".into(),
         };
@@ -153,12 +165,18 @@ impl Stack {
         let state = handlers::AppState::from_config(&handlers_config)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
-            .map_err(|source| StackError::Bind { port: config.port, source })?;
+            .map_err(|source| StackError::Bind {
+                port: config.port,
+                source,
+            })?;
         let addr = listener.local_addr()?;
         let app = handlers::router(state).into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(err) = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await {
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
                 tracing::error!(error = %err, "API server failed");
             }
         });
@@ -173,7 +191,12 @@ impl Stack {
         wait_ready(&info.api_base).await?;
 
         if config.events != Some(0) {
-            let demo = DemoProducer::new(source.bootstrap(), &config.topic, config.rate, config.events)?;
+            let demo = DemoProducer::new(
+                source.bootstrap(),
+                &config.topic,
+                config.rate,
+                config.events,
+            )?;
             let stop = shutdown.clone();
             tasks.spawn(async move {
                 demo.run(stop).await;
@@ -212,7 +235,15 @@ impl Stack {
                 }
             });
         }
-        Ok(Self { info, source, local, shutdown, tasks, _state_dir: state_dir })
+        Ok(Self {
+            info,
+            pod_addr,
+            source,
+            local,
+            shutdown,
+            tasks,
+            _state_dir: state_dir,
+        })
     }
 
     /// A token that stops the stack when cancelled.

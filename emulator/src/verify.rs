@@ -51,7 +51,8 @@ fn read_topic_blocking(
         tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut records: BTreeMap<i32, Vec<Record>> = partitions.iter().map(|p| (*p, Vec::new())).collect();
+    let mut records: BTreeMap<i32, Vec<Record>> =
+        partitions.iter().map(|p| (*p, Vec::new())).collect();
     let mut total = 0usize;
     let mut at_end: BTreeMap<i32, bool> = partitions.iter().map(|p| (*p, false)).collect();
     while Instant::now() < deadline {

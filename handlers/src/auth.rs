@@ -21,13 +21,21 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Middleware: lets the request through only with a valid key, else `401`.
-pub async fn require_api_key(State(state): State<AppState>, request: Request, next: Next) -> Result<Response, ApiError> {
+pub async fn require_api_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
     let reason = match presented_key(request.headers()) {
         Some(key) if state.keys.verify(key) => return Ok(next.run(request).await),
         Some(_) => "invalid",
         None => "missing",
     };
-    state.metrics.auth_failures.with_label_values(&[reason]).inc();
+    state
+        .metrics
+        .auth_failures
+        .with_label_values(&[reason])
+        .inc();
     Err(ApiError::new(
         ErrorCode::Unauthorized,
         "a valid API key is required (header x-api-key, or Authorization: Bearer)",

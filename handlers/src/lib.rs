@@ -3,6 +3,7 @@
 //! Stateless: events, cursors and rate counts live in the consumer pod.
 
 pub mod auth;
+pub mod lambda;
 pub mod metrics;
 pub mod pod;
 pub mod routes;
@@ -10,13 +11,13 @@ pub mod routes;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
-use shared::config::HandlersConfig;
 use shared::ApiKeys;
+use shared::config::HandlersConfig;
 
 pub use metrics::HandlerMetrics;
 pub use pod::PodClient;
@@ -53,25 +54,47 @@ impl AppState {
 
 /// The public API under `state.api_prefix`.
 pub fn router(state: AppState) -> Router {
-    let open = Router::new().route("/health", get(routes::health)).route("/ready", get(routes::ready));
+    let open = Router::new()
+        .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready));
     let keyed = Router::new()
         .route("/events", get(routes::events))
         .route("/metrics", get(routes::metrics))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_api_key));
-    let api = open.merge(keyed).method_not_allowed_fallback(routes::method_not_allowed);
-    let app = if state.api_prefix.is_empty() { api } else { Router::new().nest(&state.api_prefix, api) };
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_api_key,
+        ));
+    let api = open
+        .merge(keyed)
+        .method_not_allowed_fallback(routes::method_not_allowed);
+    let app = if state.api_prefix.is_empty() {
+        api
+    } else {
+        Router::new().nest(&state.api_prefix, api)
+    };
     app.fallback(routes::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
         .with_state(state)
 }
 
 /// Counts and times every answer by route (the matched pattern, never the raw path).
 async fn record_request(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let method = request.method().as_str().to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
-    state.metrics.duration.with_label_values(&[route.as_str()]).observe(started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .duration
+        .with_label_values(&[route.as_str()])
+        .observe(started.elapsed().as_secs_f64());
     state
         .metrics
         .requests
@@ -79,4 +102,3 @@ async fn record_request(State(state): State<AppState>, request: Request, next: N
         .inc();
     response
 }
-

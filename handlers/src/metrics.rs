@@ -22,22 +22,36 @@ impl HandlerMetrics {
         Self {
             requests: register(
                 &registry,
-                IntCounterVec::new(Opts::new("api_requests_total", "Public API requests answered"), &["route", "method", "status"])
-                    .expect("valid metric"),
+                IntCounterVec::new(
+                    Opts::new("api_requests_total", "Public API requests answered"),
+                    &["route", "method", "status"],
+                )
+                .expect("valid metric"),
             ),
             duration: register(
                 &registry,
                 HistogramVec::new(
-                    HistogramOpts::new("api_request_duration_seconds", "Public API request latency")
-                        .buckets(vec![0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+                    HistogramOpts::new(
+                        "api_request_duration_seconds",
+                        "Public API request latency",
+                    )
+                    .buckets(vec![
+                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                    ]),
                     &["route"],
                 )
                 .expect("valid metric"),
             ),
             auth_failures: register(
                 &registry,
-                IntCounterVec::new(Opts::new("api_auth_failures_total", "Requests refused for a missing or wrong API key"), &["reason"])
-                    .expect("valid metric"),
+                IntCounterVec::new(
+                    Opts::new(
+                        "api_auth_failures_total",
+                        "Requests refused for a missing or wrong API key",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric"),
             ),
             registry,
         }

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use shared::ApiError;
 use shared::api::{EventsResponse, FetchRequest};
 use shared::config::ConsumerAddr;
 use shared::error::ErrorBody;
 use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
-use shared::ApiError;
 
 /// Seconds a client is told to wait when the pod does not answer.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -29,28 +29,42 @@ pub struct PodClient {
 #[derive(Debug, thiserror::Error)]
 pub enum PodClientError {
     #[error("cannot build the HTTP client for {addr}: {source}")]
-    Build { addr: ConsumerAddr, source: reqwest::Error },
+    Build {
+        addr: ConsumerAddr,
+        source: reqwest::Error,
+    },
     #[error("Unix sockets are not supported on this platform: {0}")]
     UnixUnsupported(ConsumerAddr),
 }
 
 impl PodClient {
     pub fn new(addr: ConsumerAddr) -> Result<Self, PodClientError> {
-        let builder = reqwest::Client::builder().connect_timeout(CONNECT_TIMEOUT).pool_idle_timeout(Duration::from_secs(30));
+        let builder = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .pool_idle_timeout(Duration::from_secs(30));
         let (builder, base) = match &addr {
             ConsumerAddr::Tcp(host_port) => (builder, format!("http://{host_port}")),
             #[cfg(unix)]
-            ConsumerAddr::Unix(path) => (builder.unix_socket(path.as_path()), "http://consumer-pod".to_owned()),
+            ConsumerAddr::Unix(path) => (
+                builder.unix_socket(path.as_path()),
+                "http://consumer-pod".to_owned(),
+            ),
             #[cfg(not(unix))]
             ConsumerAddr::Unix(_) => return Err(PodClientError::UnixUnsupported(addr)),
         };
-        let http = builder.build().map_err(|source| PodClientError::Build { addr: addr.clone(), source })?;
+        let http = builder.build().map_err(|source| PodClientError::Build {
+            addr: addr.clone(),
+            source,
+        })?;
         Ok(Self { http, base, addr })
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> ApiError {
         tracing::warn!(pod = %self.addr, error = %err, "consumer pod unreachable");
-        ApiError::unavailable("the event source is not reachable now; retry later", RETRY_AFTER_SECS)
+        ApiError::unavailable(
+            "the event source is not reachable now; retry later",
+            RETRY_AFTER_SECS,
+        )
     }
 
     /// Events for a validated request.
@@ -109,10 +123,14 @@ impl PodClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         match response.json::<ErrorBody>().await {
-            Ok(body) => ApiError { retry_after_secs: retry_after, ..ApiError::from(body) },
-            Err(_) if status == StatusCode::SERVICE_UNAVAILABLE => {
-                ApiError::unavailable("the event source is not reachable now; retry later", RETRY_AFTER_SECS)
-            }
+            Ok(body) => ApiError {
+                retry_after_secs: retry_after,
+                ..ApiError::from(body)
+            },
+            Err(_) if status == StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable(
+                "the event source is not reachable now; retry later",
+                RETRY_AFTER_SECS,
+            ),
             Err(err) => {
                 tracing::error!(pod = %self.addr, %status, error = %err, "consumer pod answered without an error body");
                 ApiError::new(shared::ErrorCode::Internal, "internal error")

@@ -1,12 +1,12 @@
 //! The public routes: `/health`, `/ready`, `/events`, `/metrics`, and the JSON answers for
 //! unknown routes and methods.
 
+use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::Json;
 use shared::api::{EventsQuery, EventsResponse, HealthResponse, ReadyResponse};
 use shared::{ApiError, ErrorCode};
 
@@ -25,14 +25,27 @@ pub async fn health() -> Json<HealthResponse> {
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResponse>) {
     let reason = match state.pod.status().await {
         Ok(status) if status.consuming => {
-            return (StatusCode::OK, Json(ReadyResponse { status: "ready".into(), reason: None }));
+            return (
+                StatusCode::OK,
+                Json(ReadyResponse {
+                    status: "ready".into(),
+                    reason: None,
+                }),
+            );
         }
-        Ok(status) => status
-            .last_error
-            .map_or_else(|| "the consumer pod is not consuming yet".to_owned(), |e| format!("source Kafka: {e}")),
+        Ok(status) => status.last_error.map_or_else(
+            || "the consumer pod is not consuming yet".to_owned(),
+            |e| format!("source Kafka: {e}"),
+        ),
         Err(err) => err.message,
     };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(ReadyResponse { status: "not_ready".into(), reason: Some(reason) }))
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(ReadyResponse {
+            status: "not_ready".into(),
+            reason: Some(reason),
+        }),
+    )
 }
 
 /// `GET /events`: events after a cursor.
@@ -40,7 +53,12 @@ pub async fn events(
     State(state): State<AppState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventsResponse>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("bad query string: {}", e.body_text())))?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })?;
     let request = query.validate()?;
     state.pod.fetch(&request).await.map(Json)
 }
@@ -62,5 +80,8 @@ pub async fn not_found() -> ApiError {
 
 /// A known path with a method it does not take.
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+    ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "method not allowed on this route",
+    )
 }

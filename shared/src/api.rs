@@ -84,22 +84,40 @@ impl EventsQuery {
     /// Checks every parameter, answering the first bad one with its own error code.
     pub fn validate(self) -> Result<FetchRequest, ApiError> {
         StartFrom::parse(self.cursor.as_deref())?;
-        let limit = parse_in_range(self.limit.as_deref(), DEFAULT_LIMIT, 1, MAX_LIMIT)
-            .map_err(|got| ApiError::new(ErrorCode::InvalidLimit, format!("limit must be 1 to {MAX_LIMIT}, got {got:?}")))?;
-        let wait_ms = parse_in_range(self.wait_ms.as_deref(), 0, 0, MAX_WAIT_MS).map_err(|got| {
-            ApiError::new(ErrorCode::InvalidWait, format!("wait_ms must be 0 to {MAX_WAIT_MS}, got {got:?}"))
-        })?;
+        let limit =
+            parse_in_range(self.limit.as_deref(), DEFAULT_LIMIT, 1, MAX_LIMIT).map_err(|got| {
+                ApiError::new(
+                    ErrorCode::InvalidLimit,
+                    format!("limit must be 1 to {MAX_LIMIT}, got {got:?}"),
+                )
+            })?;
+        let wait_ms =
+            parse_in_range(self.wait_ms.as_deref(), 0, 0, MAX_WAIT_MS).map_err(|got| {
+                ApiError::new(
+                    ErrorCode::InvalidWait,
+                    format!("wait_ms must be 0 to {MAX_WAIT_MS}, got {got:?}"),
+                )
+            })?;
         let topics: Vec<String> = match self.topic.as_deref() {
             None => Vec::new(),
             Some(list) => {
-                let topics: Vec<String> = list.split(',').map(str::trim).map(str::to_owned).collect();
+                let topics: Vec<String> =
+                    list.split(',').map(str::trim).map(str::to_owned).collect();
                 if topics.iter().any(String::is_empty) {
-                    return Err(ApiError::new(ErrorCode::UnknownTopic, "topic must be a topic name or a comma-separated list"));
+                    return Err(ApiError::new(
+                        ErrorCode::UnknownTopic,
+                        "topic must be a topic name or a comma-separated list",
+                    ));
                 }
                 topics
             }
         };
-        Ok(FetchRequest { cursor: self.cursor, limit, wait_ms, topics })
+        Ok(FetchRequest {
+            cursor: self.cursor,
+            limit,
+            wait_ms,
+            topics,
+        })
     }
 }
 
@@ -130,18 +148,41 @@ mod tests {
     fn defaults_and_bounds() {
         let req = query(None, None, None).validate().expect("valid");
         assert_eq!((req.limit, req.wait_ms), (DEFAULT_LIMIT, 0));
-        let req = query(Some("10000"), Some("30000"), Some("earliest")).validate().expect("valid");
+        let req = query(Some("10000"), Some("30000"), Some("earliest"))
+            .validate()
+            .expect("valid");
         assert_eq!((req.limit, req.wait_ms), (10_000, 30_000));
     }
 
     #[test]
     fn bad_values_get_their_own_codes() {
         for bad in ["0", "10001", "-1", "ten", ""] {
-            assert_eq!(query(Some(bad), None, None).validate().expect_err(bad).code, ErrorCode::InvalidLimit);
+            assert_eq!(
+                query(Some(bad), None, None).validate().expect_err(bad).code,
+                ErrorCode::InvalidLimit
+            );
         }
-        assert_eq!(query(None, Some("30001"), None).validate().expect_err("wait").code, ErrorCode::InvalidWait);
-        assert_eq!(query(None, None, Some("%%%")).validate().expect_err("cursor").code, ErrorCode::InvalidCursor);
-        let q = EventsQuery { topic: Some("a,,b".into()), ..Default::default() };
-        assert_eq!(q.validate().expect_err("topic").code, ErrorCode::UnknownTopic);
+        assert_eq!(
+            query(None, Some("30001"), None)
+                .validate()
+                .expect_err("wait")
+                .code,
+            ErrorCode::InvalidWait
+        );
+        assert_eq!(
+            query(None, None, Some("%%%"))
+                .validate()
+                .expect_err("cursor")
+                .code,
+            ErrorCode::InvalidCursor
+        );
+        let q = EventsQuery {
+            topic: Some("a,,b".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.validate().expect_err("topic").code,
+            ErrorCode::UnknownTopic
+        );
     }
 }

@@ -38,7 +38,10 @@ impl ApiKeys {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let keys: Vec<Vec<u8>> = keys.into_iter().map(|k| k.as_ref().as_bytes().to_vec()).collect();
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .map(|k| k.as_ref().as_bytes().to_vec())
+            .collect();
         if keys.is_empty() {
             return Err(ApiKeysError::Empty);
         }
@@ -52,7 +55,9 @@ impl ApiKeys {
     /// time, so timing tells neither which key matched nor how much of one did.
     pub fn verify(&self, candidate: &str) -> bool {
         let candidate = candidate.as_bytes();
-        self.keys.iter().fold(0u8, |found, key| found | key.as_slice().ct_eq(candidate).unwrap_u8()) == 1
+        self.keys.iter().fold(0u8, |found, key| {
+            found | key.as_slice().ct_eq(candidate).unwrap_u8()
+        }) == 1
     }
 
     /// How many keys are accepted.

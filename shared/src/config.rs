@@ -14,9 +14,17 @@ use crate::auth::{ApiKeys, ApiKeysError};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {
     #[error("{var} is not set (flag --{flag}); for example {var}={example}")]
-    Missing { var: &'static str, flag: &'static str, example: &'static str },
+    Missing {
+        var: &'static str,
+        flag: &'static str,
+        example: &'static str,
+    },
     #[error("{var} is invalid: {reason}; for example {var}={example}")]
-    Invalid { var: &'static str, reason: String, example: &'static str },
+    Invalid {
+        var: &'static str,
+        reason: String,
+        example: &'static str,
+    },
 }
 
 /// A configuration struct that can check itself after parsing.
@@ -33,7 +41,11 @@ pub fn load<T: Parser + Validate>() -> T {
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) => {
             let text = err.render().to_string();
-            let line = text.lines().next().unwrap_or("invalid configuration").trim_start_matches("error: ");
+            let line = text
+                .lines()
+                .next()
+                .unwrap_or("invalid configuration")
+                .trim_start_matches("error: ");
             eprintln!("error: {line}");
             std::process::exit(2);
         }
@@ -64,8 +76,12 @@ impl FromStr for ConsumerAddr {
             return Ok(Self::Unix(PathBuf::from(s)));
         }
         match s.rsplit_once(':') {
-            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(Self::Tcp(s.to_owned())),
-            _ => Err(format!("expected host:port or a Unix-socket path, got {s:?}")),
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Tcp(s.to_owned()))
+            }
+            _ => Err(format!(
+                "expected host:port or a Unix-socket path, got {s:?}"
+            )),
         }
     }
 }
@@ -93,11 +109,24 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 
 fn api_keys(var: &'static str, value: Option<&str>) -> Result<ApiKeys, ConfigError> {
     const EXAMPLE: &str = "$(handlers-server generate-api-key)";
-    let value = value.ok_or(ConfigError::Missing { var, flag: "api-key", example: EXAMPLE })?;
-    ApiKeys::parse(value).map_err(|err: ApiKeysError| ConfigError::Invalid { var, reason: err.to_string(), example: EXAMPLE })
+    let value = value.ok_or(ConfigError::Missing {
+        var,
+        flag: "api-key",
+        example: EXAMPLE,
+    })?;
+    ApiKeys::parse(value).map_err(|err: ApiKeysError| ConfigError::Invalid {
+        var,
+        reason: err.to_string(),
+        example: EXAMPLE,
+    })
 }
 
-fn required(value: &Option<String>, var: &'static str, flag: &'static str, example: &'static str) -> Result<(), ConfigError> {
+fn required(
+    value: &Option<String>,
+    var: &'static str,
+    flag: &'static str,
+    example: &'static str,
+) -> Result<(), ConfigError> {
     match value.as_deref().map(str::trim) {
         Some(v) if !v.is_empty() => Ok(()),
         _ => Err(ConfigError::Missing { var, flag, example }),
@@ -114,18 +143,37 @@ pub struct SourceArgs {
     #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", value_delimiter = ',')]
     pub topics: Vec<String>,
     /// Consumer group of the pod.
-    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "kafka-replicator")]
+    #[arg(
+        long = "kafka-group-id",
+        env = "KAFKA_GROUP_ID",
+        default_value = "kafka-replicator"
+    )]
     pub group_id: String,
 }
 
 impl Validate for SourceArgs {
     fn validate(&self) -> Result<(), ConfigError> {
-        required(&self.brokers, "KAFKA_BROKERS", "kafka-brokers", "b-1.msk.example.com:9092")?;
-        if self.topics.iter().all(|t| t.trim().is_empty()) || self.topics.iter().any(|t| t.trim().is_empty()) {
-            return Err(ConfigError::Missing { var: "KAFKA_TOPIC", flag: "kafka-topic", example: "orders,payments" });
+        required(
+            &self.brokers,
+            "KAFKA_BROKERS",
+            "kafka-brokers",
+            "b-1.msk.example.com:9092",
+        )?;
+        if self.topics.iter().all(|t| t.trim().is_empty())
+            || self.topics.iter().any(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::Missing {
+                var: "KAFKA_TOPIC",
+                flag: "kafka-topic",
+                example: "orders,payments",
+            });
         }
         if self.group_id.trim().is_empty() {
-            return Err(ConfigError::Missing { var: "KAFKA_GROUP_ID", flag: "kafka-group-id", example: "kafka-replicator" });
+            return Err(ConfigError::Missing {
+                var: "KAFKA_GROUP_ID",
+                flag: "kafka-group-id",
+                example: "kafka-replicator",
+            });
         }
         Ok(())
     }
@@ -157,10 +205,18 @@ pub struct BufferArgs {
 impl Validate for BufferArgs {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.buffer_max_events == 0 {
-            return Err(ConfigError::Invalid { var: "BUFFER_MAX_EVENTS", reason: "must be at least 1".into(), example: "100000" });
+            return Err(ConfigError::Invalid {
+                var: "BUFFER_MAX_EVENTS",
+                reason: "must be at least 1".into(),
+                example: "100000",
+            });
         }
         if self.buffer_max_bytes < 64 * 1024 {
-            return Err(ConfigError::Invalid { var: "BUFFER_MAX_BYTES", reason: "must be at least 65536".into(), example: "268435456" });
+            return Err(ConfigError::Invalid {
+                var: "BUFFER_MAX_BYTES",
+                reason: "must be at least 65536".into(),
+                example: "268435456",
+            });
         }
         Ok(())
     }
@@ -168,7 +224,11 @@ impl Validate for BufferArgs {
 
 /// The consumer pod (`consumer` binary).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "consumer", version, about = "Consumes the source Kafka into a bounded buffer and serves it to the handlers")]
+#[command(
+    name = "consumer",
+    version,
+    about = "Consumes the source Kafka into a bounded buffer and serves it to the handlers"
+)]
 pub struct ConsumerConfig {
     #[command(flatten)]
     pub source: SourceArgs,
@@ -231,7 +291,11 @@ pub enum StartPosition {
 
 /// The polling client (`client` binary).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "client", version, about = "Replicates events from the Kafka Replicator API into a local Kafka")]
+#[command(
+    name = "client",
+    version,
+    about = "Replicates events from the Kafka Replicator API into a local Kafka"
+)]
 pub struct ClientConfig {
     /// The API's scheme://host:port; the client adds API_PREFIX.
     #[arg(long, env = "SERVER_URL")]
@@ -258,13 +322,22 @@ pub struct ClientConfig {
     #[arg(long = "batch-limit", env = "BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_limit: u32,
     /// File holding the client's position (the cursor of the last delivered batch).
-    #[arg(long = "state-file", env = "STATE_FILE", default_value = "kafka-replicator-client.state")]
+    #[arg(
+        long = "state-file",
+        env = "STATE_FILE",
+        default_value = "kafka-replicator-client.state"
+    )]
     pub state_file: PathBuf,
 }
 
 impl Validate for ClientConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        required(&self.server_url, "SERVER_URL", "server-url", "https://replicator.example.com")?;
+        required(
+            &self.server_url,
+            "SERVER_URL",
+            "server-url",
+            "https://replicator.example.com",
+        )?;
         let url = self.server_url.as_deref().unwrap_or_default();
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(ConfigError::Invalid {
@@ -273,10 +346,28 @@ impl Validate for ClientConfig {
                 example: "https://replicator.example.com",
             });
         }
-        required(&self.api_key, "API_KEY", "api-key", "<a key from the server's API_KEY>")?;
-        required(&self.kafka_brokers, "KAFKA_BROKERS", "kafka-brokers", "localhost:9092")?;
-        if self.kafka_topic.as_deref().is_some_and(|t| t.trim().is_empty()) {
-            return Err(ConfigError::Invalid { var: "KAFKA_TOPIC", reason: "must not be empty".into(), example: "orders" });
+        required(
+            &self.api_key,
+            "API_KEY",
+            "api-key",
+            "<a key from the server's API_KEY>",
+        )?;
+        required(
+            &self.kafka_brokers,
+            "KAFKA_BROKERS",
+            "kafka-brokers",
+            "localhost:9092",
+        )?;
+        if self
+            .kafka_topic
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(ConfigError::Invalid {
+                var: "KAFKA_TOPIC",
+                reason: "must not be empty".into(),
+                example: "orders",
+            });
         }
         Ok(())
     }
@@ -288,9 +379,18 @@ mod tests {
 
     #[test]
     fn consumer_addr_forms() {
-        assert_eq!("consumer:7070".parse(), Ok(ConsumerAddr::Tcp("consumer:7070".into())));
-        assert_eq!("/run/pod.sock".parse(), Ok(ConsumerAddr::Unix("/run/pod.sock".into())));
-        assert_eq!("unix:pod.sock".parse(), Ok(ConsumerAddr::Unix("pod.sock".into())));
+        assert_eq!(
+            "consumer:7070".parse(),
+            Ok(ConsumerAddr::Tcp("consumer:7070".into()))
+        );
+        assert_eq!(
+            "/run/pod.sock".parse(),
+            Ok(ConsumerAddr::Unix("/run/pod.sock".into()))
+        );
+        assert_eq!(
+            "unix:pod.sock".parse(),
+            Ok(ConsumerAddr::Unix("pod.sock".into()))
+        );
         assert!("consumer".parse::<ConsumerAddr>().is_err());
         assert!("consumer:http".parse::<ConsumerAddr>().is_err());
     }
@@ -304,7 +404,8 @@ mod tests {
 
     #[test]
     fn missing_source_names_the_variable() {
-        let config = ConsumerConfig::try_parse_from(["consumer", "--kafka-topic", "orders"]).expect("parse");
+        let config =
+            ConsumerConfig::try_parse_from(["consumer", "--kafka-topic", "orders"]).expect("parse");
         let err = config.validate().expect_err("no brokers");
         let text = err.to_string();
         assert!(text.starts_with("KAFKA_BROKERS is not set"), "{text}");
@@ -323,12 +424,22 @@ mod tests {
             "localhost:9092",
         ])
         .expect("parse");
-        assert!(matches!(config.validate(), Err(ConfigError::Invalid { var: "SERVER_URL", .. })));
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid {
+                var: "SERVER_URL",
+                ..
+            })
+        ));
     }
 
     #[test]
     fn handler_keys_are_checked() {
-        let config = HandlersConfig::try_parse_from(["handlers", "--api-key", "short"]).expect("parse");
-        assert!(matches!(config.validate(), Err(ConfigError::Invalid { var: "API_KEY", .. })));
+        let config =
+            HandlersConfig::try_parse_from(["handlers", "--api-key", "short"]).expect("parse");
+        assert!(matches!(
+            config.validate(),
+            Err(ConfigError::Invalid { var: "API_KEY", .. })
+        ));
     }
 }

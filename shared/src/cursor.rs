@@ -52,7 +52,10 @@ impl Cursor {
 
     /// Records the next offset to read for a partition.
     pub fn set(&mut self, topic: &str, partition: i32, next_offset: i64) {
-        self.positions.entry(topic.to_owned()).or_default().insert(partition, next_offset);
+        self.positions
+            .entry(topic.to_owned())
+            .or_default()
+            .insert(partition, next_offset);
     }
 
     /// Every `(topic, partition, next_offset)`, in topic then partition order.
@@ -93,7 +96,12 @@ impl Cursor {
         if text.len() > MAX_ENCODED_LEN {
             return Err(CursorError::TooLong);
         }
-        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| CursorError::NotBase64)?;
+        let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|e| match e {
+            base64::DecodeError::InvalidLength(_) | base64::DecodeError::InvalidLastSymbol(..) => {
+                CursorError::Truncated
+            }
+            _ => CursorError::NotBase64,
+        })?;
         let (&version, _) = bytes.split_first().ok_or(CursorError::Truncated)?;
         if version != VERSION {
             return Err(CursorError::UnsupportedVersion(version));
@@ -108,15 +116,18 @@ impl Cursor {
         let mut reader = Reader { bytes: &body[1..] };
         let mut cursor = Cursor::new();
         for _ in 0..reader.varint()? {
-            let len = usize::try_from(reader.varint()?).map_err(|_| CursorError::Malformed("topic length"))?;
-            let topic = std::str::from_utf8(reader.take(len)?).map_err(|_| CursorError::Malformed("topic is not UTF-8"))?;
+            let len = usize::try_from(reader.varint()?)
+                .map_err(|_| CursorError::Malformed("topic length"))?;
+            let topic = std::str::from_utf8(reader.take(len)?)
+                .map_err(|_| CursorError::Malformed("topic is not UTF-8"))?;
             if topic.is_empty() {
                 return Err(CursorError::Malformed("empty topic name"));
             }
             for _ in 0..reader.varint()? {
-                let partition =
-                    i32::try_from(reader.varint()?).map_err(|_| CursorError::Malformed("partition out of range"))?;
-                let offset = i64::try_from(reader.varint()?).map_err(|_| CursorError::Malformed("offset out of range"))?;
+                let partition = i32::try_from(reader.varint()?)
+                    .map_err(|_| CursorError::Malformed("partition out of range"))?;
+                let offset = i64::try_from(reader.varint()?)
+                    .map_err(|_| CursorError::Malformed("offset out of range"))?;
                 cursor.set(topic, partition, offset);
             }
         }
@@ -192,7 +203,9 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, CursorError> {
         let mut value = 0u64;
         for shift in (0..64).step_by(7) {
-            let [byte] = self.take(1)? else { unreachable!("take(1) yields one byte") };
+            let [byte] = self.take(1)? else {
+                unreachable!("take(1) yields one byte")
+            };
             value |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
@@ -211,7 +224,9 @@ fn put_varint(buf: &mut Vec<u8>, mut value: u64) {
 }
 
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]
@@ -230,7 +245,10 @@ mod tests {
     fn round_trips() {
         let c = sample();
         let text = c.encode();
-        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(
+            text.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        );
         assert_eq!(Cursor::decode(&text), Ok(c));
         assert_eq!(Cursor::decode(&Cursor::new().encode()), Ok(Cursor::new()));
     }
@@ -240,13 +258,28 @@ mod tests {
         let text = sample().encode();
         assert_eq!(Cursor::decode(""), Err(CursorError::Empty));
         assert_eq!(Cursor::decode("not a cursor!"), Err(CursorError::NotBase64));
-        assert_eq!(Cursor::decode(&text[..text.len() - 3]), Err(CursorError::Corrupt));
+        for cut in 1..=8 {
+            let got = Cursor::decode(&text[..text.len() - cut]);
+            assert!(
+                matches!(got, Err(CursorError::Corrupt | CursorError::Truncated)),
+                "cut {cut}: {got:?}"
+            );
+        }
         assert_eq!(Cursor::decode("AQ"), Err(CursorError::Truncated));
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode([9u8, 0, 0, 0, 0])), Err(CursorError::UnsupportedVersion(9)));
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode([9u8, 0, 0, 0, 0])),
+            Err(CursorError::UnsupportedVersion(9))
+        );
         let mut flipped = URL_SAFE_NO_PAD.decode(&text).expect("valid");
         flipped[3] ^= 0x01;
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(flipped)), Err(CursorError::Corrupt));
-        assert_eq!(Cursor::decode(&"A".repeat(MAX_ENCODED_LEN + 1)), Err(CursorError::TooLong));
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode(flipped)),
+            Err(CursorError::Corrupt)
+        );
+        assert_eq!(
+            Cursor::decode(&"A".repeat(MAX_ENCODED_LEN + 1)),
+            Err(CursorError::TooLong)
+        );
     }
 
     #[test]
@@ -254,7 +287,10 @@ mod tests {
         let mut body = vec![VERSION, 1, 0];
         let sum = fnv1a(&body);
         body.extend_from_slice(&sum.to_be_bytes());
-        assert_eq!(Cursor::decode(&URL_SAFE_NO_PAD.encode(body)), Err(CursorError::Malformed("empty topic name")));
+        assert_eq!(
+            Cursor::decode(&URL_SAFE_NO_PAD.encode(body)),
+            Err(CursorError::Malformed("empty topic name"))
+        );
     }
 
     #[test]
@@ -263,7 +299,10 @@ mod tests {
         assert_eq!(StartFrom::parse(Some("earliest")), Ok(StartFrom::Earliest));
         assert_eq!(StartFrom::parse(Some("latest")), Ok(StartFrom::Latest));
         let c = sample();
-        assert_eq!(StartFrom::parse(Some(&c.encode())), Ok(StartFrom::Cursor(c)));
+        assert_eq!(
+            StartFrom::parse(Some(&c.encode())),
+            Ok(StartFrom::Cursor(c))
+        );
         assert!(StartFrom::parse(Some("oldest")).is_err());
     }
 }

@@ -35,7 +35,11 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::Unauthorized => 401,
-            Self::InvalidCursor | Self::InvalidLimit | Self::InvalidWait | Self::UnknownTopic | Self::BadRequest => 400,
+            Self::InvalidCursor
+            | Self::InvalidLimit
+            | Self::InvalidWait
+            | Self::UnknownTopic
+            | Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::Unavailable => 503,
@@ -72,17 +76,29 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), retry_after_secs: None }
+        Self {
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
     }
 
     /// A 503 that tells the client when to come back.
     pub fn unavailable(message: impl Into<String>, retry_after_secs: u64) -> Self {
-        Self { retry_after_secs: Some(retry_after_secs), ..Self::new(ErrorCode::Unavailable, message) }
+        Self {
+            retry_after_secs: Some(retry_after_secs),
+            ..Self::new(ErrorCode::Unavailable, message)
+        }
     }
 
     /// The JSON body of this error.
     pub fn body(&self) -> ErrorBody {
-        ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } }
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message.clone(),
+            },
+        }
     }
 }
 
@@ -118,7 +134,10 @@ impl axum::response::IntoResponse for ApiError {
             .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         let mut response = (status, axum::Json(self.body())).into_response();
         if let Some(secs) = self.retry_after_secs {
-            response.headers_mut().insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from(secs));
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
         }
         response
     }
@@ -132,14 +151,24 @@ mod tests {
     fn body_matches_the_contract() {
         let err = ApiError::new(ErrorCode::Unauthorized, "missing API key");
         let json = serde_json::to_value(err.body()).expect("serialize");
-        assert_eq!(json, serde_json::json!({"error":{"code":"unauthorized","message":"missing API key"}}));
+        assert_eq!(
+            json,
+            serde_json::json!({"error":{"code":"unauthorized","message":"missing API key"}})
+        );
         assert_eq!(ErrorCode::Unauthorized.status(), 401);
     }
 
     #[test]
     fn codes_serialize_as_their_strings() {
-        for code in [ErrorCode::InvalidCursor, ErrorCode::Unavailable, ErrorCode::MethodNotAllowed] {
-            assert_eq!(serde_json::to_value(code).expect("serialize"), code.as_str());
+        for code in [
+            ErrorCode::InvalidCursor,
+            ErrorCode::Unavailable,
+            ErrorCode::MethodNotAllowed,
+        ] {
+            assert_eq!(
+                serde_json::to_value(code).expect("serialize"),
+                code.as_str()
+            );
         }
     }
 }

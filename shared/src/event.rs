@@ -29,11 +29,16 @@ pub struct RecordHeader {
 impl Record {
     /// Bytes this record occupies in memory, for buffer accounting.
     pub fn size_bytes(&self) -> usize {
-        let payload = self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len);
+        let payload =
+            self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len);
         let headers: usize = self
             .headers
             .iter()
-            .map(|h| h.key.len() + h.value.as_ref().map_or(0, Vec::len) + std::mem::size_of::<RecordHeader>())
+            .map(|h| {
+                h.key.len()
+                    + h.value.as_ref().map_or(0, Vec::len)
+                    + std::mem::size_of::<RecordHeader>()
+            })
             .sum();
         std::mem::size_of::<Self>() + self.topic.len() + payload + headers
     }
@@ -101,7 +106,10 @@ impl From<&Record> for Event {
             headers: record
                 .headers
                 .iter()
-                .map(|h| Header { key: h.key.clone(), value: h.value.as_deref().map(text) })
+                .map(|h| Header {
+                    key: h.key.clone(),
+                    value: h.value.as_deref().map(text),
+                })
                 .collect(),
             encoding,
         }
@@ -112,26 +120,42 @@ impl Event {
     /// The record this event stands for, payloads back as bytes.
     pub fn into_record(self) -> Result<Record, DecodeError> {
         let (topic, partition, offset) = (self.topic, self.partition, self.offset);
-        let decode = |field: &'static str, text: Option<String>| -> Result<Option<Vec<u8>>, DecodeError> {
-            match (self.encoding, text) {
-                (_, None) => Ok(None),
-                (Encoding::Utf8, Some(s)) => Ok(Some(s.into_bytes())),
-                (Encoding::Base64, Some(s)) => BASE64.decode(s).map(Some).map_err(|_| DecodeError {
-                    topic: topic.clone(),
-                    partition,
-                    offset,
-                    field,
-                }),
-            }
-        };
+        let decode =
+            |field: &'static str, text: Option<String>| -> Result<Option<Vec<u8>>, DecodeError> {
+                match (self.encoding, text) {
+                    (_, None) => Ok(None),
+                    (Encoding::Utf8, Some(s)) => Ok(Some(s.into_bytes())),
+                    (Encoding::Base64, Some(s)) => {
+                        BASE64.decode(s).map(Some).map_err(|_| DecodeError {
+                            topic: topic.clone(),
+                            partition,
+                            offset,
+                            field,
+                        })
+                    }
+                }
+            };
         let key = decode("key", self.key)?;
         let value = decode("value", self.value)?;
         let headers = self
             .headers
             .into_iter()
-            .map(|h| Ok(RecordHeader { value: decode("header value", h.value)?, key: h.key }))
+            .map(|h| {
+                Ok(RecordHeader {
+                    value: decode("header value", h.value)?,
+                    key: h.key,
+                })
+            })
             .collect::<Result<Vec<_>, DecodeError>>()?;
-        Ok(Record { topic, partition, offset, timestamp: self.timestamp, key, value, headers })
+        Ok(Record {
+            topic,
+            partition,
+            offset,
+            timestamp: self.timestamp,
+            key,
+            value,
+            headers,
+        })
     }
 }
 
@@ -147,13 +171,20 @@ mod tests {
             timestamp: Some(1_700_000_000_000),
             key: key.map(<[u8]>::to_vec),
             value: value.map(<[u8]>::to_vec),
-            headers: vec![RecordHeader { key: "trace".into(), value: header.map(<[u8]>::to_vec) }],
+            headers: vec![RecordHeader {
+                key: "trace".into(),
+                value: header.map(<[u8]>::to_vec),
+            }],
         }
     }
 
     #[test]
     fn utf8_payloads_are_strings() {
-        let event = Event::from(&record(Some(b"k1"), Some("{\"a\":\"é\"}".as_bytes()), Some(b"t")));
+        let event = Event::from(&record(
+            Some(b"k1"),
+            Some("{\"a\":\"é\"}".as_bytes()),
+            Some(b"t"),
+        ));
         assert_eq!(event.encoding, Encoding::Utf8);
         assert_eq!(event.value.as_deref(), Some("{\"a\":\"é\"}"));
         let json = serde_json::to_value(&event).expect("serialize");

@@ -19,6 +19,8 @@ pub fn register<M>(registry: &Registry, metric: M) -> M
 where
     M: prometheus::core::Collector + Clone + 'static,
 {
-    registry.register(Box::new(metric.clone())).expect("metric names are unique within a component");
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("metric names are unique within a component");
     metric
 }

@@ -9,6 +9,9 @@ async fn main() -> anyhow::Result<()> {
     let config: ClientConfig = config::load();
     shared::telemetry::init();
     let replicator = client::Replicator::new(&config).context("client could not start")?;
-    replicator.run(shared::shutdown::token()).await.context("client stopped on an error")?;
+    replicator
+        .run(shared::shutdown::token())
+        .await
+        .context("client stopped on an error")?;
     Ok(())
 }

@@ -8,6 +8,10 @@ use shared::config::{self, ConsumerConfig};
 async fn main() -> anyhow::Result<()> {
     let config: ConsumerConfig = config::load();
     shared::telemetry::init();
-    let pod = consumer::ConsumerPod::bind(config).await.context("consumer pod could not start")?;
-    pod.run(shared::shutdown::token()).await.context("consumer pod failed")
+    let pod = consumer::ConsumerPod::bind(config)
+        .await
+        .context("consumer pod could not start")?;
+    pod.run(shared::shutdown::token())
+        .await
+        .context("consumer pod failed")
 }

@@ -8,5 +8,5 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config: HandlersConfig = config::load();
     shared::telemetry::init();
     let state = handlers::AppState::from_config(&config)?;
-    lambda_http::run(handlers::router(state)).await
+    lambda_http::run(handlers::lambda::service(state)).await
 }

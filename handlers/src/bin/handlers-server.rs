@@ -10,10 +10,15 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
     let state = handlers::AppState::from_config(&config)?;
     let addr = format!("{}:{}", config.host, config.port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, prefix = %config.api_prefix, pod = %config.consumer_addr, "handlers serving");
-    axum::serve(listener, handlers::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shared::shutdown::signal())
+    let listener = tokio::net::TcpListener::bind(&addr)
         .await
-        .context("server failed")
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, prefix = %config.api_prefix, pod = %config.consumer_addr, "handlers serving");
+    axum::serve(
+        listener,
+        handlers::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shared::shutdown::signal())
+    .await
+    .context("server failed")
 }

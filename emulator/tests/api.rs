@@ -1,0 +1,433 @@
+//! The public API through `tower::ServiceExt::oneshot` on the real router, backed by a real
+//! consumer pod on a librdkafka mock cluster: auth, validation, cursors, long-poll,
+//! catch-up reads past the buffer, metrics, errors, and an unreachable source or pod.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use serde_json::Value;
+use shared::config::{ConsumerAddr, HandlersConfig};
+use tower::ServiceExt;
+
+fn router_for(pod: ConsumerAddr, key: &str) -> Router {
+    let config = HandlersConfig {
+        api_key: Some(key.to_owned()),
+        api_prefix: "/api/v1".into(),
+        consumer_addr: pod,
+        port: 0,
+        host: "127.0.0.1".into(),
+    };
+    handlers::router(handlers::AppState::from_config(&config).expect("state"))
+}
+
+async fn call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::empty()).expect("request"))
+        .await
+        .expect("answer");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
+}
+
+async fn json(app: &Router, uri: &str, key: &str) -> Value {
+    let (status, _, body) = call(app, "GET", uri, Some(key)).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{uri}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body).expect("error body is JSON");
+    v["error"]["code"].as_str().expect("error.code").to_owned()
+}
+
+fn seqs(page: &Value) -> Vec<u64> {
+    page["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| common::seq_of(e["value"].as_str().expect("utf8 value").as_bytes()))
+        .collect()
+}
+
+/// A stack with `n` demo events already in the consumer pod's view, and its router.
+async fn stack_with_events(n: u64, buffer_max_events: usize) -> (emulator::Stack, Router) {
+    let mut config = common::config();
+    config.events = Some(n);
+    config.buffer_max_events = buffer_max_events;
+    let stack = common::start(config).await;
+    let app = router_for(stack.pod_addr.clone(), &stack.info.api_key);
+    let key = stack.info.api_key.clone();
+    let metrics_app = app.clone();
+    common::wait_for(
+        "the pod to consume every demo event",
+        Duration::from_secs(30),
+        || {
+            let (app, key) = (metrics_app.clone(), key.clone());
+            async move {
+                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+                let text = String::from_utf8_lossy(&body);
+                let consumed: u64 = text
+                    .lines()
+                    .filter(|l| l.starts_with("kafka_events_consumed_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum();
+                consumed >= n
+            }
+        },
+    )
+    .await;
+    (stack, app)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_routes_and_keyed_routes() {
+    let (stack, app) = stack_with_events(0, 1000).await;
+    let key = stack.info.api_key.clone();
+
+    let (status, _, body) = call(&app, "GET", "/api/v1/health", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let health: Value = serde_json::from_slice(&body).expect("JSON");
+    assert_eq!(health["status"], "ok");
+    assert!(
+        !String::from_utf8_lossy(&body).contains(&key),
+        "health never shows the key"
+    );
+    let (status, _, _) = call(&app, "GET", "/api/v1/ready", None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    for uri in ["/api/v1/events", "/api/v1/metrics"] {
+        let (status, _, body) = call(&app, "GET", uri, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} without key");
+        assert_eq!(error_code(&body), "unauthorized");
+        let (status, _, body) = call(&app, "GET", uri, Some("not-the-key-0123456789")).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{uri} with a wrong key");
+        assert!(
+            !String::from_utf8_lossy(&body).contains("not-the-key"),
+            "error bodies never echo keys"
+        );
+        let (status, _, _) = call(&app, "GET", uri, Some(&key)).await;
+        assert_eq!(status, StatusCode::OK, "{uri} with the key");
+    }
+    let bearer = Request::builder()
+        .uri("/api/v1/events")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .expect("request");
+    assert_eq!(
+        app.clone().oneshot(bearer).await.expect("answer").status(),
+        StatusCode::OK
+    );
+
+    let (status, _, body) = call(&app, "GET", "/api/v2/events", Some(&key)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::NOT_FOUND, "not_found".into())
+    );
+    let (status, _, body) = call(&app, "DELETE", "/api/v1/events", Some(&key)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed".into())
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_query_values_are_400_with_their_codes() {
+    let (stack, app) = stack_with_events(0, 1000).await;
+    let key = stack.info.api_key.clone();
+    for (query, code) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=10001", "invalid_limit"),
+        ("limit=many", "invalid_limit"),
+        ("wait_ms=30001", "invalid_wait"),
+        ("wait_ms=-5", "invalid_wait"),
+        ("cursor=garbage!", "invalid_cursor"),
+        ("cursor=AQELZGVtby1ldmVudHMDAAEBAQIAFJKOm", "invalid_cursor"),
+        ("topic=not-carried", "unknown_topic"),
+    ] {
+        let (status, _, body) =
+            call(&app, "GET", &format!("/api/v1/events?{query}"), Some(&key)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}");
+        assert_eq!(error_code(&body), code, "{query}");
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_page_through_every_event_once_in_order() {
+    const N: u64 = 120;
+    let (stack, app) = stack_with_events(N, 100_000).await;
+    let key = stack.info.api_key.clone();
+    let mut cursor = "earliest".to_owned();
+    let mut seen = Vec::new();
+    let mut last_offset: BTreeMap<i64, i64> = BTreeMap::new();
+    for _ in 0..100 {
+        let page = json(
+            &app,
+            &format!("/api/v1/events?cursor={cursor}&limit=7"),
+            &key,
+        )
+        .await;
+        assert!(page["events"].as_array().expect("events").len() <= 7);
+        for event in page["events"].as_array().expect("events") {
+            assert_eq!(event["encoding"], "utf8");
+            let (p, o) = (
+                event["partition"].as_i64().expect("p"),
+                event["offset"].as_i64().expect("o"),
+            );
+            assert!(
+                last_offset.get(&p).is_none_or(|last| o > *last),
+                "offsets rise within partition {p}"
+            );
+            last_offset.insert(p, o);
+        }
+        seen.extend(seqs(&page));
+        cursor = page["next_cursor"]
+            .as_str()
+            .expect("next_cursor")
+            .to_owned();
+        if seen.len() as u64 >= N {
+            break;
+        }
+    }
+    let unique: HashSet<u64> = seen.iter().copied().collect();
+    assert_eq!(
+        (seen.len() as u64, unique.len() as u64),
+        (N, N),
+        "each event once"
+    );
+    let page = json(&app, &format!("/api/v1/events?cursor={cursor}"), &key).await;
+    assert_eq!(seqs(&page), Vec::<u64>::new(), "nothing after the end");
+    assert_eq!(
+        page["next_cursor"].as_str(),
+        Some(cursor.as_str()),
+        "an empty page keeps the cursor"
+    );
+
+    // No cursor: the newest events held (by timestamp), as the prototype answered.
+    let all = json(&app, "/api/v1/events?cursor=earliest&limit=1000", &key).await;
+    let mut stamps: Vec<i64> = all["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["timestamp"].as_i64().expect("ts"))
+        .collect();
+    stamps.sort_unstable();
+    let tenth_newest = stamps[stamps.len() - 10];
+    let newest = json(&app, "/api/v1/events?limit=10", &key).await;
+    let newest = newest["events"].as_array().expect("events");
+    assert_eq!(newest.len(), 10);
+    assert!(
+        newest
+            .iter()
+            .all(|e| e["timestamp"].as_i64().expect("ts") >= tenth_newest),
+        "the newest ten: {newest:?}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_long_polls_until_a_new_event() {
+    let (stack, app) = stack_with_events(5, 1000).await;
+    let key = stack.info.api_key.clone();
+    let page = json(&app, "/api/v1/events?cursor=latest", &key).await;
+    assert!(seqs(&page).is_empty(), "latest starts after what exists");
+    let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+
+    let (brokers, topic) = (stack.info.source_brokers.clone(), stack.info.topic.clone());
+    let producing = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()
+            .expect("producer");
+        let value = emulator::demo::demo_value(999, 0);
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&topic)
+                    .key("late")
+                    .payload(&value),
+                Timeout::After(Duration::from_secs(10)),
+            )
+            .await
+            .expect("produced");
+    });
+    let page = json(
+        &app,
+        &format!("/api/v1/events?cursor={cursor}&wait_ms=20000"),
+        &key,
+    )
+    .await;
+    assert_eq!(
+        seqs(&page),
+        vec![999],
+        "the long-poll returns the event produced while it waited"
+    );
+    producing.await.expect("producer task");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_older_than_the_buffer_come_from_kafka() {
+    const N: u64 = 300;
+    // The pod keeps only 20 events in memory; the rest must be read back from Kafka.
+    let (stack, app) = stack_with_events(N, 20).await;
+    let key = stack.info.api_key.clone();
+    let mut cursor = "earliest".to_owned();
+    let mut seen = HashSet::new();
+    for _ in 0..50 {
+        let page = json(
+            &app,
+            &format!("/api/v1/events?cursor={cursor}&limit=100"),
+            &key,
+        )
+        .await;
+        assert_eq!(
+            page["gaps"],
+            serde_json::json!([]),
+            "nothing was lost to retention"
+        );
+        for s in seqs(&page) {
+            assert!(seen.insert(s), "seq {s} twice");
+        }
+        cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+        if seen.len() as u64 == N {
+            break;
+        }
+    }
+    assert_eq!(seen.len() as u64, N);
+    let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    let text = String::from_utf8_lossy(&body);
+    let catchups = text
+        .lines()
+        .find(|l| l.starts_with("consumer_catchup_reads_total"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("catch-up metric");
+    assert!(catchups > 0, "the buffer could not have served this alone");
+    let held = text
+        .lines()
+        .find(|l| l.starts_with("consumer_buffer_events"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .expect("buffer gauge");
+    assert!(
+        held <= 20,
+        "the buffer stays within BUFFER_MAX_EVENTS: {held}"
+    );
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_the_whole_system() {
+    let (stack, app) = stack_with_events(10, 1000).await;
+    let key = stack.info.api_key.clone();
+    json(&app, "/api/v1/events?cursor=earliest", &key).await;
+    let (status, headers, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers[http::header::CONTENT_TYPE]
+            .to_str()
+            .expect("type")
+            .starts_with("text/plain")
+    );
+    let text = String::from_utf8_lossy(&body);
+    for name in [
+        "kafka_events_consumed_total",
+        "api_requests_total",
+        "kafka_errors_total",
+        "consumer_buffer_events",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name}")),
+            "{name} missing from:\n{text}"
+        );
+    }
+    assert!(text.contains(&format!(
+        "kafka_events_consumed_total{{topic=\"{}\"}} 10",
+        stack.info.topic
+    )));
+    assert!(!text.contains(&key), "metrics never show the key");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_source_or_pod_is_503_with_retry_after() {
+    // A consumer pod whose source Kafka does not exist.
+    let pod = consumer::ConsumerPod::bind(shared::config::ConsumerConfig {
+        source: shared::config::SourceArgs {
+            brokers: Some("127.0.0.1:1".into()),
+            topics: vec!["orders".into()],
+            group_id: common::unique("group"),
+        },
+        buffer: shared::config::BufferArgs {
+            buffer_max_events: 100,
+            buffer_max_bytes: 1 << 20,
+        },
+        consumer_addr: ConsumerAddr::Tcp("127.0.0.1:0".into()),
+    })
+    .await
+    .expect("bind");
+    let key = "test-key-0123456789abcdef";
+    let app = router_for(pod.local_addr().clone(), key);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(pod.run(stop.clone()));
+
+    let (status, _, body) = call(&app, "GET", "/api/v1/ready", None).await;
+    assert_eq!(
+        status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let (status, headers, body) =
+        call(&app, "GET", "/api/v1/events?cursor=earliest", Some(key)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "unavailable");
+    assert!(headers.contains_key(http::header::RETRY_AFTER));
+    let (status, _, _) = call(&app, "GET", "/api/v1/health", None).await;
+    assert_eq!(status, StatusCode::OK, "liveness does not depend on Kafka");
+    stop.cancel();
+    running.await.expect("pod task").expect("pod stops cleanly");
+
+    // No consumer pod at all.
+    let app = router_for(ConsumerAddr::Tcp("127.0.0.1:9".into()), key);
+    let (status, _, _) = call(&app, "GET", "/api/v1/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, headers, body) = call(&app, "GET", "/api/v1/events", Some(key)).await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
+    );
+    assert!(headers.contains_key(http::header::RETRY_AFTER));
+}

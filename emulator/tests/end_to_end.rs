@@ -1,0 +1,143 @@
+//! The whole pipeline, source Kafka → consumer pod → API → client → local Kafka: every event
+//! arrives exactly once, key, value, headers and timestamp intact, per-partition order kept;
+//! on the librdkafka mock cluster and on Apache Kafka.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use emulator::verify::read_topic;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use shared::Record;
+
+/// Records that the demo producer never makes: binary payloads, a null key, a tombstone,
+/// a header without value, an old timestamp. Returns how many were produced.
+async fn produce_unusual_records(brokers: &str, topic: &str) -> usize {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("producer");
+    let binary = [0u8, 159, 146, 150, 0xff];
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "bin",
+            value: Some(&[0xffu8, 0xfe][..]),
+        })
+        .insert(Header {
+            key: "empty",
+            value: None::<&[u8]>,
+        });
+    let records: Vec<FutureRecord<'_, [u8], [u8]>> = vec![
+        FutureRecord::to(topic)
+            .payload(&binary[..])
+            .headers(headers)
+            .partition(0),
+        FutureRecord::to(topic).key(&b"tombstone"[..]).partition(1),
+        FutureRecord::to(topic)
+            .key(&b"old"[..])
+            .payload(&b"{\"note\":\"from 2020\"}"[..])
+            .timestamp(1_600_000_000_000)
+            .partition(2),
+    ];
+    let count = records.len();
+    for record in records {
+        producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .expect("produced");
+    }
+    count
+}
+
+/// What must survive the copy: everything but the offset.
+fn content(r: &Record) -> Record {
+    Record {
+        offset: 0,
+        ..r.clone()
+    }
+}
+
+async fn replicates_exactly_once(test: &str, source: Option<String>, local: Option<String>) {
+    const N: u64 = 3000;
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.partitions = 3;
+    config.events = Some(N);
+    config.client = true;
+    config.client_batch_limit = 500;
+    let stack = common::start(config).await;
+    let info = stack.info.clone();
+    eprintln!(
+        "{test}: source {} ({}), local {} ({})",
+        info.source_brokers,
+        stack.source.kind(),
+        info.local_brokers,
+        stack.local.kind()
+    );
+    let expected = N as usize + produce_unusual_records(&info.source_brokers, &info.topic).await;
+
+    let source = read_topic(
+        &info.source_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read source");
+    let copied = read_topic(
+        &info.local_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("read local");
+    stack.stop().await;
+
+    let total = |m: &BTreeMap<i32, Vec<Record>>| m.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        total(&source),
+        expected,
+        "the source holds what was produced"
+    );
+    assert_eq!(
+        total(&copied),
+        expected,
+        "local Kafka holds every event exactly once"
+    );
+    for (partition, records) in &source {
+        let want: Vec<_> = records.iter().map(content).collect();
+        let got: Vec<_> = copied
+            .get(partition)
+            .map(|rs| rs.iter().map(content).collect())
+            .unwrap_or_default();
+        assert!(
+            want == got,
+            "partition {partition}: the copy differs from the source (order, key, value, headers or timestamp)"
+        );
+    }
+    let seqs: HashSet<u64> = copied
+        .values()
+        .flatten()
+        .filter(|r| r.headers.iter().any(|h| h.key == "seq"))
+        .map(|r| common::seq_of(r.value.as_deref().expect("demo events have values")))
+        .collect();
+    assert_eq!(seqs.len() as u64, N, "every demo seq present once");
+    assert!(seqs.iter().all(|s| *s < N));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_exactly_once_on_mock_cluster() {
+    replicates_exactly_once("replicates_exactly_once_on_mock_cluster", None, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_exactly_once_on_apache_kafka() {
+    let (source, local) = common::apache_or_mock("replicates_exactly_once_on_apache_kafka");
+    replicates_exactly_once("replicates_exactly_once_on_apache_kafka", source, local).await;
+}

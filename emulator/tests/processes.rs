@@ -1,0 +1,190 @@
+//! The system as separate processes: the `emulator` binary's mock clusters reached from
+//! another process, its ready line and ready file, a client that is stopped and restarted
+//! mid-stream without loss or duplicates, and clean exits on SIGTERM.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use emulator::ReadyInfo;
+use emulator::verify::read_topic;
+use shared::config::{ClientConfig, StartPosition};
+use tokio_util::sync::CancellationToken;
+
+fn client_config(info: &ReadyInfo, state_file: std::path::PathBuf) -> ClientConfig {
+    ClientConfig {
+        server_url: Some(info.api_base.trim_end_matches("/api/v1").to_owned()),
+        api_key: Some(info.api_key.clone()),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(info.local_brokers.clone()),
+        kafka_topic: None,
+        interval_ms: 100,
+        from: StartPosition::Earliest,
+        batch_limit: 40,
+        state_file,
+    }
+}
+
+fn seqs(records: &std::collections::BTreeMap<i32, Vec<shared::Record>>) -> Vec<u64> {
+    records
+        .values()
+        .flatten()
+        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
+        .collect()
+}
+
+/// Runs the client until `stop_after` passes, then stops it gracefully.
+async fn run_client(config: &ClientConfig, stop_after: Duration) -> client::Progress {
+    let replicator = client::Replicator::new(config).expect("client");
+    let stop = CancellationToken::new();
+    let timer = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(stop_after).await;
+        timer.cancel();
+    });
+    replicator.run(stop).await.expect("client run")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_client_resumes_without_loss_or_duplicates() {
+    const N: u64 = 1500;
+    let mut config = common::config();
+    config.events = Some(N);
+    config.rate = 1000;
+    let stack = common::start(config).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let client = client_config(&stack.info, dir.path().join("client.state"));
+    // Stopped four times while events still stream in, each time mid-run.
+    let mut delivered = 0;
+    for run in 0..4 {
+        let progress = run_client(&client, Duration::from_millis(250 + 100 * run)).await;
+        delivered += progress.events;
+    }
+    // Then left to finish.
+    let progress = run_client(&client, Duration::from_secs(8)).await;
+    delivered += progress.events;
+    let copied = read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read");
+    stack.stop().await;
+    let all = seqs(&copied);
+    let unique: HashSet<u64> = all.iter().copied().collect();
+    assert_eq!(unique.len() as u64, N, "every event arrived");
+    assert_eq!(
+        all.len() as u64,
+        N,
+        "no event arrived twice across five client runs"
+    );
+    assert_eq!(delivered, N, "the runs together delivered each event once");
+}
+
+#[cfg(unix)]
+fn terminate(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+fn wait_exit(child: &mut std::process::Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "process did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
+    const N: u64 = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ready_file = dir.path().join("ready.json");
+    let mut emulator = Command::new(env!("CARGO_BIN_EXE_emulator"))
+        .args([
+            "--port",
+            "0",
+            "--no-client",
+            "--rate",
+            "0",
+            "--events",
+            &N.to_string(),
+            "--partitions",
+            "2",
+        ])
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .current_dir(dir.path())
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("LOCAL_KAFKA_BROKERS")
+        .env_remove("API_KEY")
+        .env_remove("PORT")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("emulator starts");
+    let stdout = emulator.stdout.take().expect("stdout");
+    let ready_line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("ready line");
+        line
+    })
+    .await
+    .expect("reader");
+    let info: ReadyInfo =
+        serde_json::from_str(&std::fs::read_to_string(&ready_file).expect("ready file"))
+            .expect("ready JSON");
+    for part in [
+        &info.api_base,
+        &info.api_key,
+        &info.source_brokers,
+        &info.local_brokers,
+    ] {
+        assert!(
+            ready_line.contains(part.as_str()),
+            "ready line {ready_line:?} lacks {part}"
+        );
+    }
+
+    // This process is not the one that owns the mock clusters.
+    let client = client_config(&info, dir.path().join("client.state"));
+    let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(6)).await });
+    let copied = read_topic(
+        &info.local_brokers,
+        &info.topic,
+        N as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read local");
+    let all = seqs(&copied);
+    assert_eq!(all.len() as u64, N);
+    assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, N);
+    replicate.await.expect("client task");
+
+    terminate(&emulator);
+    let status = wait_exit(&mut emulator, Duration::from_secs(20));
+    assert!(
+        status.success(),
+        "emulator exits cleanly on SIGTERM: {status}"
+    );
+}

@@ -1,0 +1,78 @@
+//! The `handlers-server` binary: refuses a missing or weak API key at start-up, serves the
+//! API, and drains and exits cleanly on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[test]
+fn missing_or_short_key_is_one_clear_line() {
+    for env in [vec![], vec![("API_KEY", "k3y-tiny")]] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_handlers-server"));
+        cmd.env_clear().current_dir(std::env::temp_dir());
+        for (k, v) in &env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("runs");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("API_KEY") && stderr.contains("for example"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("k3y-tiny"),
+            "the key value is never printed: {stderr}"
+        );
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn serves_and_stops_on_sigterm() {
+    let mut server = Command::new(env!("CARGO_BIN_EXE_handlers-server"))
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("API_KEY", "server-test-key-0123456789")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("CONSUMER_ADDR", "127.0.0.1:9")
+        .env("LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            v["fields"]["addr"].as_str().map(str::to_owned)
+        })
+        .expect("the server logs its address");
+
+    let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
+    use std::io::{Read, Write};
+    stream
+        .write_all(b"GET /api/v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("read");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    let status = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let exit = loop {
+        if let Some(exit) = server.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit: {exit}");
+}
