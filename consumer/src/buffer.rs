@@ -1,7 +1,8 @@
 //! [`RecordBuffer`]: the bounded, per-partition in-memory copy of what the pod consumed.
-//! Each partition holds a contiguous run of offsets `start..end`; when the buffer is over
-//! `BUFFER_MAX_EVENTS` or `BUFFER_MAX_BYTES` the oldest records (by arrival) are evicted,
-//! and reads before `start` are served from Kafka instead.
+//! Each partition holds the records of offsets `start..end` as the consumer received them;
+//! where the consumed stream jumped (transaction markers, or the consumer reset past
+//! offsets the source deleted) the jump is remembered, and reads that land in it, or before
+//! `start` after eviction, are served from Kafka, which alone can tell a gap from a marker.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -42,8 +43,9 @@ pub enum PartitionRead {
         records: Vec<Arc<Record>>,
         next: i64,
     },
-    /// The requested offset is before what the buffer holds, which starts at `start`.
-    Behind { start: i64 },
+    /// The buffer cannot vouch for offsets from the requested one up to `stop` (evicted, or
+    /// a jump in the consumed stream): read them from Kafka.
+    Missing { stop: i64 },
     /// The buffer holds nothing of this partition yet.
     Unknown,
 }
@@ -52,6 +54,8 @@ pub enum PartitionRead {
 struct Entry {
     seq: u64,
     size: usize,
+    /// The consumed stream jumped to this record from this offset (the previous end).
+    jumped_from: Option<i64>,
     record: Arc<Record>,
 }
 
@@ -144,14 +148,21 @@ impl RecordBuffer {
         state.seq += 1;
         let seq = state.seq;
         let part = state.partitions.entry(tp).or_default();
-        match &mut part.range {
+        let jumped_from = match &mut part.range {
             Some((_, end)) if offset < *end => return false, // redelivered; already held
-            Some((_, end)) => *end = offset + 1,
-            None => part.range = Some((offset, offset + 1)),
-        }
+            Some((_, end)) => {
+                let previous = std::mem::replace(end, offset + 1);
+                (offset > previous).then_some(previous)
+            }
+            None => {
+                part.range = Some((offset, offset + 1));
+                None
+            }
+        };
         part.records.push_back(Entry {
             seq,
             size,
+            jumped_from,
             record: Arc::new(record),
         });
         state.events += 1;
@@ -169,7 +180,7 @@ impl RecordBuffer {
             return PartitionRead::Unknown;
         };
         if from < start {
-            return PartitionRead::Behind { start };
+            return PartitionRead::Missing { stop: start };
         }
         if from >= end {
             return PartitionRead::Records {
@@ -178,16 +189,28 @@ impl RecordBuffer {
             };
         }
         let first = part.records.partition_point(|e| e.record.offset < from);
-        let records: Vec<Arc<Record>> = part
-            .records
-            .range(first..)
-            .take(max)
-            .map(|e| Arc::clone(&e.record))
-            .collect();
-        let next = match records.last() {
-            Some(last) if records.len() == max => last.offset + 1,
-            _ => end,
-        };
+        let mut entries = part.records.range(first..);
+        if let Some(entry) = entries.clone().next()
+            && entry.record.offset > from
+        {
+            // `from` falls in a jump of the consumed stream (or just after eviction).
+            return PartitionRead::Missing {
+                stop: entry.record.offset,
+            };
+        }
+        let mut records = Vec::new();
+        let mut next = end;
+        for (i, entry) in entries.by_ref().enumerate() {
+            if let Some(jumped_from) = entry.jumped_from.filter(|_| i > 0) {
+                next = jumped_from;
+                break;
+            }
+            if records.len() == max {
+                next = entry.record.offset;
+                break;
+            }
+            records.push(Arc::clone(&entry.record));
+        }
         PartitionRead::Records { records, next }
     }
 
@@ -306,10 +329,19 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         assert_eq!(buf.read(&tp, 0, 10), PartitionRead::Unknown);
         buf.push_batch([record(0, 5, 1), record(0, 6, 1), record(0, 9, 1)]);
-        assert_eq!(offsets(buf.read(&tp, 5, 2)), (vec![5, 6], 7));
-        assert_eq!(offsets(buf.read(&tp, 7, 10)), (vec![9], 10));
+        assert_eq!(offsets(buf.read(&tp, 5, 1)), (vec![5], 6));
+        assert_eq!(
+            offsets(buf.read(&tp, 6, 10)),
+            (vec![6], 7),
+            "stops before the jump"
+        );
+        assert_eq!(offsets(buf.read(&tp, 9, 10)), (vec![9], 10));
         assert_eq!(offsets(buf.read(&tp, 10, 10)), (vec![], 10));
-        assert_eq!(buf.read(&tp, 4, 10), PartitionRead::Behind { start: 5 });
+        assert_eq!(buf.read(&tp, 4, 10), PartitionRead::Missing { stop: 5 });
+        // Offsets 7 and 8 were never consumed: only Kafka knows whether they are markers
+        // or deleted records.
+        assert_eq!(buf.read(&tp, 7, 10), PartitionRead::Missing { stop: 9 });
+        assert_eq!(buf.read(&tp, 8, 10), PartitionRead::Missing { stop: 9 });
     }
 
     #[test]
@@ -336,7 +368,7 @@ mod tests {
         assert_eq!(buf.stats().0, 3);
         assert_eq!(
             buf.read(&TopicPartition::new("t", 0), 0, 10),
-            PartitionRead::Behind { start: 1 }
+            PartitionRead::Missing { stop: 1 }
         );
         assert_eq!(
             offsets(buf.read(&TopicPartition::new("t", 1), 0, 10)),

@@ -218,34 +218,47 @@ impl EventReader {
         events: &mut Vec<Event>,
         gaps: &mut Vec<Gap>,
     ) -> Result<usize, ApiError> {
-        let stop = match self.buffer.read(tp, *pos, max) {
-            PartitionRead::Records { records, next } => {
-                events.extend(records.iter().map(|r| Event::from(r.as_ref())));
-                *pos = next;
-                return Ok(records.len());
+        let mut got = 0;
+        // Kafka fills what the buffer cannot vouch for; once a Kafka read reaches the part
+        // the buffer holds, the buffer goes on. Two rounds each at most.
+        for _ in 0..2 {
+            let stop = match self.buffer.read(tp, *pos, max - got) {
+                PartitionRead::Records { records, next } => {
+                    events.extend(records.iter().map(|r| Event::from(r.as_ref())));
+                    *pos = next;
+                    got += records.len();
+                    if got == max || records.is_empty() {
+                        break;
+                    }
+                    continue;
+                }
+                PartitionRead::Missing { stop } => Some(stop),
+                PartitionRead::Unknown => None,
+            };
+            self.metrics.catchup_reads.inc();
+            let read = self
+                .kafka
+                .read_range(tp.clone(), *pos, max - got, stop)
+                .await
+                .map_err(unavailable)?;
+            if let Some(missing) = read.missing {
+                self.metrics.gaps.inc();
+                tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
+                    "offsets no longer in the source (retention); reported as a gap");
+                gaps.push(Gap {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                    from: missing.from,
+                    to: missing.to,
+                });
             }
-            PartitionRead::Behind { start } => Some(start),
-            PartitionRead::Unknown => None,
-        };
-        self.metrics.catchup_reads.inc();
-        let read = self
-            .kafka
-            .read_range(tp.clone(), *pos, max, stop)
-            .await
-            .map_err(unavailable)?;
-        if let Some(missing) = read.missing {
-            self.metrics.gaps.inc();
-            tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
-                "offsets no longer in the source (retention); reported as a gap");
-            gaps.push(Gap {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                from: missing.from,
-                to: missing.to,
-            });
+            events.extend(read.records.iter().map(Event::from));
+            got += read.records.len();
+            *pos = read.next;
+            if got == max || stop.is_none_or(|s| read.next < s) {
+                break;
+            }
         }
-        events.extend(read.records.iter().map(Event::from));
-        *pos = read.next;
-        Ok(read.records.len())
+        Ok(got)
     }
 }

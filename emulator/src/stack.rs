@@ -48,6 +48,8 @@ pub struct StackConfig {
     pub buffer_max_bytes: usize,
     /// Where the client keeps its position; `None` uses a temporary directory.
     pub state_dir: Option<PathBuf>,
+    /// The consumer pod's internal socket; `None`: a free TCP port on 127.0.0.1.
+    pub consumer_addr: Option<ConsumerAddr>,
 }
 
 impl Default for StackConfig {
@@ -69,6 +71,7 @@ impl Default for StackConfig {
             buffer_max_events: 100_000,
             buffer_max_bytes: 256 * 1024 * 1024,
             state_dir: None,
+            consumer_addr: None,
         }
     }
 }
@@ -144,7 +147,10 @@ impl Stack {
                 buffer_max_events: config.buffer_max_events,
                 buffer_max_bytes: config.buffer_max_bytes,
             },
-            consumer_addr: ConsumerAddr::Tcp("127.0.0.1:0".into()),
+            consumer_addr: config
+                .consumer_addr
+                .clone()
+                .unwrap_or_else(|| ConsumerAddr::Tcp("127.0.0.1:0".into())),
         })
         .await?;
         let pod_addr = pod.local_addr().clone();

@@ -67,6 +67,17 @@ async fn json(app: &Router, uri: &str, key: &str) -> Value {
     serde_json::from_slice(&body).expect("JSON")
 }
 
+/// The sum of a metric's samples (over its labels) in Prometheus text.
+fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 fn error_code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).expect("error body is JSON");
     v["error"]["code"].as_str().expect("error.code").to_owned()
@@ -98,12 +109,7 @@ async fn stack_with_events(n: u64, buffer_max_events: usize) -> (emulator::Stack
             async move {
                 let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
                 let text = String::from_utf8_lossy(&body);
-                let consumed: u64 = text
-                    .lines()
-                    .filter(|l| l.starts_with("kafka_events_consumed_total"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .sum();
-                consumed >= n
+                metric_sum(&text, "kafka_events_consumed_total") >= n
             }
         },
     )
@@ -330,17 +336,9 @@ async fn reads_older_than_the_buffer_come_from_kafka() {
     assert_eq!(seen.len() as u64, N);
     let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
     let text = String::from_utf8_lossy(&body);
-    let catchups = text
-        .lines()
-        .find(|l| l.starts_with("consumer_catchup_reads_total"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .expect("catch-up metric");
+    let catchups = metric_sum(&text, "consumer_catchup_reads_total");
     assert!(catchups > 0, "the buffer could not have served this alone");
-    let held = text
-        .lines()
-        .find(|l| l.starts_with("consumer_buffer_events"))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .expect("buffer gauge");
+    let held = metric_sum(&text, "consumer_buffer_events");
     assert!(
         held <= 20,
         "the buffer stays within BUFFER_MAX_EVENTS: {held}"
@@ -430,4 +428,76 @@ async fn unreachable_source_or_pod_is_503_with_retry_after() {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable".into())
     );
     assert!(headers.contains_key(http::header::RETRY_AFTER));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_the_source_deleted_come_back_as_gaps() {
+    // The mock cluster keeps at most 5 MiB or 100,000 records per partition and deletes
+    // the oldest beyond that, as retention would; the pod keeps only 1,000 in memory.
+    let mut config = common::config();
+    config.partitions = 1;
+    config.buffer_max_events = 1000;
+    config.events = Some(60_000);
+    let stack = common::start(config).await;
+    let app = router_for(stack.pod_addr.clone(), &stack.info.api_key);
+    let key = stack.info.api_key.clone();
+    let start = json(&app, "/api/v1/events?cursor=earliest&limit=1", &key).await;
+    assert_eq!(start["gaps"], serde_json::json!([]));
+    let mut cursor =
+        shared::Cursor::decode(start["next_cursor"].as_str().expect("cursor")).expect("cursor");
+    cursor.set(&stack.info.topic, 0, 0);
+    let old = cursor.encode();
+
+    let page = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    common::wait_for(
+        "the source to delete its oldest records",
+        Duration::from_secs(60),
+        || {
+            let (app, key, old, page) = (app.clone(), key.clone(), old.clone(), page.clone());
+            async move {
+                let got = json(&app, &format!("/api/v1/events?cursor={old}&limit=5"), &key).await;
+                let has_gap = got["gaps"].as_array().is_some_and(|g| !g.is_empty());
+                *page.lock().expect("lock") = got;
+                has_gap
+            }
+        },
+    )
+    .await;
+    let page = page.lock().expect("lock").clone();
+    // From offset 0 on, every offset is either in a gap or delivered: nothing is skipped
+    // silently. Follow the cursor until the first retained event arrives.
+    let mut expected = 0i64;
+    let mut page = page;
+    for _ in 0..20 {
+        for gap in page["gaps"].as_array().expect("gaps") {
+            assert_eq!(
+                gap["from"].as_i64(),
+                Some(expected),
+                "gaps start where the cursor stood: {page}"
+            );
+            expected = gap["to"].as_i64().expect("to") + 1;
+        }
+        let events = page["events"].as_array().expect("events");
+        if let Some(first) = events.first() {
+            assert_eq!(
+                first["offset"].as_i64(),
+                Some(expected),
+                "reading resumes right after the gap: {page}"
+            );
+            break;
+        }
+        let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+        page = json(
+            &app,
+            &format!("/api/v1/events?cursor={cursor}&limit=5&wait_ms=2000"),
+            &key,
+        )
+        .await;
+    }
+    assert!(expected > 0, "a gap was reported");
+    assert!(
+        !page["events"].as_array().expect("events").is_empty(),
+        "events after the gap arrived: {page}"
+    );
+    stack.stop().await;
 }

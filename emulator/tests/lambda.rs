@@ -34,28 +34,29 @@ async fn api_gateway_and_alb_events_are_answered_by_the_router() {
     })
     .expect("state");
     let service = handlers::lambda::service::<lambda_http::Body>(state);
-    // Wait until the demo events are there, through the Lambda path itself.
-    let fetch_five = || async {
-        let request =
-            lambda_http::request::from_str(&fixture("apigw_v2_events.json")).expect("v2 event");
-        let response = service.clone().oneshot(request).await.expect("answer");
-        let status = response.status();
-        let body: Value = serde_json::from_slice(
-            &response
+    let invoke = |file: &'static str| {
+        let service = service.clone();
+        async move {
+            let request = lambda_http::request::from_str(&fixture(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+            let response = service.oneshot(request).await.expect("answer");
+            let status = response.status();
+            let body = response
                 .into_body()
                 .collect()
                 .await
                 .expect("body")
-                .to_bytes(),
-        )
-        .expect("JSON");
-        (status, body)
+                .to_bytes();
+            let body: Value = serde_json::from_slice(&body).expect("JSON");
+            (status, body)
+        }
     };
+    // Wait until the demo events are there, through the Lambda path itself.
     common::wait_for(
         "five events through API Gateway v2",
         Duration::from_secs(20),
         || async {
-            let (status, body) = fetch_five().await;
+            let (status, body) = invoke("apigw_v2_events.json").await;
             status == StatusCode::OK && body["events"].as_array().is_some_and(|e| e.len() == 5)
         },
     )
@@ -75,19 +76,7 @@ async fn api_gateway_and_alb_events_are_answered_by_the_router() {
             Some("invalid_limit"),
         ),
     ] {
-        let request = lambda_http::request::from_str(&fixture(file))
-            .unwrap_or_else(|e| panic!("{file}: {e}"));
-        let response = service.clone().oneshot(request).await.expect("answer");
-        let status = response.status();
-        let body: Value = serde_json::from_slice(
-            &response
-                .into_body()
-                .collect()
-                .await
-                .expect("body")
-                .to_bytes(),
-        )
-        .expect("JSON");
+        let (status, body) = invoke(file).await;
         assert_eq!(status, want, "{file}: {body}");
         if let Some(code) = code {
             assert_eq!(body["error"]["code"], code, "{file}");

@@ -86,6 +86,86 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     assert_eq!(delivered, N, "the runs together delivered each event once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_started_before_the_server_waits_then_delivers_everything() {
+    const N: u64 = 300;
+    // A port that nothing listens on yet.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut config = common::config();
+    config.port = port;
+    config.events = Some(N);
+    config.api_key = Some("early-client-key-0123456789".into());
+    // Local Kafka is up; the API is not, yet.
+    let local = emulator::KafkaCluster::mock_or(None).expect("local mock");
+    local
+        .create_topic(&config.topic, config.partitions)
+        .await
+        .expect("topic");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let planned = ReadyInfo {
+        api_base: format!("http://127.0.0.1:{port}/api/v1"),
+        api_key: "early-client-key-0123456789".into(),
+        source_brokers: String::new(),
+        local_brokers: local.bootstrap().to_owned(),
+        topic: config.topic.clone(),
+    };
+    let client = client_config(&planned, dir.path().join("state"));
+    let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(8)).await });
+    // The client is already retrying against a closed port when the server comes up.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let stack = common::start(config).await;
+    let copied = read_topic(
+        local.bootstrap(),
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read");
+    let all = seqs(&copied);
+    assert_eq!(
+        all.len() as u64,
+        N,
+        "everything arrived once the server was up"
+    );
+    assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, N);
+    let progress = replicate.await.expect("client task");
+    assert!(progress.polls > 1, "the client polled again after failing");
+    stack.stop().await;
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_reach_the_pod_over_a_unix_socket() {
+    const N: u64 = 100;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = common::config();
+    config.events = Some(N);
+    config.client = true;
+    config.consumer_addr = Some(shared::config::ConsumerAddr::Unix(
+        dir.path().join("pod.sock"),
+    ));
+    let stack = common::start(config).await;
+    assert!(matches!(
+        stack.pod_addr,
+        shared::config::ConsumerAddr::Unix(_)
+    ));
+    let copied = read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read");
+    assert_eq!(seqs(&copied).len() as u64, N);
+    stack.stop().await;
+}
+
 #[cfg(unix)]
 fn terminate(child: &std::process::Child) {
     let status = Command::new("kill")

@@ -86,24 +86,21 @@ impl PodClient {
 
     /// The pod's own view of its health.
     pub async fn status(&self) -> Result<PodStatus, ApiError> {
-        let response = self
-            .http
-            .get(format!("{}{STATUS_PATH}", self.base))
-            .timeout(CONNECT_TIMEOUT * 2)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if !response.status().is_success() {
-            return Err(self.error_from(response).await);
-        }
+        let response = self.get(STATUS_PATH).await?;
         response.json().await.map_err(|e| self.unreachable(&e))
     }
 
     /// The pod's metrics, Prometheus text.
     pub async fn metrics(&self) -> Result<String, ApiError> {
+        let response = self.get(METRICS_PATH).await?;
+        response.text().await.map_err(|e| self.unreachable(&e))
+    }
+
+    /// A short `GET` of an internal route; error answers become [`ApiError`]s.
+    async fn get(&self, path: &str) -> Result<reqwest::Response, ApiError> {
         let response = self
             .http
-            .get(format!("{}{METRICS_PATH}", self.base))
+            .get(format!("{}{path}", self.base))
             .timeout(CONNECT_TIMEOUT * 2)
             .send()
             .await
@@ -111,7 +108,7 @@ impl PodClient {
         if !response.status().is_success() {
             return Err(self.error_from(response).await);
         }
-        response.text().await.map_err(|e| self.unreachable(&e))
+        Ok(response)
     }
 
     /// Turns a pod error answer into the same error for the client.

@@ -28,6 +28,29 @@ fn missing_or_short_key_is_one_clear_line() {
     }
 }
 
+#[test]
+fn generates_distinct_256_bit_keys() {
+    let key = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_handlers-server"))
+            .arg("generate-api-key")
+            .env_clear()
+            .output()
+            .expect("runs");
+        assert!(out.status.success());
+        String::from_utf8(out.stdout)
+            .expect("utf8")
+            .trim()
+            .to_owned()
+    };
+    let (a, b) = (key(), key());
+    assert_eq!(a.len(), 43, "{a}");
+    assert!(
+        a.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    );
+    assert_ne!(a, b);
+}
+
 #[cfg(unix)]
 #[test]
 fn serves_and_stops_on_sigterm() {

@@ -248,7 +248,12 @@ impl Validate for ConsumerConfig {
 
 /// The public API (`handlers-server` and `handlers-lambda`).
 #[derive(Debug, Clone, Parser)]
-#[command(name = "handlers", version, about = "The public Kafka Replicator API")]
+#[command(
+    name = "handlers",
+    version,
+    about = "The public Kafka Replicator API",
+    after_help = "Run `handlers-server generate-api-key` to print a new random 256-bit API key."
+)]
 pub struct HandlersConfig {
     /// Accepted API keys (comma-separated, several during a rotation).
     #[arg(long = "api-key", env = "API_KEY", hide_env_values = true)]
