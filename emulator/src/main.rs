@@ -2,6 +2,7 @@
 //! clusters, a demo producer, the consumer pod, the API and the client — and prints one
 //! ready line with the API URL, the API key and both bootstrap addresses.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -102,14 +103,24 @@ async fn main() -> anyhow::Result<()> {
         let json = serde_json::to_string_pretty(info)?;
         std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    println!(
-        "kafka-replicator emulator ready: api={} api_key={} source_brokers={} local_brokers={} topic={}",
-        info.api_base, info.api_key, info.source_brokers, info.local_brokers, info.topic
+    // One write, errors ignored: whoever reads the ready line may close the pipe after it,
+    // and that must not stop the emulator.
+    let ready = format!(
+        "kafka-replicator emulator ready: api={} api_key={} source_brokers={} local_brokers={} topic={}\n\
+         try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"\n",
+        info.api_base,
+        info.api_key,
+        info.source_brokers,
+        info.local_brokers,
+        info.topic,
+        info.api_key,
+        info.api_base
     );
-    println!(
-        "try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"",
-        info.api_key, info.api_base
-    );
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(ready.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     shutdown.cancelled().await;
     stack.stop().await;
     Ok(())

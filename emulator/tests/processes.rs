@@ -221,15 +221,15 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
         .spawn()
         .expect("emulator starts");
     let stdout = emulator.stdout.take().expect("stdout");
-    let ready_line = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("ready line");
-        line
-    })
-    .await
-    .expect("reader");
+    // Read the ready line, then keep draining stdout as a terminal would.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let _ = tx.send(first);
+        lines.for_each(drop);
+    });
+    let ready_line = rx.await.expect("ready line");
     let info: ReadyInfo =
         serde_json::from_str(&std::fs::read_to_string(&ready_file).expect("ready file"))
             .expect("ready JSON");
@@ -257,9 +257,14 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
     .await
     .expect("read local");
     let all = seqs(&copied);
-    assert_eq!(all.len() as u64, N);
+    let progress = replicate.await.expect("client task");
+    assert_eq!(
+        all.len() as u64,
+        N,
+        "partitions read: {}, client: {progress:?}",
+        copied.len()
+    );
     assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, N);
-    replicate.await.expect("client task");
 
     terminate(&emulator);
     let status = wait_exit(&mut emulator, Duration::from_secs(20));
