@@ -1,12 +1,11 @@
 //! The polling client for the Windows laptop: polls the public API with a cursor, produces
-//! the events into local Kafka, and saves the cursor only after local Kafka acknowledged
-//! them, so a crash or restart resumes without loss.
+//! the events into local Kafka in one transaction with the cursor that follows them, so a
+//! crash or restart at any point resumes without loss or duplicates.
 
 pub mod api;
 pub mod backoff;
 pub mod replicator;
 pub mod sink;
-pub mod store;
 
 pub use replicator::{Progress, Replicator};
 
@@ -17,8 +16,6 @@ pub enum ClientError {
     Http(reqwest::Error),
     #[error(transparent)]
     Sink(#[from] sink::SinkError),
-    #[error(transparent)]
-    Store(#[from] store::StoreError),
     #[error("the server sent an event that cannot be decoded: {0}")]
     BadEvent(#[from] shared::event::DecodeError),
     #[error("the server sent a cursor that cannot be decoded: {0}")]

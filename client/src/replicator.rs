@@ -1,6 +1,6 @@
-//! [`Replicator`]: the polling loop. Fetch after the saved cursor, deliver the batch to
-//! local Kafka, and only then save the new cursor; on any failure retry with capped,
-//! jittered backoff, logging one line per change of state, never crashing.
+//! [`Replicator`]: the polling loop. Fetch after the committed cursor, then write the batch
+//! and the cursor that follows it to local Kafka in one transaction; on any failure retry
+//! with capped, jittered backoff, logging one line per change of state, never crashing.
 
 use std::time::Duration;
 
@@ -12,8 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ClientError;
 use crate::api::{EventsApi, FetchError};
 use crate::backoff::Backoff;
-use crate::sink::LocalKafka;
-use crate::store::CursorStore;
+use crate::sink::{LocalKafka, SinkError};
 
 /// How long a stopping client waits for the batch in flight.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -35,21 +34,24 @@ pub struct Progress {
     pub polls: u64,
 }
 
-/// The client: API in, local Kafka out, cursor on disk.
+/// The client: API in, local Kafka out, position committed with each batch.
 #[derive(Debug)]
 pub struct Replicator {
     api: EventsApi,
-    sink: LocalKafka,
-    store: CursorStore,
+    brokers: String,
+    topic: Option<String>,
+    state_topic: String,
+    client_id: String,
     from: StartPosition,
     interval: Duration,
     limit: u32,
     health: Health,
     progress: Progress,
+    backoff: Backoff,
 }
 
 impl Replicator {
-    /// Builds the client from validated configuration.
+    /// Builds the client from validated configuration; nothing is contacted yet.
     pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
         let api = EventsApi::new(
             config.server_url.as_deref().unwrap_or_default(),
@@ -57,19 +59,18 @@ impl Replicator {
             config.api_key.as_deref().unwrap_or_default(),
         )
         .map_err(ClientError::Http)?;
-        let sink = LocalKafka::new(
-            config.kafka_brokers.as_deref().unwrap_or_default(),
-            config.kafka_topic.clone(),
-        )?;
         Ok(Self {
             api,
-            sink,
-            store: CursorStore::new(&config.state_file),
+            brokers: config.kafka_brokers.clone().unwrap_or_default(),
+            topic: config.kafka_topic.clone(),
+            state_topic: config.state_topic.clone(),
+            client_id: config.client_id.clone(),
             from: config.from,
             interval: Duration::from_millis(config.interval_ms),
             limit: config.batch_limit,
             health: Health::Starting,
             progress: Progress::default(),
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
         })
     }
 
@@ -83,32 +84,67 @@ impl Replicator {
             Health::ServerUnavailable(why) => {
                 tracing::warn!(reason = %why, "server unavailable; retrying with backoff")
             }
-            Health::Rejected(why) => {
-                tracing::error!(reason = %why, "server refused the request; retrying with backoff until fixed")
-            }
+            Health::Rejected(why) => tracing::error!(
+                reason = %why,
+                "server refused the request; retrying with backoff until fixed"
+            ),
             Health::LocalKafkaFailing(why) => {
-                tracing::warn!(reason = %why, "local Kafka not accepting; retrying the batch")
+                tracing::warn!(reason = %why, "local Kafka not accepting; retrying")
             }
         }
         self.health = health;
     }
 
-    /// Runs until `shutdown`; returns the totals.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
-        let mut position = match self.store.load()? {
-            Some(cursor) => {
-                tracing::info!(state_file = %self.store.path().display(), "resuming from saved position");
-                StartFrom::Cursor(cursor)
-            }
-            None => {
-                tracing::info!(from = ?self.from, "no saved position; starting from {:?}", self.from);
-                match self.from {
-                    StartPosition::Earliest => StartFrom::Earliest,
-                    StartPosition::Latest => StartFrom::Latest,
+    /// Connects to local Kafka and reads the committed position, retrying until it works
+    /// or `shutdown`.
+    async fn connect(
+        &mut self,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<(LocalKafka, StartFrom)>, ClientError> {
+        loop {
+            let attempt = async {
+                let sink = LocalKafka::connect(
+                    &self.brokers,
+                    self.topic.clone(),
+                    &self.state_topic,
+                    &self.client_id,
+                )
+                .await?;
+                let cursor = sink.load_cursor().await?;
+                Ok::<_, SinkError>((sink, cursor))
+            };
+            let result = tokio::select! {
+                () = shutdown.cancelled() => return Ok(None),
+                r = attempt => r,
+            };
+            match result {
+                Ok((sink, Some(cursor))) => {
+                    tracing::info!(state_topic = %self.state_topic, client_id = %self.client_id, "resuming from the committed position");
+                    return Ok(Some((sink, StartFrom::Cursor(cursor))));
+                }
+                Ok((sink, None)) => {
+                    tracing::info!(from = ?self.from, "no committed position; starting from {:?}", self.from);
+                    let start = match self.from {
+                        StartPosition::Earliest => StartFrom::Earliest,
+                        StartPosition::Latest => StartFrom::Latest,
+                    };
+                    return Ok(Some((sink, start)));
+                }
+                Err(err @ SinkError::BadState { .. }) => return Err(err.into()),
+                Err(err) => {
+                    self.set_health(Health::LocalKafkaFailing(err.to_string()));
+                    let pause = self.backoff.next_delay();
+                    sleep(pause, shutdown).await;
                 }
             }
+        }
+    }
+
+    /// Runs until `shutdown`; returns the totals.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
+        let Some((mut sink, mut position)) = self.connect(&shutdown).await? else {
+            return Ok(self.progress);
         };
-        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let mut last_progress_log = Instant::now();
         while !shutdown.is_cancelled() {
             let started = Instant::now();
@@ -117,92 +153,105 @@ impl Replicator {
                 r = self.api.fetch(&position, self.limit, self.interval) => r,
             };
             self.progress.polls += 1;
-            let pause = match fetched {
-                Ok(batch) => {
-                    for gap in &batch.gaps {
-                        tracing::warn!(topic = %gap.topic, partition = gap.partition, from = gap.from, to = gap.to,
-                            "source no longer holds these offsets (retention); skipped");
-                    }
-                    let next =
-                        Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
-                    let count = batch.events.len();
-                    let records: Vec<Record> = batch
-                        .events
-                        .into_iter()
-                        .map(shared::Event::into_record)
-                        .collect::<Result<_, _>>()?;
-                    if !records.is_empty() {
-                        let delivered = {
-                            let deliver = self.sink.deliver(&records);
-                            tokio::pin!(deliver);
-                            tokio::select! {
-                            r = &mut deliver => r,
-                            // Stopping: finish the batch in flight so its cursor can be
-                            // saved, unless local Kafka cannot take it in time.
-                            () = shutdown.cancelled() => match tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await {
-                                Ok(r) => r,
-                                Err(_) => {
-                                    tracing::warn!(events = count, "stopping with a batch unacknowledged; it will be fetched again");
-                                    break;
-                                }
-                            },
-                            }
-                        };
-                        if let Err(err) = delivered {
-                            self.set_health(Health::LocalKafkaFailing(err.to_string()));
-                            self.sleep(backoff.next_delay(), &shutdown).await;
-                            continue;
-                        }
-                    }
-                    // Every event before `next` is acknowledged by local Kafka: save it.
-                    self.store.save(&next)?;
-                    position = StartFrom::Cursor(next);
-                    self.progress.events += count as u64;
-                    self.set_health(Health::Replicating);
-                    backoff.reset();
-                    if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
-                        tracing::info!(
-                            events = self.progress.events,
-                            polls = self.progress.polls,
-                            "progress"
-                        );
-                        last_progress_log = Instant::now();
-                    }
-                    // A full batch means more is waiting: fetch again at once.
-                    if count >= self.limit as usize {
-                        Duration::ZERO
-                    } else {
-                        self.interval.saturating_sub(started.elapsed())
-                    }
-                }
+            let batch = match fetched {
+                Ok(batch) => batch,
                 Err(FetchError::Transient {
                     message,
                     retry_after,
                 }) => {
                     self.set_health(Health::ServerUnavailable(message));
-                    retry_after
-                        .unwrap_or_else(|| backoff.next_delay())
-                        .max(backoff.next_delay())
+                    let pause = retry_after
+                        .unwrap_or_default()
+                        .max(self.backoff.next_delay());
+                    sleep(pause, &shutdown).await;
+                    continue;
                 }
                 Err(err @ FetchError::Rejected { .. }) => {
                     self.set_health(Health::Rejected(err.to_string()));
-                    backoff.next_delay()
+                    let pause = self.backoff.next_delay();
+                    sleep(pause, &shutdown).await;
+                    continue;
                 }
             };
-            self.sleep(pause, &shutdown).await;
+            for gap in &batch.gaps {
+                tracing::warn!(topic = %gap.topic, partition = gap.partition, from = gap.from, to = gap.to,
+                    "source no longer holds these offsets (retention); skipped");
+            }
+            let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
+            let count = batch.events.len();
+            let records: Vec<Record> = batch
+                .events
+                .into_iter()
+                .map(shared::Event::into_record)
+                .collect::<Result<_, _>>()?;
+            let moved = !matches!(&position, StartFrom::Cursor(c) if *c == next);
+            if count > 0 || moved {
+                let delivered = {
+                    let deliver = sink.deliver(&records, &next);
+                    tokio::pin!(deliver);
+                    tokio::select! {
+                        r = &mut deliver => Some(r),
+                        // Stopping: finish the transaction in flight unless local Kafka
+                        // cannot take it in time; an unfinished one is aborted by the
+                        // broker and fetched again on the next start.
+                        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await.ok(),
+                    }
+                };
+                match delivered {
+                    None => {
+                        tracing::warn!(
+                            events = count,
+                            "stopping with a batch uncommitted; it will be fetched again"
+                        );
+                        break;
+                    }
+                    Some(Ok(())) => {}
+                    Some(Err(SinkError::Fenced)) => return Err(SinkError::Fenced.into()),
+                    Some(Err(err)) => {
+                        let rebuild = err.needs_new_producer();
+                        self.set_health(Health::LocalKafkaFailing(err.to_string()));
+                        let pause = self.backoff.next_delay();
+                        sleep(pause, &shutdown).await;
+                        if rebuild {
+                            drop(sink);
+                            let Some((fresh, committed)) = self.connect(&shutdown).await? else {
+                                break;
+                            };
+                            sink = fresh;
+                            position = committed;
+                        }
+                        continue;
+                    }
+                }
+            }
+            position = StartFrom::Cursor(next);
+            self.progress.events += count as u64;
+            self.set_health(Health::Replicating);
+            self.backoff.reset();
+            if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
+                tracing::info!(
+                    events = self.progress.events,
+                    polls = self.progress.polls,
+                    "progress"
+                );
+                last_progress_log = Instant::now();
+            }
+            // A full batch means more is waiting: fetch again at once.
+            if count < self.limit as usize {
+                sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
+            }
         }
-        self.sink.flush(Duration::from_secs(10));
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
     }
+}
 
-    async fn sleep(&self, pause: Duration, shutdown: &CancellationToken) {
-        if pause.is_zero() {
-            return;
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => {}
-            () = tokio::time::sleep(pause) => {}
-        }
+async fn sleep(pause: Duration, shutdown: &CancellationToken) {
+    if pause.is_zero() {
+        return;
+    }
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(pause) => {}
     }
 }

@@ -1,65 +1,156 @@
-//! [`LocalKafka`]: produces events into the local Kafka with an idempotent producer
-//! (`acks=all`), keeping key, value, headers and timestamp, on the source's partition
-//! number when the destination has it. A batch counts as delivered only when every record
-//! in it is acknowledged.
+//! [`LocalKafka`]: writes each batch into the local Kafka in one transaction together with
+//! the cursor that follows it (to a compacted state topic, as MirrorMaker 2 does since
+//! KIP-618), so a reader with `read_committed` sees a batch exactly when the saved position
+//! moved past it. A crash at any point leaves either both or neither. Key, value, headers
+//! and timestamp are kept, on the source's partition number when the destination has it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::future::try_join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::util::Timeout;
-use shared::Record;
+use rdkafka::{Offset, TopicPartitionList};
+use shared::{Cursor, Record};
 
-/// Why a batch was not delivered.
+/// How long a transaction may stay open before the broker aborts it.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long one metadata or transaction-control call may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a batch (or the start-up) did not go through.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
     #[error("cannot create the local Kafka producer: {0}")]
     Create(KafkaError),
+    #[error("local Kafka did not accept the transactional producer: {0}")]
+    Init(KafkaError),
+    #[error("cannot read the saved position from {topic}: {source}")]
+    LoadState { topic: String, source: KafkaError },
+    #[error("the saved position in {topic} is not a valid cursor")]
+    BadState { topic: String },
     #[error("local Kafka refused a record for {topic}: {source}")]
     Delivery { topic: String, source: KafkaError },
+    #[error("the transaction did not commit: {0}")]
+    Transaction(KafkaError),
+    #[error("another client with the same CLIENT_ID took over; this one stops writing")]
+    Fenced,
 }
 
-/// The local Kafka, as a destination for replicated records.
+impl SinkError {
+    /// Whether the producer can no longer be used and must be built again.
+    pub fn needs_new_producer(&self) -> bool {
+        match self {
+            Self::Transaction(err) | Self::Delivery { source: err, .. } => {
+                matches!(err, KafkaError::Transaction(e) if e.is_fatal())
+            }
+            Self::Fenced | Self::Init(_) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The local Kafka, as a transactional destination for replicated records.
 pub struct LocalKafka {
     producer: FutureProducer,
+    brokers: String,
     topic: Option<String>,
+    state_topic: String,
+    client_id: String,
     partition_counts: Mutex<HashMap<String, i32>>,
 }
 
 impl std::fmt::Debug for LocalKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKafka")
-            .field("topic", &self.topic)
+            .field("brokers", &self.brokers)
+            .field("state_topic", &self.state_topic)
+            .field("client_id", &self.client_id)
             .finish_non_exhaustive()
     }
 }
 
+/// Runs a blocking librdkafka call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
+) -> Result<T, KafkaError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| KafkaError::Canceled)?
+}
+
 impl LocalKafka {
-    /// A producer to `brokers`; `topic` renames every destination, else the source topic
-    /// name is kept.
-    pub fn new(brokers: &str, topic: Option<String>) -> Result<Self, SinkError> {
+    /// Connects as `client_id` (the transactional id: one per client), fencing any
+    /// earlier instance with the same id and aborting what it left open.
+    pub async fn connect(
+        brokers: &str,
+        topic: Option<String>,
+        state_topic: &str,
+        client_id: &str,
+    ) -> Result<Self, SinkError> {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
+            .set("transactional.id", client_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Retry inside librdkafka for as long as it takes: with idempotence the broker
-            // drops the retries' duplicates and order is kept, so a down local Kafka only
-            // pauses the client.
-            .set("message.timeout.ms", "0")
+            .set(
+                "transaction.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
+            .set(
+                "message.timeout.ms",
+                TRANSACTION_TIMEOUT.as_millis().to_string(),
+            )
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
             .create()
             .map_err(SinkError::Create)?;
+        // Created in the background: a cluster that cannot create topics through the admin
+        // API (or is slow to) must not hold up the start; the first write auto-creates it.
+        tokio::spawn(ensure_state_topic(
+            brokers.to_owned(),
+            state_topic.to_owned(),
+        ));
+        let p = producer.clone();
+        blocking(move || p.init_transactions(CALL_TIMEOUT))
+            .await
+            .map_err(SinkError::Init)?;
         Ok(Self {
             producer,
+            brokers: brokers.to_owned(),
             topic,
+            state_topic: state_topic.to_owned(),
+            client_id: client_id.to_owned(),
             partition_counts: Mutex::default(),
         })
+    }
+
+    /// The last committed position of this client, or `None` for a new client.
+    pub async fn load_cursor(&self) -> Result<Option<Cursor>, SinkError> {
+        let (brokers, topic, key) = (
+            self.brokers.clone(),
+            self.state_topic.clone(),
+            self.client_id.clone(),
+        );
+        let latest = blocking(move || read_latest(&brokers, &topic, &key))
+            .await
+            .map_err(|source| SinkError::LoadState {
+                topic: self.state_topic.clone(),
+                source,
+            })?;
+        latest
+            .map(|text| {
+                Cursor::decode(&text).map_err(|_| SinkError::BadState {
+                    topic: self.state_topic.clone(),
+                })
+            })
+            .transpose()
     }
 
     fn destination<'a>(&'a self, record: &'a Record) -> &'a str {
@@ -78,18 +169,13 @@ impl LocalKafka {
         }
         let client = self.producer.clone();
         let name = topic.to_owned();
-        let count = tokio::task::spawn_blocking(move || {
-            client
-                .client()
-                .fetch_metadata(Some(&name), Duration::from_secs(10))
-                .ok()
-                .and_then(|m| {
-                    m.topics()
-                        .iter()
-                        .find(|t| t.name() == name && t.error().is_none())
-                        .map(|t| t.partitions().len() as i32)
-                })
-                .unwrap_or(0)
+        let count = blocking(move || {
+            let metadata = client.client().fetch_metadata(Some(&name), CALL_TIMEOUT)?;
+            Ok(metadata
+                .topics()
+                .iter()
+                .find(|t| t.name() == name && t.error().is_none())
+                .map_or(0, |t| t.partitions().len() as i32))
         })
         .await
         .unwrap_or(0);
@@ -102,9 +188,47 @@ impl LocalKafka {
         count
     }
 
-    /// Produces every record and waits until all are acknowledged by local Kafka.
-    pub async fn deliver(&self, records: &[Record]) -> Result<(), SinkError> {
-        let mut pending = Vec::with_capacity(records.len());
+    /// Writes the records and `next` (the cursor after them) in one transaction.
+    pub async fn deliver(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| self.classify(e))?;
+        let result = self.produce_all(records, next).await;
+        let result = match result {
+            Ok(()) => {
+                let p = self.producer.clone();
+                blocking(move || p.commit_transaction(CALL_TIMEOUT))
+                    .await
+                    .map_err(|e| self.classify(e))
+            }
+            Err(err) => Err(err),
+        };
+        if let Err(err) = &result
+            && !err.needs_new_producer()
+        {
+            let p = self.producer.clone();
+            if let Err(abort) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+                tracing::warn!(error = %abort, "aborting the failed transaction failed too");
+                return Err(self.classify(abort));
+            }
+        }
+        result
+    }
+
+    fn classify(&self, err: KafkaError) -> SinkError {
+        match &err {
+            KafkaError::Transaction(e)
+                if e.code() == RDKafkaErrorCode::Fenced
+                    || e.code() == RDKafkaErrorCode::ProducerFenced =>
+            {
+                SinkError::Fenced
+            }
+            _ => SinkError::Transaction(err),
+        }
+    }
+
+    async fn produce_all(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
+        let mut pending = Vec::with_capacity(records.len() + 1);
         for record in records {
             let topic = self.destination(record);
             let partitions = self.partition_count(topic).await;
@@ -129,41 +253,136 @@ impl LocalKafka {
             if record.partition < partitions {
                 out = out.partition(record.partition);
             }
-            // Enqueue in order; a full local queue only means waiting for it to drain.
-            let delivery = loop {
-                match self.producer.send_result(out) {
-                    Ok(delivery) => break delivery,
-                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                        out = back;
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    Err((source, _)) => {
-                        return Err(SinkError::Delivery {
-                            topic: topic.to_owned(),
-                            source,
-                        });
-                    }
-                }
-            };
-            let topic = topic.to_owned();
-            pending.push(async move {
-                match delivery.await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err((source, _))) => Err(SinkError::Delivery { topic, source }),
-                    Err(_) => Err(SinkError::Delivery {
-                        topic,
-                        source: KafkaError::Canceled,
-                    }),
-                }
-            });
+            pending.push(self.enqueue(out).await?);
         }
+        let cursor = next.encode();
+        let state: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.state_topic)
+            .key(self.client_id.as_bytes())
+            .payload(cursor.as_bytes())
+            .partition(0);
+        pending.push(self.enqueue(state).await?);
         try_join_all(pending).await.map(drop)
     }
 
-    /// Waits up to `timeout` for anything still in flight.
-    pub fn flush(&self, timeout: Duration) {
-        if let Err(err) = self.producer.flush(Timeout::After(timeout)) {
-            tracing::warn!(error = %err, "local Kafka flush incomplete");
+    /// Enqueues one record in order, waiting while the local queue is full; the returned
+    /// future resolves when local Kafka acknowledged it.
+    async fn enqueue<'a>(
+        &self,
+        mut out: FutureRecord<'a, [u8], [u8]>,
+    ) -> Result<impl std::future::Future<Output = Result<(), SinkError>> + use<>, SinkError> {
+        let topic = out.topic.to_owned();
+        let delivery = loop {
+            match self.producer.send_result(out) {
+                Ok(delivery) => break delivery,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    out = back;
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                Err((source, _)) => return Err(SinkError::Delivery { topic, source }),
+            }
+        };
+        Ok(async move {
+            match delivery.await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err((source, _))) => Err(SinkError::Delivery { topic, source }),
+                Err(_) => Err(SinkError::Delivery {
+                    topic,
+                    source: KafkaError::Canceled,
+                }),
+            }
+        })
+    }
+}
+
+/// Creates the compacted, single-partition state topic if it does not exist. Clusters
+/// that refuse (or cannot) create topics this way fall back to auto-creation on first
+/// write, so a failure here is only logged. State records always go to partition 0.
+async fn ensure_state_topic(brokers: String, topic: String) {
+    let topic = topic.as_str();
+    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create();
+    let Ok(admin) = admin else { return };
+    let name = topic.to_owned();
+    let probed = tokio::task::spawn_blocking(move || {
+        let exists = admin
+            .inner()
+            .fetch_metadata(Some(&name), CALL_TIMEOUT)
+            .is_ok_and(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none())
+            });
+        (admin, exists)
+    })
+    .await;
+    let admin = match probed {
+        Ok((_, true)) | Err(_) => return,
+        Ok((admin, false)) => admin,
+    };
+    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
+    let options = AdminOptions::new()
+        .operation_timeout(Some(CALL_TIMEOUT))
+        .request_timeout(Some(CALL_TIMEOUT));
+    match admin.create_topics([&new], &options).await {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(_) => tracing::info!(topic, "created the client's state topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => tracing::warn!(
+                        topic,
+                        ?code,
+                        "state topic not created; relying on auto-creation"
+                    ),
+                }
+            }
+        }
+        Err(err) => {
+            tracing::warn!(topic, error = %err, "state topic not created; relying on auto-creation")
+        }
+    }
+}
+
+/// The newest committed value under `key` in the single-partition state topic.
+fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kafka-replicator-client-state")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", "true")
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let exists = metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if !exists {
+        return Ok(None);
+    }
+    let (low, high) = consumer.fetch_watermarks(topic, 0, CALL_TIMEOUT)?;
+    if high <= low {
+        return Ok(None);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Offset(low))?;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    let mut latest = None;
+    loop {
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+            return Err(KafkaError::MessageConsumption(
+                RDKafkaErrorCode::RequestTimedOut,
+            ));
+        };
+        match consumer.poll(left) {
+            Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
+                latest = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+            }
+            Some(Ok(_)) | None => {}
+            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
+            Some(Err(err)) => return Err(err),
         }
     }
 }

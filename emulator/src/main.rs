@@ -60,9 +60,13 @@ struct Args {
     /// Write {"api_base","api_key","source_brokers","local_brokers","topic"} here once ready.
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Where the client keeps its position (default: a temporary directory).
-    #[arg(long)]
-    state_dir: Option<PathBuf>,
+    /// The client's identity in local Kafka (transactional id and state-topic key).
+    #[arg(
+        long,
+        env = "CLIENT_ID",
+        default_value = "kafka-replicator-emulator-client"
+    )]
+    client_id: String,
 }
 
 impl Validate for Args {
@@ -91,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         group_id: args.group_id,
         buffer_max_events: args.buffer.buffer_max_events,
         buffer_max_bytes: args.buffer.buffer_max_bytes,
-        state_dir: args.state_dir,
+        client_id: args.client_id,
         ..StackConfig::default()
     };
     let stack = tokio::select! {

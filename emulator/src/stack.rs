@@ -3,7 +3,6 @@
 //! in order, waited on until `/ready` says so, and stopped gracefully.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -46,8 +45,8 @@ pub struct StackConfig {
     pub group_id: String,
     pub buffer_max_events: usize,
     pub buffer_max_bytes: usize,
-    /// Where the client keeps its position; `None` uses a temporary directory.
-    pub state_dir: Option<PathBuf>,
+    /// The client's identity in local Kafka (its transactional id and state key).
+    pub client_id: String,
     /// The consumer pod's internal socket; `None`: a free TCP port on 127.0.0.1.
     pub consumer_addr: Option<ConsumerAddr>,
 }
@@ -70,7 +69,7 @@ impl Default for StackConfig {
             group_id: "kafka-replicator-emulator".into(),
             buffer_max_events: 100_000,
             buffer_max_bytes: 256 * 1024 * 1024,
-            state_dir: None,
+            client_id: "kafka-replicator-emulator-client".into(),
             consumer_addr: None,
         }
     }
@@ -117,7 +116,6 @@ pub struct Stack {
     pub local: KafkaCluster,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    _state_dir: Option<tempfile::TempDir>,
 }
 
 impl Stack {
@@ -209,20 +207,7 @@ impl Stack {
             });
         }
 
-        let mut state_dir = None;
         if config.client {
-            let dir = match &config.state_dir {
-                Some(dir) => {
-                    std::fs::create_dir_all(dir)?;
-                    dir.clone()
-                }
-                None => {
-                    let tmp = tempfile::tempdir()?;
-                    let path = tmp.path().to_owned();
-                    state_dir = Some(tmp);
-                    path
-                }
-            };
             let client = client::Replicator::new(&ClientConfig {
                 server_url: Some(server_url),
                 api_key: Some(info.api_key.clone()),
@@ -232,7 +217,8 @@ impl Stack {
                 interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
                 from: StartPosition::Earliest,
                 batch_limit: config.client_batch_limit,
-                state_file: dir.join("client.state"),
+                state_topic: "kafka-replicator-client-state".into(),
+                client_id: config.client_id.clone(),
             })?;
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -248,7 +234,6 @@ impl Stack {
             local,
             shutdown,
             tasks,
-            _state_dir: state_dir,
         })
     }
 

@@ -14,7 +14,7 @@ use emulator::verify::read_topic;
 use shared::config::{ClientConfig, StartPosition};
 use tokio_util::sync::CancellationToken;
 
-fn client_config(info: &ReadyInfo, state_file: std::path::PathBuf) -> ClientConfig {
+fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
     ClientConfig {
         server_url: Some(info.api_base.trim_end_matches("/api/v1").to_owned()),
         api_key: Some(info.api_key.clone()),
@@ -24,7 +24,8 @@ fn client_config(info: &ReadyInfo, state_file: std::path::PathBuf) -> ClientConf
         interval_ms: 100,
         from: StartPosition::Earliest,
         batch_limit: 40,
-        state_file,
+        state_topic: "kafka-replicator-client-state".into(),
+        client_id: client_id.to_owned(),
     }
 }
 
@@ -55,8 +56,7 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     config.events = Some(N);
     config.rate = 1000;
     let stack = common::start(config).await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let client = client_config(&stack.info, dir.path().join("client.state"));
+    let client = client_config(&stack.info, &common::unique("client"));
     // Stopped four times while events still stream in, each time mid-run.
     let mut delivered = 0;
     for run in 0..4 {
@@ -105,7 +105,6 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         .create_topic(&config.topic, config.partitions)
         .await
         .expect("topic");
-    let dir = tempfile::tempdir().expect("tempdir");
     let planned = ReadyInfo {
         api_base: format!("http://127.0.0.1:{port}/api/v1"),
         api_key: "early-client-key-0123456789".into(),
@@ -113,7 +112,7 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         local_brokers: local.bootstrap().to_owned(),
         topic: config.topic.clone(),
     };
-    let client = client_config(&planned, dir.path().join("state"));
+    let client = client_config(&planned, &common::unique("client"));
     let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(8)).await });
     // The client is already retrying against a closed port when the server comes up.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -246,7 +245,7 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
     }
 
     // This process is not the one that owns the mock clusters.
-    let client = client_config(&info, dir.path().join("client.state"));
+    let client = client_config(&info, &common::unique("client"));
     let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(6)).await });
     let copied = read_topic(
         &info.local_brokers,

@@ -326,13 +326,22 @@ pub struct ClientConfig {
     /// Most events asked for per poll.
     #[arg(long = "batch-limit", env = "BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_limit: u32,
-    /// File holding the client's position (the cursor of the last delivered batch).
+    /// Compacted topic in local Kafka where the client commits its position together with
+    /// each batch.
     #[arg(
-        long = "state-file",
-        env = "STATE_FILE",
-        default_value = "kafka-replicator-client.state"
+        long = "state-topic",
+        env = "STATE_TOPIC",
+        default_value = "kafka-replicator-client-state"
     )]
-    pub state_file: PathBuf,
+    pub state_topic: String,
+    /// This client's identity (its Kafka transactional id): one per client writing to the
+    /// same local Kafka. A second client with the same id takes over from the first.
+    #[arg(
+        long = "client-id",
+        env = "CLIENT_ID",
+        default_value = "kafka-replicator-client"
+    )]
+    pub client_id: String,
 }
 
 impl Validate for ClientConfig {
