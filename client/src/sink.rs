@@ -2,7 +2,8 @@
 //! the cursor that follows it (to a compacted state topic, as MirrorMaker 2 does since
 //! KIP-618), so a reader with `read_committed` sees a batch exactly when the saved position
 //! moved past it. A crash at any point leaves either both or neither. Key, value, headers
-//! and timestamp are kept, on the source's partition number when the destination has it.
+//! and timestamp are kept, on the source's partition number when the destination has it,
+//! and every copy names its source topic, partition and offset in three more headers.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,6 +19,11 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use shared::{Cursor, Record};
+
+/// Headers every copy carries, naming where it came from, so anyone can audit the copy.
+pub const SOURCE_TOPIC_HEADER: &str = "kafka-replicator.source.topic";
+pub const SOURCE_PARTITION_HEADER: &str = "kafka-replicator.source.partition";
+pub const SOURCE_OFFSET_HEADER: &str = "kafka-replicator.source.offset";
 
 /// How long a transaction may stay open before the broker aborts it.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -232,13 +238,27 @@ impl LocalKafka {
         for record in records {
             let topic = self.destination(record);
             let partitions = self.partition_count(topic).await;
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 3);
             for h in &record.headers {
                 headers = headers.insert(Header {
                     key: &h.key,
                     value: h.value.as_deref(),
                 });
             }
+            let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
+            headers = headers
+                .insert(Header {
+                    key: SOURCE_TOPIC_HEADER,
+                    value: Some(record.topic.as_str()),
+                })
+                .insert(Header {
+                    key: SOURCE_PARTITION_HEADER,
+                    value: Some(partition.as_str()),
+                })
+                .insert(Header {
+                    key: SOURCE_OFFSET_HEADER,
+                    value: Some(offset.as_str()),
+                });
             let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
             if let Some(key) = record.key.as_deref() {
                 out = out.key(key);

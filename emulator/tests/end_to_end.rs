@@ -53,12 +53,40 @@ async fn produce_unusual_records(brokers: &str, topic: &str) -> usize {
     count
 }
 
-/// What must survive the copy: everything but the offset.
+/// What must survive the copy: everything but the offset and the provenance headers.
 fn content(r: &Record) -> Record {
+    let headers = r
+        .headers
+        .iter()
+        .filter(|h| !h.key.starts_with("kafka-replicator.source."))
+        .cloned()
+        .collect();
     Record {
         offset: 0,
+        headers,
         ..r.clone()
     }
+}
+
+/// The source position a copy says it came from.
+fn provenance(r: &Record) -> (String, i32, i64) {
+    let header = |name: &str| -> String {
+        let h = r
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .unwrap_or_else(|| panic!("copy lacks {name}"));
+        String::from_utf8(h.value.clone().expect("value")).expect("utf8")
+    };
+    (
+        header(client::sink::SOURCE_TOPIC_HEADER),
+        header(client::sink::SOURCE_PARTITION_HEADER)
+            .parse()
+            .expect("partition"),
+        header(client::sink::SOURCE_OFFSET_HEADER)
+            .parse()
+            .expect("offset"),
+    )
 }
 
 async fn replicates_exactly_once(test: &str, source: Option<String>, local: Option<String>) {
@@ -120,6 +148,15 @@ async fn replicates_exactly_once(test: &str, source: Option<String>, local: Opti
             want == got,
             "partition {partition}: the copy differs from the source (order, key, value, headers or timestamp)"
         );
+    }
+    for (partition, records) in &copied {
+        for (copy, original) in records.iter().zip(&source[partition]) {
+            assert_eq!(
+                provenance(copy),
+                (original.topic.clone(), original.partition, original.offset),
+                "provenance headers name the source record"
+            );
+        }
     }
     let seqs: HashSet<u64> = copied
         .values()
