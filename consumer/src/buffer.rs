@@ -214,6 +214,11 @@ impl RecordBuffer {
         PartitionRead::Records { records, next }
     }
 
+    /// The offset after the last record held of a partition, if any came yet.
+    pub fn end(&self, tp: &TopicPartition) -> Option<i64> {
+        self.lock().partitions.get(tp)?.range.map(|(_, end)| end)
+    }
+
     /// For the prototype's "no cursor" read: a start offset per buffered partition such
     /// that reading from there gives the newest `limit` records held (by timestamp, then
     /// arrival), over all partitions.

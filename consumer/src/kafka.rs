@@ -264,6 +264,7 @@ pub struct KafkaReader {
     pool: Mutex<Vec<BaseConsumer>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
+    cluster_id: RwLock<Option<String>>,
     status: Arc<SourceStatus>,
 }
 
@@ -290,6 +291,7 @@ impl KafkaReader {
             pool: Mutex::default(),
             permits: Semaphore::new(READER_POOL),
             partitions: RwLock::default(),
+            cluster_id: RwLock::default(),
             status,
         }
     }
@@ -332,6 +334,7 @@ impl KafkaReader {
         let topics_owned = topics.to_vec();
         let result = self
             .with_consumer(move |c| {
+                let cluster = c.client().fetch_cluster_id(KAFKA_TIMEOUT);
                 let mut counts = BTreeMap::new();
                 for topic in &topics_owned {
                     let metadata = c.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
@@ -342,11 +345,17 @@ impl KafkaReader {
                         .map_or(0, |t| t.partitions().len() as i32);
                     counts.insert(topic.clone(), count);
                 }
-                Ok(counts)
+                Ok((cluster, counts))
             })
             .await;
         match result {
-            Ok(counts) => {
+            Ok((cluster, counts)) => {
+                if cluster.is_some() {
+                    *self
+                        .cluster_id
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = cluster;
+                }
                 let missing: Vec<&String> = counts
                     .iter()
                     .filter(|(_, n)| **n == 0)
@@ -385,6 +394,14 @@ impl KafkaReader {
                 () = tokio::time::sleep(every) => {}
             }
         }
+    }
+
+    /// The source cluster's id, once metadata has been read.
+    pub fn cluster_id(&self) -> Option<String> {
+        self.cluster_id
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Every partition of these topics, as last seen in metadata.

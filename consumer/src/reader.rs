@@ -74,12 +74,20 @@ impl EventReader {
                 ));
             }
         }
+        let cluster = self.kafka.cluster_id();
+        if let StartFrom::Cursor(c) = &start {
+            self.check_identity(c, cluster.as_deref())?;
+        }
         let limit = req.limit as usize;
         let mut positions = self.resolve(&start, &partitions, limit).await?;
+        if let StartFrom::Cursor(c) = &start {
+            self.check_not_ahead(c, &partitions).await?;
+        }
         let mut cursor = match start {
             StartFrom::Cursor(c) => c,
             _ => Cursor::new(),
         };
+        cursor.set_cluster(cluster);
         let deadline = Instant::now() + Duration::from_millis(u64::from(req.wait_ms));
         let mut changes = self.buffer.subscribe();
         let (events, gaps) = loop {
@@ -101,6 +109,73 @@ impl EventReader {
             next_cursor: cursor.encode(),
             gaps,
         })
+    }
+
+    /// Refuses a cursor of another source cluster or of topics not carried here.
+    fn check_identity(&self, cursor: &Cursor, cluster: Option<&str>) -> Result<(), ApiError> {
+        if let (Some(theirs), Some(ours)) = (cursor.cluster(), cluster)
+            && theirs != ours
+        {
+            return Err(ApiError::new(
+                ErrorCode::CursorClusterMismatch,
+                format!(
+                    "the cursor belongs to source cluster {theirs:?}, this service reads {ours:?}; start again with cursor=earliest"
+                ),
+            ));
+        }
+        if let Some(unknown) = cursor
+            .topics()
+            .find(|t| !self.topics.iter().any(|c| c == t))
+        {
+            return Err(ApiError::new(
+                ErrorCode::CursorTopicMismatch,
+                format!(
+                    "the cursor has positions for topic {unknown:?}, which is not carried; carried: {}",
+                    self.topics.join(",")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Refuses a cursor past the end of the log, which no read from this source made. Only
+    /// positions beyond what the buffer has seen are checked against Kafka.
+    async fn check_not_ahead(
+        &self,
+        cursor: &Cursor,
+        partitions: &[TopicPartition],
+    ) -> Result<(), ApiError> {
+        let suspects: Vec<TopicPartition> = partitions
+            .iter()
+            .filter(|tp| {
+                cursor.get(&tp.topic, tp.partition).is_some_and(|pos| {
+                    match self.buffer.read(tp, pos, 1) {
+                        PartitionRead::Records { records, next } => {
+                            records.is_empty() && next > self.buffer.end(tp).unwrap_or(0)
+                        }
+                        PartitionRead::Unknown => true,
+                        PartitionRead::Missing { .. } => false,
+                    }
+                })
+            })
+            .cloned()
+            .collect();
+        if suspects.is_empty() {
+            return Ok(());
+        }
+        for (tp, _, high) in self.kafka.watermarks(suspects).await.map_err(unavailable)? {
+            let pos = cursor.get(&tp.topic, tp.partition).unwrap_or_default();
+            if pos > high {
+                return Err(ApiError::new(
+                    ErrorCode::CursorAhead,
+                    format!(
+                        "the cursor is at offset {pos} of {}/{}, past the end of the log ({high}); it was not made by this source",
+                        tp.topic, tp.partition
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn selected_topics(&self, wanted: &[String]) -> Result<Vec<String>, ApiError> {

@@ -501,3 +501,50 @@ async fn offsets_the_source_deleted_come_back_as_gaps() {
     );
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_of_another_cluster_topic_or_beyond_the_log_are_refused() {
+    let (stack, app) = stack_with_events(30, 1000).await;
+    let key = stack.info.api_key.clone();
+    let page = json(&app, "/api/v1/events?cursor=earliest&limit=5", &key).await;
+    let ours =
+        shared::Cursor::decode(page["next_cursor"].as_str().expect("cursor")).expect("decodes");
+    assert!(ours.cluster().is_some(), "cursors name the source cluster");
+
+    let mut other_cluster = ours.clone();
+    other_cluster.set_cluster(Some("another-cluster-id".into()));
+    let mut other_topic = ours.clone();
+    other_topic.set("payments", 0, 0);
+    let mut ahead = ours.clone();
+    ahead.set(&stack.info.topic, 0, 1_000_000);
+    for (cursor, code) in [
+        (other_cluster, "cursor_cluster_mismatch"),
+        (other_topic, "cursor_topic_mismatch"),
+        (ahead, "cursor_ahead"),
+    ] {
+        let (status, _, body) = call(
+            &app,
+            "GET",
+            &format!("/api/v1/events?cursor={cursor}"),
+            Some(&key),
+        )
+        .await;
+        assert_eq!(
+            status,
+            StatusCode::BAD_REQUEST,
+            "{code}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(error_code(&body), code);
+    }
+    // Our own cursor still works.
+    let (status, _, _) = call(
+        &app,
+        "GET",
+        &format!("/api/v1/events?cursor={ours}"),
+        Some(&key),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    stack.stop().await;
+}

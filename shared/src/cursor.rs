@@ -1,6 +1,7 @@
-//! The cursor: per-partition next offsets, opaque to clients. Encoded as a versioned,
-//! checksummed binary string in base64url, so garbage or a truncated copy is refused with a
-//! typed [`CursorError`] instead of being misread.
+//! The cursor: per-partition next offsets and the source cluster they belong to, opaque to
+//! clients. Encoded as a versioned, checksummed binary string in base64url, so garbage or a
+//! truncated copy is refused with a typed [`CursorError`] instead of being misread, and a
+//! cursor of another cluster can be told apart.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +10,9 @@ use std::str::FromStr;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-const VERSION: u8 = 1;
+/// Version 2 carries the source cluster id; version 1 (positions only) is still read.
+const VERSION: u8 = 2;
+const VERSION_1: u8 = 1;
 const CHECKSUM_LEN: usize = 4;
 /// Longest cursor string accepted, so a hostile query cannot make us decode megabytes.
 pub const MAX_ENCODED_LEN: usize = 64 * 1024;
@@ -17,6 +20,8 @@ pub const MAX_ENCODED_LEN: usize = 64 * 1024;
 /// Where a reader stands: for each topic and partition, the next offset to read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Cursor {
+    /// The id of the source Kafka cluster the offsets are of, when known.
+    cluster: Option<String>,
     positions: BTreeMap<String, BTreeMap<i32, i64>>,
 }
 
@@ -70,9 +75,27 @@ impl Cursor {
         self.positions.values().all(BTreeMap::is_empty)
     }
 
+    /// The source cluster these offsets belong to, if recorded.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
+    }
+
+    /// Records the source cluster these offsets belong to.
+    pub fn set_cluster(&mut self, cluster: Option<String>) {
+        self.cluster = cluster.filter(|c| !c.is_empty());
+    }
+
+    /// The topics this cursor has positions for.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.positions.keys().map(String::as_str)
+    }
+
     /// The opaque string form given to clients.
     pub fn encode(&self) -> String {
         let mut buf = vec![VERSION];
+        let cluster = self.cluster.as_deref().unwrap_or_default();
+        put_varint(&mut buf, cluster.len() as u64);
+        buf.extend_from_slice(cluster.as_bytes());
         put_varint(&mut buf, self.positions.len() as u64);
         for (topic, parts) in &self.positions {
             put_varint(&mut buf, topic.len() as u64);
@@ -103,7 +126,7 @@ impl Cursor {
             _ => CursorError::NotBase64,
         })?;
         let (&version, _) = bytes.split_first().ok_or(CursorError::Truncated)?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_1 {
             return Err(CursorError::UnsupportedVersion(version));
         }
         if bytes.len() < 1 + CHECKSUM_LEN {
@@ -115,6 +138,13 @@ impl Cursor {
         }
         let mut reader = Reader { bytes: &body[1..] };
         let mut cursor = Cursor::new();
+        if version == VERSION {
+            let len = usize::try_from(reader.varint()?)
+                .map_err(|_| CursorError::Malformed("cluster length"))?;
+            let cluster = std::str::from_utf8(reader.take(len)?)
+                .map_err(|_| CursorError::Malformed("cluster is not UTF-8"))?;
+            cursor.set_cluster(Some(cluster.to_owned()));
+        }
         for _ in 0..reader.varint()? {
             let len = usize::try_from(reader.varint()?)
                 .map_err(|_| CursorError::Malformed("topic length"))?;
@@ -235,6 +265,7 @@ mod tests {
 
     fn sample() -> Cursor {
         let mut c = Cursor::new();
+        c.set_cluster(Some("MkU3OEVBNTcwNTJENDM2Qk".into()));
         c.set("orders", 0, 0);
         c.set("orders", 5, 1_234_567_890_123);
         c.set("payments", 2, 300);
@@ -284,13 +315,28 @@ mod tests {
 
     #[test]
     fn well_checksummed_nonsense_is_malformed() {
-        let mut body = vec![VERSION, 1, 0];
+        let mut body = vec![VERSION, 0, 1, 0];
         let sum = fnv1a(&body);
         body.extend_from_slice(&sum.to_be_bytes());
         assert_eq!(
             Cursor::decode(&URL_SAFE_NO_PAD.encode(body)),
             Err(CursorError::Malformed("empty topic name"))
         );
+    }
+
+    #[test]
+    fn keeps_the_cluster_and_still_reads_version_1() {
+        let c = sample();
+        assert_eq!(
+            Cursor::decode(&c.encode()).expect("v2").cluster(),
+            Some("MkU3OEVBNTcwNTJENDM2Qk")
+        );
+        // A version-1 cursor: positions only.
+        let mut v1 = vec![VERSION_1, 1, 1, b't', 1, 3, 42];
+        let sum = fnv1a(&v1);
+        v1.extend_from_slice(&sum.to_be_bytes());
+        let old = Cursor::decode(&URL_SAFE_NO_PAD.encode(v1)).expect("v1");
+        assert_eq!((old.cluster(), old.get("t", 3)), (None, Some(42)));
     }
 
     #[test]

@@ -12,6 +12,12 @@ pub enum ErrorCode {
     Unauthorized,
     /// The `cursor` parameter is not a cursor this service made (400).
     InvalidCursor,
+    /// The cursor belongs to another source cluster (400).
+    CursorClusterMismatch,
+    /// The cursor names topics this service does not carry (400).
+    CursorTopicMismatch,
+    /// The cursor points past the end of the source log (400).
+    CursorAhead,
     /// `limit` is not a number in range (400).
     InvalidLimit,
     /// `wait_ms` is not a number in range (400).
@@ -36,6 +42,9 @@ impl ErrorCode {
         match self {
             Self::Unauthorized => 401,
             Self::InvalidCursor
+            | Self::CursorClusterMismatch
+            | Self::CursorTopicMismatch
+            | Self::CursorAhead
             | Self::InvalidLimit
             | Self::InvalidWait
             | Self::UnknownTopic
@@ -52,6 +61,9 @@ impl ErrorCode {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::InvalidCursor => "invalid_cursor",
+            Self::CursorClusterMismatch => "cursor_cluster_mismatch",
+            Self::CursorTopicMismatch => "cursor_topic_mismatch",
+            Self::CursorAhead => "cursor_ahead",
             Self::InvalidLimit => "invalid_limit",
             Self::InvalidWait => "invalid_wait",
             Self::UnknownTopic => "unknown_topic",
