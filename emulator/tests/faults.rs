@@ -162,3 +162,89 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everything() {
+    let test = "a_client_starting_after_the_buffer_overflowed_many_times_gets_everything";
+    let (source, local) = common::apache_or_mock(test);
+    const N: u64 = 3000;
+    const BUFFER: usize = 40;
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.events = Some(N);
+    config.buffer_max_events = BUFFER;
+    let stack = common::start(config).await;
+    // All produced and consumed by the pod (which kept only the last 40) before the client
+    // starts.
+    read_topic(
+        &stack.info.source_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read source");
+    let metrics_url = format!("{}/metrics", stack.info.api_base);
+    let http = reqwest::Client::new();
+    common::wait_for(
+        "the pod to consume everything",
+        Duration::from_secs(60),
+        || {
+            let request = http
+                .get(&metrics_url)
+                .header("x-api-key", &stack.info.api_key);
+            async move {
+                let text = request
+                    .send()
+                    .await
+                    .expect("metrics")
+                    .text()
+                    .await
+                    .expect("text");
+                text.lines()
+                    .filter(|l| l.starts_with("kafka_events_consumed_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                    .sum::<u64>()
+                    >= N
+            }
+        },
+    )
+    .await;
+
+    let spec = ChildClient {
+        server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: stack.info.local_brokers.clone(),
+        client_id: common::unique("late-client"),
+    };
+    let mut child = spawn_child(&spec);
+    let copied = read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("read local");
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+    stack.stop().await;
+    let seqs: Vec<u64> = copied
+        .values()
+        .flatten()
+        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
+        .collect();
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    eprintln!(
+        "{test}: buffer of {BUFFER} overflowed {}x; {} copies of {} distinct events",
+        N as usize / BUFFER,
+        seqs.len(),
+        unique.len()
+    );
+    assert_eq!(
+        (unique.len() as u64, seqs.len() as u64),
+        (N, N),
+        "every event exactly once"
+    );
+}
