@@ -116,6 +116,26 @@ pub struct Stack {
     pub local: KafkaCluster,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
+    pod_config: ConsumerConfig,
+    pod_task: PodTask,
+}
+
+/// The running consumer pod: its own stop token (a child of the stack's) and its task.
+#[derive(Debug)]
+struct PodTask {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+fn spawn_pod(pod: consumer::ConsumerPod, shutdown: &CancellationToken) -> PodTask {
+    let stop = shutdown.child_token();
+    let run_stop = stop.clone();
+    let task = tokio::spawn(async move {
+        if let Err(err) = pod.run(run_stop).await {
+            tracing::error!(error = %err, "consumer pod failed");
+        }
+    });
+    PodTask { stop, task }
 }
 
 impl Stack {
@@ -135,7 +155,7 @@ impl Stack {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let pod = consumer::ConsumerPod::bind(ConsumerConfig {
+        let mut pod_config = ConsumerConfig {
             source: SourceArgs {
                 brokers: Some(source.bootstrap().to_owned()),
                 topics: vec![config.topic.clone()],
@@ -149,9 +169,11 @@ impl Stack {
                 .consumer_addr
                 .clone()
                 .unwrap_or_else(|| ConsumerAddr::Tcp("127.0.0.1:0".into())),
-        })
-        .await?;
+        };
+        let pod = consumer::ConsumerPod::bind(pod_config.clone()).await?;
         let pod_addr = pod.local_addr().clone();
+        // A restarted pod comes back on the same address.
+        pod_config.consumer_addr = pod_addr.clone();
         let handlers_config = HandlersConfig {
             api_key: Some(api_key.clone()),
             api_prefix: config.api_prefix.clone(),
@@ -159,12 +181,7 @@ impl Stack {
             port: config.port,
             host: "127.0.0.1".into(),
         };
-        let stop = shutdown.clone();
-        tasks.spawn(async move {
-            if let Err(err) = pod.run(stop).await {
-                tracing::error!(error = %err, "consumer pod failed");
-            }
-        });
+        let pod_task = spawn_pod(pod, &shutdown);
 
         let state = handlers::AppState::from_config(&handlers_config)?;
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
@@ -234,7 +251,19 @@ impl Stack {
             local,
             shutdown,
             tasks,
+            pod_config,
+            pod_task,
         })
+    }
+
+    /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new
+    /// one on the same address, as Kubernetes would after a crash.
+    pub async fn restart_pod(&mut self) -> Result<(), StackError> {
+        self.pod_task.stop.cancel();
+        let _ = (&mut self.pod_task.task).await;
+        let pod = consumer::ConsumerPod::bind(self.pod_config.clone()).await?;
+        self.pod_task = spawn_pod(pod, &self.shutdown);
+        Ok(())
     }
 
     /// A token that stops the stack when cancelled.
@@ -245,6 +274,7 @@ impl Stack {
     /// Stops every part and waits for them.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
+        let _ = self.pod_task.task.await;
         while self.tasks.join_next().await.is_some() {}
     }
 }

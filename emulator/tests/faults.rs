@@ -248,3 +248,57 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
         "every event exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries() {
+    let test = "a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries";
+    let (source, local) = common::apache_or_mock(test);
+    const N: u64 = 4000;
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.events = Some(N);
+    config.rate = 1000;
+    config.client = true;
+    config.client_id = common::unique("client");
+    let mut stack = common::start(config).await;
+    // Mid-stream: some events replicated, more still coming.
+    let local_brokers = stack.info.local_brokers.clone();
+    let topic = stack.info.topic.clone();
+    common::wait_for(
+        "the first events in local Kafka",
+        Duration::from_secs(30),
+        || {
+            let (brokers, topic) = (local_brokers.clone(), topic.clone());
+            async move {
+                let copied = read_topic(&brokers, &topic, 1, Duration::from_secs(5))
+                    .await
+                    .expect("read");
+                copied.values().map(Vec::len).sum::<usize>() > 500
+            }
+        },
+    )
+    .await;
+    stack.restart_pod().await.expect("pod restarts");
+    eprintln!("{test}: consumer pod restarted");
+    let copied = read_topic(&local_brokers, &topic, N as usize, Duration::from_secs(90))
+        .await
+        .expect("read local");
+    stack.stop().await;
+    let seqs: Vec<u64> = copied
+        .values()
+        .flatten()
+        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
+        .collect();
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    eprintln!(
+        "{test}: {} copies of {} distinct events (of {N})",
+        seqs.len(),
+        unique.len()
+    );
+    assert_eq!(
+        (unique.len() as u64, seqs.len() as u64),
+        (N, N),
+        "every event exactly once"
+    );
+}
