@@ -6,6 +6,7 @@
 #   kafka-local.sh start NAME      fresh broker NAME; prints 127.0.0.1:PORT
 #   kafka-local.sh restart NAME    stop + start NAME again, same ports and data
 #   kafka-local.sh stop NAME       stop broker NAME (ok if not running)
+#   kafka-local.sh remove NAME     stop broker NAME and delete its data and ports
 #   kafka-local.sh stop-all        stop every broker under $KAFKA_LOCAL_HOME
 #   kafka-local.sh status          NAME, pid, bootstrap, running/stopped
 #   kafka-local.sh run CLASS ARGS  run a Kafka main class (CLI tool, MirrorMaker)
@@ -292,6 +293,14 @@ cmd_restart() {
   launch "$name"
 }
 
+# Stops NAME and deletes its directory (data, logs, reserved ports).
+cmd_remove() {
+  local name=${1:-}
+  cmd_stop "$name"
+  rm -rf -- "$(broker_dir "$name")"
+  log "'$name' removed"
+}
+
 cmd_stop() {
   local name=${1:-} dir pid deadline
   check_name "$name"
@@ -366,6 +375,7 @@ case ${1:-} in
   start) cmd_start "${2:-}" ;;
   restart) cmd_restart "${2:-}" ;;
   stop) cmd_stop "${2:-}" ;;
+  remove) cmd_remove "${2:-}" ;;
   stop-all) cmd_stop_all ;;
   status) cmd_status ;;
   run) shift; cmd_run "$@" ;;

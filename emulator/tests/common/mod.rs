@@ -93,3 +93,61 @@ pub fn seq_of(value: &[u8]) -> u64 {
         .as_u64()
         .expect("demo values have an integer seq")
 }
+
+/// What a fault test hands a child process that runs the client.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ChildClient {
+    pub server_url: String,
+    pub api_key: String,
+    pub local_brokers: String,
+    pub client_id: String,
+}
+
+const CHILD_ENV: &str = "KAFKA_REPLICATOR_TEST_CHILD_CLIENT";
+
+/// The body of a child-process client: runs the client until killed, if this process was
+/// started by [`spawn_child`]; otherwise returns at once.
+pub fn run_child_client_if_asked() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let spec: ChildClient = serde_json::from_str(&spec).expect("child spec");
+    let config = shared::config::ClientConfig {
+        server_url: Some(spec.server_url),
+        api_key: Some(spec.api_key),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(spec.local_brokers),
+        kafka_topic: None,
+        interval_ms: 50,
+        from: shared::config::StartPosition::Earliest,
+        batch_limit: 50,
+        state_topic: "kafka-replicator-client-state".into(),
+        client_id: spec.client_id,
+    };
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let replicator = client::Replicator::new(&config).expect("client");
+        // Runs until killed.
+        replicator
+            .run(tokio_util::sync::CancellationToken::new())
+            .await
+            .expect("client run");
+    });
+}
+
+/// Starts this test binary again as a client process (its `child_client_process` test).
+pub fn spawn_child(spec: &ChildClient) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "child_client_process",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, serde_json::to_string(spec).expect("spec"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("child client")
+}

@@ -1,0 +1,112 @@
+//! A client killed hard (`kill -9`) at random points, five times, while events stream in,
+//! loses and duplicates nothing. Alone in its own test binary, so no other test competes
+//! for the two cores while it times its kills. Local Kafka must be Apache Kafka:
+//! librdkafka's mock cluster shows aborted transactions even to `read_committed` readers.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use emulator::verify::read_topic;
+use rand::Rng;
+
+/// Not a test of its own: the body of the child process the fault tests kill.
+#[test]
+#[ignore = "run by the fault tests as a child process"]
+fn child_client_process() {
+    common::run_child_client_if_asked();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_kafka() {
+    let test = "client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_kafka";
+    let Some((_, local)) = common::apache_kafka() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: CI must run this on Apache Kafka (TEST_KAFKA_LOCAL_BROKERS)"
+        );
+        eprintln!(
+            "{test}: needs Apache Kafka as the local cluster (set TEST_KAFKA_LOCAL_BROKERS); not run"
+        );
+        return;
+    };
+    eprintln!("{test}: local Kafka is Apache Kafka at {local}");
+    const N: u64 = 3000;
+    let mut config = common::config();
+    config.local_brokers = Some(local.clone());
+    config.partitions = 3;
+    config.events = Some(N);
+    // Slow enough that the stream outlasts the five kills.
+    config.rate = 300;
+    let stack = common::start(config).await;
+    let spec = common::ChildClient {
+        server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: local.clone(),
+        client_id: common::unique("killed-client"),
+    };
+    for round in 0..5 {
+        let mut child = common::spawn_child(&spec);
+        let wait = rand::rng().random_range(300..1500);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        eprintln!("{test}: round {round}: client killed after {wait} ms");
+    }
+    let before_last = read_topic(&local, &stack.info.topic, 1, Duration::from_secs(10))
+        .await
+        .expect("read local");
+    let committed: usize = before_last.values().map(Vec::len).sum();
+    eprintln!("{test}: {committed} events committed by the killed clients");
+    // A last client finishes the job.
+    let mut last = common::spawn_child(&spec);
+    let copied = read_topic(
+        &local,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("read local");
+    last.kill().expect("SIGKILL");
+    last.wait().expect("reaped");
+    let source = read_topic(
+        &stack.info.source_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read source");
+    stack.stop().await;
+
+    assert!(
+        committed > 0 && committed < N as usize,
+        "the killed clients made progress, and were killed mid-stream: {committed}"
+    );
+    let seqs: Vec<u64> = copied
+        .values()
+        .flatten()
+        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
+        .collect();
+    let unique: HashSet<u64> = seqs.iter().copied().collect();
+    eprintln!(
+        "{test}: {} copies of {} distinct events (of {N})",
+        seqs.len(),
+        unique.len()
+    );
+    assert_eq!(unique.len() as u64, N, "no event lost");
+    assert_eq!(seqs.len() as u64, N, "no event duplicated");
+    for (partition, records) in &source {
+        let want: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
+        let got: Vec<_> = copied
+            .get(partition)
+            .map(|rs| rs.iter().map(|r| r.value.clone()).collect())
+            .unwrap_or_default();
+        assert!(
+            want == got,
+            "partition {partition}: order differs from the source"
+        );
+    }
+}
