@@ -46,6 +46,23 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         local_brokers: local.clone(),
         client_id: common::unique("killed-client"),
     };
+    // A fresh broker creates its transaction log on first use, which takes seconds; do it
+    // now so the clients' kills land in their work, not in that one-off wait.
+    tokio::task::spawn_blocking({
+        let local = local.clone();
+        move || {
+            use rdkafka::producer::{BaseProducer, Producer};
+            let warm: BaseProducer = rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", &local)
+                .set("transactional.id", common::unique("warm-up"))
+                .create()
+                .expect("producer");
+            warm.init_transactions(Duration::from_secs(60))
+                .expect("transaction coordinator ready");
+        }
+    })
+    .await
+    .expect("warm-up");
     for round in 0..5 {
         let mut child = common::spawn_child(&spec);
         let wait = rand::rng().random_range(300..1500);
