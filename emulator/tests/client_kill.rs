@@ -63,13 +63,45 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
     })
     .await
     .expect("warm-up");
+    // How far local Kafka's log has grown (records written, committed or not, and markers):
+    // a cheap sign that a client is at work.
+    let written = |brokers: String, topic: String| async move {
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::consumer::{BaseConsumer, Consumer};
+            let probe: BaseConsumer = rdkafka::config::ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .expect("probe");
+            (0..3)
+                .map(|p| {
+                    probe
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .map_or(0, |(_, high)| high)
+                })
+                .sum::<i64>()
+        })
+        .await
+        .expect("probe task")
+    };
+    let mut grown_to = written(local.clone(), stack.info.topic.clone()).await;
     for round in 0..5 {
         let mut child = common::spawn_child(&spec);
-        let wait = rand::rng().random_range(300..1500);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // Kill only once this client is writing, then at a random later point: inside a
+        // transaction or between two.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while written(local.clone(), stack.info.topic.clone()).await <= grown_to
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let extra = rand::rng().random_range(0..300);
+        tokio::time::sleep(Duration::from_millis(extra)).await;
         child.kill().expect("SIGKILL");
         child.wait().expect("reaped");
-        eprintln!("{test}: round {round}: client killed after {wait} ms");
+        grown_to = written(local.clone(), stack.info.topic.clone()).await;
+        eprintln!(
+            "{test}: round {round}: client killed {extra} ms after it started writing; log end now {grown_to}"
+        );
     }
     let before_last = read_topic(&local, &stack.info.topic, 1, Duration::from_secs(10))
         .await
