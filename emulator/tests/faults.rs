@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,23 +83,11 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
     stack.stop().await;
-    let seqs: Vec<u64> = copied
-        .values()
-        .flatten()
-        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
-        .collect();
-    let unique: HashSet<u64> = seqs.iter().copied().collect();
     eprintln!(
-        "{test}: buffer of {BUFFER} overflowed {}x; {} copies of {} distinct events",
-        N as usize / BUFFER,
-        seqs.len(),
-        unique.len()
+        "{test}: the {BUFFER}-event buffer overflowed about {}x before the client started",
+        N as usize / BUFFER
     );
-    assert_eq!(
-        (unique.len() as u64, seqs.len() as u64),
-        (N, N),
-        "every event exactly once"
-    );
+    common::assert_exactly_once(test, &copied, N);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,42 +106,14 @@ async fn a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries() {
     // Mid-stream: some events replicated, more still coming.
     let local_brokers = stack.info.local_brokers.clone();
     let topic = stack.info.topic.clone();
-    common::wait_for(
-        "the first events in local Kafka",
-        Duration::from_secs(30),
-        || {
-            let (brokers, topic) = (local_brokers.clone(), topic.clone());
-            async move {
-                let copied = read_topic(&brokers, &topic, 1, Duration::from_secs(5))
-                    .await
-                    .expect("read");
-                copied.values().map(Vec::len).sum::<usize>() > 500
-            }
-        },
-    )
-    .await;
+    common::wait_for_copies(&local_brokers, &topic, 500).await;
     stack.restart_pod().await.expect("pod restarts");
     eprintln!("{test}: consumer pod restarted");
     let copied = read_topic(&local_brokers, &topic, N as usize, Duration::from_secs(90))
         .await
         .expect("read local");
     stack.stop().await;
-    let seqs: Vec<u64> = copied
-        .values()
-        .flatten()
-        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
-        .collect();
-    let unique: HashSet<u64> = seqs.iter().copied().collect();
-    eprintln!(
-        "{test}: {} copies of {} distinct events (of {N})",
-        seqs.len(),
-        unique.len()
-    );
-    assert_eq!(
-        (unique.len() as u64, seqs.len() as u64),
-        (N, N),
-        "every event exactly once"
-    );
+    common::assert_exactly_once(test, &copied, N);
 }
 
 /// Runs the Apache Kafka launcher of `infra/kafka-local`; its stdout, trimmed.
@@ -208,20 +167,7 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
     config.client_id = common::unique("client");
     let stack = common::start(config).await;
     let topic = stack.info.topic.clone();
-    common::wait_for(
-        "the first events in local Kafka",
-        Duration::from_secs(30),
-        || {
-            let (brokers, topic) = (local.clone(), topic.clone());
-            async move {
-                let copied = read_topic(&brokers, &topic, 1, Duration::from_secs(5))
-                    .await
-                    .expect("read");
-                copied.values().map(Vec::len).sum::<usize>() > 300
-            }
-        },
-    )
-    .await;
+    common::wait_for_copies(&local, &topic, 300).await;
     let restarted = tokio::task::spawn_blocking({
         let name = name.clone();
         move || kafka_local(&["restart", &name])
@@ -234,20 +180,5 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
         .expect("read local");
     stack.stop().await;
     let _ = tokio::task::spawn_blocking(move || kafka_local(&["remove", &name])).await;
-    let seqs: Vec<u64> = copied
-        .values()
-        .flatten()
-        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
-        .collect();
-    let unique: HashSet<u64> = seqs.iter().copied().collect();
-    eprintln!(
-        "{test}: {} copies of {} distinct events (of {N})",
-        seqs.len(),
-        unique.len()
-    );
-    assert_eq!(
-        (unique.len() as u64, seqs.len() as u64),
-        (N, N),
-        "every event exactly once"
-    );
+    common::assert_exactly_once(test, &copied, N);
 }

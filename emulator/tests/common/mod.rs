@@ -151,3 +151,39 @@ pub fn spawn_child(spec: &ChildClient) -> std::process::Child {
         .spawn()
         .expect("child client")
 }
+
+/// Waits until local Kafka shows more than `more_than` committed events of `topic`.
+pub async fn wait_for_copies(brokers: &str, topic: &str, more_than: usize) {
+    wait_for(
+        "the first events in local Kafka",
+        Duration::from_secs(30),
+        || async move {
+            let copied = emulator::verify::read_topic(brokers, topic, 1, Duration::from_secs(5))
+                .await
+                .expect("read local");
+            copied.values().map(Vec::len).sum::<usize>() > more_than
+        },
+    )
+    .await;
+}
+
+/// Asserts that the demo events `0..n` are each present exactly once in `copied`.
+pub fn assert_exactly_once(
+    test: &str,
+    copied: &std::collections::BTreeMap<i32, Vec<shared::Record>>,
+    n: u64,
+) {
+    let seqs: Vec<u64> = copied
+        .values()
+        .flatten()
+        .map(|r| seq_of(r.value.as_deref().expect("value")))
+        .collect();
+    let unique: std::collections::HashSet<u64> = seqs.iter().copied().collect();
+    eprintln!(
+        "{test}: {} copies of {} distinct events (of {n})",
+        seqs.len(),
+        unique.len()
+    );
+    assert_eq!(unique.len() as u64, n, "no event lost");
+    assert_eq!(seqs.len() as u64, n, "no event duplicated");
+}
