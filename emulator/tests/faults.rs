@@ -1,6 +1,7 @@
 //! Faults the system must ride out without loss or duplicates: a client that starts after
 //! the buffer overflowed many times, the consumer pod restarted mid-stream, the local broker
-//! restarted mid-stream (Apache Kafka). The client killed hard is in `client_kill.rs`.
+//! restarted mid-stream (Apache Kafka), HTTP answers broken off mid-body. The client killed
+//! hard is in `client_kill.rs`.
 
 mod common;
 
@@ -180,5 +181,116 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
         .expect("read local");
     stack.stop().await;
     let _ = tokio::task::spawn_blocking(move || kafka_local(&["remove", &name])).await;
+    common::assert_exactly_once(test, &copied, N);
+}
+
+/// A TCP proxy to `upstream` that cuts each of its first `cuts` connections after the
+/// upstream sent `after` bytes: an HTTP answer broken off mid-body.
+async fn cutting_proxy(
+    upstream: std::net::SocketAddr,
+    cuts: usize,
+    after: usize,
+) -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind proxy");
+    let addr = listener.local_addr().expect("addr");
+    let cut = std::sync::Arc::new(AtomicUsize::new(0));
+    let counter = cut.clone();
+    tokio::spawn(async move {
+        let mut index = 0usize;
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let Ok(mut outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let cutting = index < cuts;
+            index += 1;
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                if !cutting {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    return;
+                }
+                let (mut in_read, mut in_write) = inbound.split();
+                let (mut out_read, mut out_write) = outbound.split();
+                let upstream_bound = tokio::io::copy(&mut in_read, &mut out_write);
+                let downstream = async {
+                    let mut sent = 0;
+                    let mut buf = vec![0u8; 1024];
+                    while sent < after {
+                        let n = out_read
+                            .read(&mut buf[..(after - sent).min(1024)])
+                            .await
+                            .unwrap_or(0);
+                        if n == 0 || in_write.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                        sent += n;
+                    }
+                    counter.fetch_add(1, Ordering::SeqCst);
+                };
+                tokio::select! {
+                    _ = upstream_bound => {}
+                    () = downstream => {}
+                }
+                // Dropping both streams here breaks the answer off mid-body.
+            });
+        }
+    });
+    (addr, cut)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_answers_cut_off_mid_body_cost_only_retries() {
+    let test = "http_answers_cut_off_mid_body_cost_only_retries";
+    let (source, local) = common::apache_or_mock(test);
+    const N: u64 = 1500;
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.events = Some(N);
+    let stack = common::start(config).await;
+    let api: std::net::SocketAddr = stack
+        .info
+        .api_base
+        .trim_start_matches("http://")
+        .trim_end_matches("/api/v1")
+        .parse()
+        .expect("api addr");
+    let (proxy, cut) = cutting_proxy(api, 3, 3000).await;
+    let client_config = shared::config::ClientConfig {
+        server_url: Some(format!("http://{proxy}")),
+        api_key: Some(stack.info.api_key.clone()),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(stack.info.local_brokers.clone()),
+        kafka_topic: None,
+        interval_ms: 100,
+        from: shared::config::StartPosition::Earliest,
+        batch_limit: 100,
+        state_topic: "kafka-replicator-client-state".into(),
+        client_id: common::unique("client"),
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let replicator = client::Replicator::new(&client_config).expect("client");
+    let running = tokio::spawn(replicator.run(stop.clone()));
+    let copied = read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read local");
+    stop.cancel();
+    let _ = running.await;
+    stack.stop().await;
+    let cuts = cut.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("{test}: {cuts} answers cut off mid-body");
+    assert_eq!(cuts, 3, "the proxy broke three answers off");
     common::assert_exactly_once(test, &copied, N);
 }
