@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use emulator::verify::read_topic;
@@ -134,19 +133,7 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         committed > 0 && committed < N as usize,
         "the killed clients made progress, and were killed mid-stream: {committed}"
     );
-    let seqs: Vec<u64> = copied
-        .values()
-        .flatten()
-        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
-        .collect();
-    let unique: HashSet<u64> = seqs.iter().copied().collect();
-    eprintln!(
-        "{test}: {} copies of {} distinct events (of {N})",
-        seqs.len(),
-        unique.len()
-    );
-    assert_eq!(unique.len() as u64, N, "no event lost");
-    assert_eq!(seqs.len() as u64, N, "no event duplicated");
+    common::assert_exactly_once(test, &copied, N);
     for (partition, records) in &source {
         let want: Vec<_> = records.iter().map(|r| r.value.clone()).collect();
         let got: Vec<_> = copied
