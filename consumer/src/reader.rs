@@ -148,15 +148,9 @@ impl EventReader {
         let suspects: Vec<TopicPartition> = partitions
             .iter()
             .filter(|tp| {
-                cursor.get(&tp.topic, tp.partition).is_some_and(|pos| {
-                    match self.buffer.read(tp, pos, 1) {
-                        PartitionRead::Records { records, next } => {
-                            records.is_empty() && next > self.buffer.end(tp).unwrap_or(0)
-                        }
-                        PartitionRead::Unknown => true,
-                        PartitionRead::Missing { .. } => false,
-                    }
-                })
+                cursor
+                    .get(&tp.topic, tp.partition)
+                    .is_some_and(|pos| self.buffer.end(tp).is_none_or(|end| pos > end))
             })
             .cloned()
             .collect();
@@ -201,20 +195,20 @@ impl EventReader {
         partitions: &[TopicPartition],
         limit: usize,
     ) -> Result<BTreeMap<TopicPartition, i64>, ApiError> {
+        // One snapshot of the buffer: a partition it lacks must get its watermarks.
+        let newest =
+            matches!(start, StartFrom::Buffered).then(|| self.buffer.newest_positions(limit));
         let needs_watermarks: Vec<TopicPartition> = match start {
             StartFrom::Cursor(c) => partitions
                 .iter()
                 .filter(|tp| c.get(&tp.topic, tp.partition).is_none())
                 .cloned()
                 .collect(),
-            StartFrom::Buffered => {
-                let newest = self.buffer.newest_positions(limit);
-                partitions
-                    .iter()
-                    .filter(|tp| !newest.contains_key(tp))
-                    .cloned()
-                    .collect()
-            }
+            StartFrom::Buffered => partitions
+                .iter()
+                .filter(|tp| newest.as_ref().is_none_or(|n| !n.contains_key(tp)))
+                .cloned()
+                .collect(),
             StartFrom::Earliest | StartFrom::Latest => partitions.to_vec(),
         };
         let marks: HashMap<TopicPartition, (i64, i64)> = if needs_watermarks.is_empty() {
@@ -228,8 +222,6 @@ impl EventReader {
                 .map(|(tp, low, high)| (tp, (low, high)))
                 .collect()
         };
-        let newest =
-            matches!(start, StartFrom::Buffered).then(|| self.buffer.newest_positions(limit));
         let mut positions = BTreeMap::new();
         for tp in partitions {
             let (low, high) = marks.get(tp).copied().unwrap_or((0, 0));

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -27,14 +26,6 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
         state_topic: "kafka-replicator-client-state".into(),
         client_id: client_id.to_owned(),
     }
-}
-
-fn seqs(records: &std::collections::BTreeMap<i32, Vec<shared::Record>>) -> Vec<u64> {
-    records
-        .values()
-        .flatten()
-        .map(|r| common::seq_of(r.value.as_deref().expect("value")))
-        .collect()
 }
 
 /// Runs the client until `stop_after` passes, then stops it gracefully.
@@ -75,13 +66,10 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     .await
     .expect("read");
     stack.stop().await;
-    let all = seqs(&copied);
-    let unique: HashSet<u64> = all.iter().copied().collect();
-    assert_eq!(unique.len() as u64, N, "every event arrived");
-    assert_eq!(
-        all.len() as u64,
+    common::assert_exactly_once(
+        "a_restarted_client_resumes_without_loss_or_duplicates",
+        &copied,
         N,
-        "no event arrived twice across five client runs"
     );
     assert_eq!(delivered, N, "the runs together delivered each event once");
 }
@@ -125,13 +113,11 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
     )
     .await
     .expect("read");
-    let all = seqs(&copied);
-    assert_eq!(
-        all.len() as u64,
+    common::assert_exactly_once(
+        "a_client_started_before_the_server_waits_then_delivers_everything",
+        &copied,
         N,
-        "everything arrived once the server was up"
     );
-    assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, N);
     let progress = replicate.await.expect("client task");
     assert!(progress.polls > 1, "the client polled again after failing");
     stack.stop().await;
@@ -161,7 +147,7 @@ async fn handlers_reach_the_pod_over_a_unix_socket() {
     )
     .await
     .expect("read");
-    assert_eq!(seqs(&copied).len() as u64, N);
+    common::assert_exactly_once("handlers_reach_the_pod_over_a_unix_socket", &copied, N);
     stack.stop().await;
 }
 
@@ -255,15 +241,13 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
     )
     .await
     .expect("read local");
-    let all = seqs(&copied);
     let progress = replicate.await.expect("client task");
-    assert_eq!(
-        all.len() as u64,
+    eprintln!("partitions read: {}, client: {progress:?}", copied.len());
+    common::assert_exactly_once(
+        "the_emulator_binary_serves_other_processes_and_stops_on_sigterm",
+        &copied,
         N,
-        "partitions read: {}, client: {progress:?}",
-        copied.len()
     );
-    assert_eq!(all.iter().copied().collect::<HashSet<_>>().len() as u64, N);
 
     terminate(&emulator);
     let status = wait_exit(&mut emulator, Duration::from_secs(20));

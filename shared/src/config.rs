@@ -159,9 +159,7 @@ impl Validate for SourceArgs {
             "kafka-brokers",
             "b-1.msk.example.com:9092",
         )?;
-        if self.topics.iter().all(|t| t.trim().is_empty())
-            || self.topics.iter().any(|t| t.trim().is_empty())
-        {
+        if self.topics.is_empty() || self.topics.iter().any(|t| t.trim().is_empty()) {
             return Err(ConfigError::Missing {
                 var: "KAFKA_TOPIC",
                 flag: "kafka-topic",
