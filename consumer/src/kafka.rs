@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
@@ -97,6 +97,24 @@ impl SourceStatus {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = result.err();
     }
 }
+
+/// The reader consumers' callbacks: end-of-partition is how a read learns it is done, not
+/// an error (rdkafka reports it to the context's error log too); the rest are warnings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReaderContext;
+
+impl ClientContext for ReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(error = %error, reason, "source Kafka reader error");
+        }
+    }
+}
+
+impl ConsumerContext for ReaderContext {}
 
 /// The group consumer's callbacks: keep the buffer in step with assignments, count errors.
 struct SourceContext {
@@ -261,7 +279,7 @@ pub struct RangeRead {
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
 pub struct KafkaReader {
     config: ClientConfig,
-    pool: Mutex<Vec<BaseConsumer>>,
+    pool: Mutex<Vec<BaseConsumer<ReaderContext>>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
     cluster_id: RwLock<Option<String>>,
@@ -300,7 +318,7 @@ impl KafkaReader {
     async fn with_consumer<T, F>(&self, work: F) -> Result<T, KafkaError>
     where
         T: Send + 'static,
-        F: FnOnce(&BaseConsumer) -> Result<T, KafkaError> + Send + 'static,
+        F: FnOnce(&BaseConsumer<ReaderContext>) -> Result<T, KafkaError> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -314,7 +332,7 @@ impl KafkaReader {
             .pop();
         let consumer = match pooled {
             Some(c) => c,
-            None => self.config.create::<BaseConsumer>()?,
+            None => self.config.create_with_context(ReaderContext)?,
         };
         let (consumer, result) = tokio::task::spawn_blocking(move || {
             let result = work(&consumer);
@@ -501,7 +519,7 @@ impl KafkaReader {
     }
 }
 
-fn fetch_position(consumer: &BaseConsumer, tp: &TopicPartition) -> Option<i64> {
+fn fetch_position(consumer: &BaseConsumer<ReaderContext>, tp: &TopicPartition) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(&tp.topic, tp.partition)?.offset() {
         Offset::Offset(o) => Some(o),

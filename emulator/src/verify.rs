@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use consumer::kafka::ReaderContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -31,13 +32,13 @@ fn read_topic_blocking(
     expected: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<ReaderContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "kafka-replicator-verify")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(ReaderContext)?;
     let deadline = Instant::now() + timeout;
     let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = metadata
