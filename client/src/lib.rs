@@ -4,9 +4,12 @@
 
 pub mod api;
 pub mod backoff;
+pub mod destination;
 pub mod replicator;
 pub mod sink;
+pub mod topics;
 
+pub use destination::Destination;
 pub use replicator::{Progress, Replicator};
 
 /// Why the client stopped.

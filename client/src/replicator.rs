@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ClientError;
 use crate::api::{EventsApi, FetchError};
 use crate::backoff::Backoff;
+use crate::destination::Destination;
 use crate::sink::{LocalKafka, SinkError};
 
 /// How long a stopping client waits for the batch in flight.
@@ -39,7 +40,7 @@ pub struct Progress {
 pub struct Replicator {
     api: EventsApi,
     brokers: String,
-    topic: Option<String>,
+    destination: Destination,
     state_topic: String,
     client_id: String,
     from: StartPosition,
@@ -62,7 +63,7 @@ impl Replicator {
         Ok(Self {
             api,
             brokers: config.kafka_brokers.clone().unwrap_or_default(),
-            topic: config.kafka_topic.clone(),
+            destination: Destination::from_config(config),
             state_topic: config.state_topic.clone(),
             client_id: config.client_id.clone(),
             from: config.from,
@@ -105,7 +106,7 @@ impl Replicator {
             let attempt = async {
                 let sink = LocalKafka::connect(
                     &self.brokers,
-                    self.topic.clone(),
+                    self.destination.clone(),
                     &self.state_topic,
                     &self.client_id,
                 )

@@ -6,19 +6,20 @@
 //! and every copy names its source topic, partition and offset in three more headers.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::{Cursor, Record};
+
+use crate::destination::Destination;
+use crate::topics::LocalTopics;
 
 /// Headers every copy carries, naming where it came from, so anyone can audit the copy.
 pub const SOURCE_TOPIC_HEADER: &str = "kafka-replicator.source.topic";
@@ -66,16 +67,17 @@ impl SinkError {
 pub struct LocalKafka {
     producer: FutureProducer,
     brokers: String,
-    topic: Option<String>,
+    destination: Destination,
+    topics: Arc<LocalTopics>,
     state_topic: String,
     client_id: String,
-    partition_counts: Mutex<HashMap<String, i32>>,
 }
 
 impl std::fmt::Debug for LocalKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKafka")
             .field("brokers", &self.brokers)
+            .field("destination", &self.destination)
             .field("state_topic", &self.state_topic)
             .field("client_id", &self.client_id)
             .finish_non_exhaustive()
@@ -96,7 +98,7 @@ impl LocalKafka {
     /// earlier instance with the same id and aborting what it left open.
     pub async fn connect(
         brokers: &str,
-        topic: Option<String>,
+        destination: Destination,
         state_topic: &str,
         client_id: &str,
     ) -> Result<Self, SinkError> {
@@ -117,12 +119,11 @@ impl LocalKafka {
             .set("compression.type", "lz4")
             .create()
             .map_err(SinkError::Create)?;
+        let topics = Arc::new(LocalTopics::new(brokers).map_err(SinkError::Create)?);
         // Created in the background: a cluster that cannot create topics through the admin
         // API (or is slow to) must not hold up the start; the first write auto-creates it.
-        tokio::spawn(ensure_state_topic(
-            brokers.to_owned(),
-            state_topic.to_owned(),
-        ));
+        let (admin, name) = (Arc::clone(&topics), state_topic.to_owned());
+        tokio::spawn(async move { admin.ensure_state_topic(&name).await });
         let p = producer.clone();
         blocking(move || p.init_transactions(CALL_TIMEOUT))
             .await
@@ -130,10 +131,10 @@ impl LocalKafka {
         Ok(Self {
             producer,
             brokers: brokers.to_owned(),
-            topic,
+            destination,
+            topics,
             state_topic: state_topic.to_owned(),
             client_id: client_id.to_owned(),
-            partition_counts: Mutex::default(),
         })
     }
 
@@ -159,39 +160,28 @@ impl LocalKafka {
             .transpose()
     }
 
-    fn destination<'a>(&'a self, record: &'a Record) -> &'a str {
-        self.topic.as_deref().unwrap_or(&record.topic)
-    }
-
-    /// Partitions of a destination topic, looked up once (0 if it does not exist yet).
-    async fn partition_count(&self, topic: &str) -> i32 {
-        if let Some(n) = self
-            .partition_counts
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(topic)
-        {
-            return *n;
+    /// Destination topic and partition count for each source topic in `records`, creating
+    /// missing destinations with the partition count the cursor shows for the source.
+    async fn plan<'a>(
+        &self,
+        records: &'a [Record],
+        next: &Cursor,
+    ) -> HashMap<&'a str, (String, i32)> {
+        let mut plan: HashMap<&'a str, (String, i32)> = HashMap::new();
+        let mut needed = None;
+        for record in records {
+            if plan.contains_key(record.topic.as_str()) {
+                continue;
+            }
+            let topic = self.destination.topic_for(&record.topic);
+            let wanted = *needed
+                .get_or_insert_with(|| self.destination.partitions_needed(next))
+                .get(&topic)
+                .unwrap_or(&(record.partition + 1));
+            let partitions = self.topics.partitions(&topic, wanted).await;
+            plan.insert(&record.topic, (topic, partitions));
         }
-        let client = self.producer.clone();
-        let name = topic.to_owned();
-        let count = blocking(move || {
-            let metadata = client.client().fetch_metadata(Some(&name), CALL_TIMEOUT)?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none())
-                .map_or(0, |t| t.partitions().len() as i32))
-        })
-        .await
-        .unwrap_or(0);
-        if count > 0 {
-            self.partition_counts
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(topic.to_owned(), count);
-        }
-        count
+        plan
     }
 
     /// Writes the records and `next` (the cursor after them) in one transaction.
@@ -234,10 +224,11 @@ impl LocalKafka {
     }
 
     async fn produce_all(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
+        let plan = self.plan(records, next).await;
         let mut pending = Vec::with_capacity(records.len() + 1);
         for record in records {
-            let topic = self.destination(record);
-            let partitions = self.partition_count(topic).await;
+            let (topic, partitions) = &plan[record.topic.as_str()];
+            let partitions = *partitions;
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 3);
             for h in &record.headers {
                 headers = headers.insert(Header {
@@ -314,65 +305,32 @@ impl LocalKafka {
     }
 }
 
-/// Creates the compacted, single-partition state topic if it does not exist. Clusters
-/// that refuse (or cannot) create topics this way fall back to auto-creation on first
-/// write, so a failure here is only logged. State records always go to partition 0.
-async fn ensure_state_topic(brokers: String, topic: String) {
-    let topic = topic.as_str();
-    let admin: Result<AdminClient<DefaultClientContext>, _> = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .create();
-    let Ok(admin) = admin else { return };
-    let name = topic.to_owned();
-    let probed = tokio::task::spawn_blocking(move || {
-        let exists = admin
-            .inner()
-            .fetch_metadata(Some(&name), CALL_TIMEOUT)
-            .is_ok_and(|m| {
-                m.topics()
-                    .iter()
-                    .any(|t| t.name() == name && t.error().is_none())
-            });
-        (admin, exists)
-    })
-    .await;
-    let admin = match probed {
-        Ok((_, true)) | Err(_) => return,
-        Ok((admin, false)) => admin,
-    };
-    let new = NewTopic::new(topic, 1, TopicReplication::Fixed(-1)).set("cleanup.policy", "compact");
-    let options = AdminOptions::new()
-        .operation_timeout(Some(CALL_TIMEOUT))
-        .request_timeout(Some(CALL_TIMEOUT));
-    match admin.create_topics([&new], &options).await {
-        Ok(results) => {
-            for result in results {
-                match result {
-                    Ok(_) => tracing::info!(topic, "created the client's state topic"),
-                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((_, code)) => tracing::warn!(
-                        topic,
-                        ?code,
-                        "state topic not created; relying on auto-creation"
-                    ),
-                }
-            }
-        }
-        Err(err) => {
-            tracing::warn!(topic, error = %err, "state topic not created; relying on auto-creation")
+/// Callbacks of the state reader: reaching the end of the partition is how it knows it has
+/// read everything (rdkafka reports it to the context's error log too), not an error.
+struct StateReaderContext;
+
+impl ClientContext for StateReaderContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::PartitionEOF)
+        ) {
+            tracing::warn!(error = %error, reason, "local Kafka state reader error");
         }
     }
 }
 
+impl ConsumerContext for StateReaderContext {}
+
 /// The newest committed value under `key` in the single-partition state topic.
 fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
+    let consumer: BaseConsumer<StateReaderContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "kafka-replicator-client-state")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create()?;
+        .create_with_context(StateReaderContext)?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     let exists = metadata
         .topics()

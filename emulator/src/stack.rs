@@ -3,6 +3,8 @@
 //! in order, waited on until `/ready` says so, and stopped gracefully.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde::Serialize;
@@ -12,6 +14,7 @@ use shared::config::{
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 use crate::demo::DemoProducer;
 use crate::kafka::KafkaCluster;
@@ -26,8 +29,19 @@ pub struct StackConfig {
     pub source_brokers: Option<String>,
     /// Local Kafka bootstrap servers; `None` starts a mock cluster.
     pub local_brokers: Option<String>,
+    /// The demo topic, carried by the pod and created on both clusters.
     pub topic: String,
+    /// Further source topics the pod carries, created on the source only (with
+    /// `partitions`).
+    pub extra_topics: Vec<String>,
     pub partitions: i32,
+    /// Create the demo topic on the local cluster too; `false` leaves it to the client.
+    pub create_local_topic: bool,
+    /// Where the client writes (`KAFKA_TOPIC` / `TOPIC_PREFIX`).
+    pub destination: client::Destination,
+    /// Handler replicas behind the API port; requests go to each in turn, as a load
+    /// balancer without sticky sessions would send them.
+    pub handler_replicas: usize,
     /// `None` generates a key.
     pub api_key: Option<String>,
     pub api_prefix: String,
@@ -57,7 +71,11 @@ impl Default for StackConfig {
             source_brokers: None,
             local_brokers: None,
             topic: "demo-events".into(),
+            extra_topics: Vec::new(),
             partitions: 3,
+            create_local_topic: true,
+            destination: client::Destination::SameName,
+            handler_replicas: 1,
             api_key: None,
             api_prefix: "/api/v1".into(),
             port: 0,
@@ -118,6 +136,7 @@ pub struct Stack {
     tasks: JoinSet<()>,
     pod_config: ConsumerConfig,
     pod_task: PodTask,
+    balancer: RoundRobin,
 }
 
 /// The running consumer pod: its own stop token (a child of the stack's) and its task.
@@ -143,10 +162,15 @@ impl Stack {
     pub async fn start(config: StackConfig) -> Result<Self, StackError> {
         let source = KafkaCluster::mock_or(config.source_brokers.as_deref())?;
         let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?;
-        source
-            .create_topic(&config.topic, config.partitions)
-            .await?;
-        local.create_topic(&config.topic, config.partitions).await?;
+        let topics: Vec<String> = std::iter::once(config.topic.clone())
+            .chain(config.extra_topics.iter().cloned())
+            .collect();
+        for topic in &topics {
+            source.create_topic(topic, config.partitions).await?;
+        }
+        if config.create_local_topic {
+            local.create_topic(&config.topic, config.partitions).await?;
+        }
         let api_key = config
             .api_key
             .clone()
@@ -158,7 +182,7 @@ impl Stack {
         let mut pod_config = ConsumerConfig {
             source: SourceArgs {
                 brokers: Some(source.bootstrap().to_owned()),
-                topics: vec![config.topic.clone()],
+                topics,
                 group_id: config.group_id.clone(),
             },
             buffer: BufferArgs {
@@ -183,7 +207,10 @@ impl Stack {
         };
         let pod_task = spawn_pod(pod, &shutdown);
 
-        let state = handlers::AppState::from_config(&handlers_config)?;
+        let replicas = (0..config.handler_replicas.max(1))
+            .map(|_| handlers::AppState::from_config(&handlers_config).map(handlers::router))
+            .collect::<Result<Vec<_>, _>>()?;
+        let balancer = RoundRobin::new(replicas);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .map_err(|source| StackError::Bind {
@@ -191,7 +218,9 @@ impl Stack {
                 source,
             })?;
         let addr = listener.local_addr()?;
-        let app = handlers::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let app = balancer
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         tasks.spawn(async move {
             if let Err(err) = axum::serve(listener, app)
@@ -230,7 +259,14 @@ impl Stack {
                 api_key: Some(info.api_key.clone()),
                 api_prefix: config.api_prefix.clone(),
                 kafka_brokers: Some(local.bootstrap().to_owned()),
-                kafka_topic: None,
+                kafka_topic: match &config.destination {
+                    client::Destination::Topic(t) => Some(t.clone()),
+                    _ => None,
+                },
+                topic_prefix: match &config.destination {
+                    client::Destination::Prefix(p) => Some(p.clone()),
+                    _ => None,
+                },
                 interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
                 from: StartPosition::Earliest,
                 batch_limit: config.client_batch_limit,
@@ -253,6 +289,7 @@ impl Stack {
             tasks,
             pod_config,
             pod_task,
+            balancer,
         })
     }
 
@@ -266,6 +303,11 @@ impl Stack {
         Ok(())
     }
 
+    /// Requests each handler replica has answered so far.
+    pub fn requests_per_replica(&self) -> Vec<u64> {
+        self.balancer.served()
+    }
+
     /// A token that stops the stack when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
@@ -276,6 +318,61 @@ impl Stack {
         self.shutdown.cancel();
         let _ = self.pod_task.task.await;
         while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Handler replicas behind one port, each request to the next replica in turn.
+#[derive(Debug, Clone)]
+struct RoundRobin {
+    replicas: Arc<[Replica]>,
+    next: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct Replica {
+    router: axum::Router,
+    served: AtomicU64,
+}
+
+impl RoundRobin {
+    fn new(routers: Vec<axum::Router>) -> Self {
+        Self {
+            replicas: routers
+                .into_iter()
+                .map(|router| Replica {
+                    router,
+                    served: AtomicU64::new(0),
+                })
+                .collect(),
+            next: Arc::default(),
+        }
+    }
+
+    /// One replica alone is served directly; several through the turn-taking fallback.
+    fn router(&self) -> axum::Router {
+        if let [only] = &*self.replicas {
+            return only.router.clone();
+        }
+        let balancer = self.clone();
+        axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let turn = balancer.next.fetch_add(1, Ordering::Relaxed) % balancer.replicas.len();
+            let replica = &balancer.replicas[turn];
+            replica.served.fetch_add(1, Ordering::Relaxed);
+            let router = replica.router.clone();
+            async move {
+                match router.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                }
+            }
+        })
+    }
+
+    fn served(&self) -> Vec<u64> {
+        self.replicas
+            .iter()
+            .map(|r| r.served.load(Ordering::Relaxed))
+            .collect()
     }
 }
 

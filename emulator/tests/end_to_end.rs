@@ -68,27 +68,6 @@ fn content(r: &Record) -> Record {
     }
 }
 
-/// The source position a copy says it came from.
-fn provenance(r: &Record) -> (String, i32, i64) {
-    let header = |name: &str| -> String {
-        let h = r
-            .headers
-            .iter()
-            .find(|h| h.key == name)
-            .unwrap_or_else(|| panic!("copy lacks {name}"));
-        String::from_utf8(h.value.clone().expect("value")).expect("utf8")
-    };
-    (
-        header(client::sink::SOURCE_TOPIC_HEADER),
-        header(client::sink::SOURCE_PARTITION_HEADER)
-            .parse()
-            .expect("partition"),
-        header(client::sink::SOURCE_OFFSET_HEADER)
-            .parse()
-            .expect("offset"),
-    )
-}
-
 async fn replicates_exactly_once(test: &str, source: Option<String>, local: Option<String>) {
     const N: u64 = 3000;
     let mut config = common::config();
@@ -152,7 +131,7 @@ async fn replicates_exactly_once(test: &str, source: Option<String>, local: Opti
     for (partition, records) in &copied {
         for (copy, original) in records.iter().zip(&source[partition]) {
             assert_eq!(
-                provenance(copy),
+                common::provenance(copy),
                 (original.topic.clone(), original.partition, original.offset),
                 "provenance headers name the source record"
             );

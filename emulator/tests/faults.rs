@@ -269,6 +269,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
         api_prefix: "/api/v1".into(),
         kafka_brokers: Some(stack.info.local_brokers.clone()),
         kafka_topic: None,
+        topic_prefix: None,
         interval_ms: 100,
         from: shared::config::StartPosition::Earliest,
         batch_limit: 100,

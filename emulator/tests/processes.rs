@@ -20,6 +20,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
         api_prefix: "/api/v1".into(),
         kafka_brokers: Some(info.local_brokers.clone()),
         kafka_topic: None,
+        topic_prefix: None,
         interval_ms: 100,
         from: StartPosition::Earliest,
         batch_limit: 40,

@@ -312,9 +312,12 @@ pub struct ClientConfig {
     /// Bootstrap servers of the local Kafka.
     #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS")]
     pub kafka_brokers: Option<String>,
-    /// Destination topic; default: the source topic's name.
+    /// Destination topic for every source topic; default: the source topic's name.
     #[arg(long = "kafka-topic", env = "KAFKA_TOPIC")]
     pub kafka_topic: Option<String>,
+    /// Destination = this prefix + the source topic's name (instead of KAFKA_TOPIC).
+    #[arg(long = "topic-prefix", env = "TOPIC_PREFIX")]
+    pub topic_prefix: Option<String>,
     /// Milliseconds between polls when there is nothing new (also the long-poll wait).
     #[arg(long = "interval", env = "POLL_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=30_000))]
     pub interval_ms: u64,
@@ -381,8 +384,30 @@ impl Validate for ClientConfig {
                 example: "orders",
             });
         }
+        if let Some(prefix) = &self.topic_prefix {
+            if self.kafka_topic.is_some() {
+                return Err(ConfigError::Invalid {
+                    var: "TOPIC_PREFIX",
+                    reason: "cannot be combined with KAFKA_TOPIC; set one of them".into(),
+                    example: "aws.",
+                });
+            }
+            if prefix.is_empty() || !prefix.chars().all(valid_topic_char) {
+                return Err(ConfigError::Invalid {
+                    var: "TOPIC_PREFIX",
+                    reason: "must be non-empty and use only letters, digits, '.', '_' and '-'"
+                        .into(),
+                    example: "aws.",
+                });
+            }
+        }
         Ok(())
     }
+}
+
+/// Characters Kafka allows in a topic name.
+fn valid_topic_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
 }
 
 #[cfg(test)]
@@ -443,6 +468,49 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn client_with(extra: &[&str]) -> Result<(), ConfigError> {
+        let base = [
+            "client",
+            "--server-url",
+            "http://x",
+            "--api-key",
+            "k",
+            "--kafka-brokers",
+            "localhost:9092",
+        ];
+        ClientConfig::try_parse_from(base.iter().chain(extra))
+            .expect("parse")
+            .validate()
+    }
+
+    #[test]
+    fn client_destination_is_a_topic_or_a_prefix() {
+        assert!(client_with(&["--kafka-topic", "copy"]).is_ok());
+        assert!(client_with(&["--topic-prefix", "aws."]).is_ok());
+        let invalid = |r: Result<(), ConfigError>| match r {
+            Err(ConfigError::Invalid { var, .. }) => var,
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert_eq!(
+            invalid(client_with(&[
+                "--kafka-topic",
+                "copy",
+                "--topic-prefix",
+                "aws."
+            ])),
+            "TOPIC_PREFIX"
+        );
+        assert_eq!(
+            invalid(client_with(&["--topic-prefix", "a/b"])),
+            "TOPIC_PREFIX"
+        );
+        assert_eq!(
+            invalid(client_with(&["--topic-prefix", ""])),
+            "TOPIC_PREFIX"
+        );
+        assert_eq!(invalid(client_with(&["--kafka-topic", " "])), "KAFKA_TOPIC");
     }
 
     #[test]

@@ -49,11 +49,12 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::rng().random::<u32>())
 }
 
-/// Test defaults: unique topic and group, quick client polls, no demo traffic.
+/// Test defaults: unique topic, group and client id, quick client polls, no demo traffic.
 pub fn config() -> StackConfig {
     StackConfig {
         topic: unique("topic"),
         group_id: unique("group"),
+        client_id: unique("client"),
         events: Some(0),
         rate: 0,
         client: false,
@@ -62,8 +63,12 @@ pub fn config() -> StackConfig {
     }
 }
 
-/// Starts a stack, failing the test clearly if it cannot.
+/// Starts a stack, failing the test clearly if it cannot. With `RUST_LOG` set, the
+/// stack's logs go to stderr.
 pub async fn start(config: StackConfig) -> Stack {
+    if std::env::var_os("RUST_LOG").is_some() {
+        shared::telemetry::init();
+    }
     match Stack::start(config).await {
         Ok(stack) => stack,
         Err(err) => panic!("stack did not start: {err}"),
@@ -118,6 +123,7 @@ pub fn run_child_client_if_asked() {
         api_prefix: "/api/v1".into(),
         kafka_brokers: Some(spec.local_brokers),
         kafka_topic: None,
+        topic_prefix: None,
         interval_ms: 50,
         from: shared::config::StartPosition::Earliest,
         batch_limit: 50,
@@ -186,4 +192,25 @@ pub fn assert_exactly_once(
     );
     assert_eq!(unique.len() as u64, n, "no event lost");
     assert_eq!(seqs.len() as u64, n, "no event duplicated");
+}
+
+/// The source position a copy says it came from.
+pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
+    let header = |name: &str| -> String {
+        let h = r
+            .headers
+            .iter()
+            .find(|h| h.key == name)
+            .unwrap_or_else(|| panic!("copy lacks {name}"));
+        String::from_utf8(h.value.clone().expect("value")).expect("utf8")
+    };
+    (
+        header(client::sink::SOURCE_TOPIC_HEADER),
+        header(client::sink::SOURCE_PARTITION_HEADER)
+            .parse()
+            .expect("partition"),
+        header(client::sink::SOURCE_OFFSET_HEADER)
+            .parse()
+            .expect("offset"),
+    )
 }
