@@ -30,6 +30,14 @@ pub enum ErrorCode {
     NotFound,
     /// The route exists but not for this method (405).
     MethodNotAllowed,
+    /// Too many requests in the rate-limit window; `Retry-After` says when to retry (429).
+    RateLimited,
+    /// The request body is larger than the API accepts (413).
+    PayloadTooLarge,
+    /// The request headers are larger than the API accepts (431).
+    HeadersTooLarge,
+    /// The request took longer than the API allows (408).
+    RequestTimeout,
     /// The source Kafka or the consumer pod cannot answer now; retry later (503).
     Unavailable,
     /// A fault on our side (500); details go to the logs, never to the client.
@@ -51,6 +59,10 @@ impl ErrorCode {
             | Self::BadRequest => 400,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RateLimited => 429,
+            Self::PayloadTooLarge => 413,
+            Self::HeadersTooLarge => 431,
+            Self::RequestTimeout => 408,
             Self::Unavailable => 503,
             Self::Internal => 500,
         }
@@ -70,6 +82,10 @@ impl ErrorCode {
             Self::BadRequest => "bad_request",
             Self::NotFound => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::HeadersTooLarge => "headers_too_large",
+            Self::RequestTimeout => "request_timeout",
             Self::Unavailable => "unavailable",
             Self::Internal => "internal",
         }
@@ -82,7 +98,7 @@ impl ErrorCode {
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
-    /// Seconds the client should wait before retrying (`Retry-After`), for 503.
+    /// Seconds the client should wait before retrying (`Retry-After`), for 429 and 503.
     pub retry_after_secs: Option<u64>,
 }
 
