@@ -104,7 +104,10 @@ impl EventsApi {
             },
             |b| (b.error.code.as_str().to_owned(), b.error.message),
         );
-        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        if status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::REQUEST_TIMEOUT
+            || status.is_server_error()
+        {
             return Err(FetchError::Transient {
                 message: format!("server busy or unavailable ({status}): {message}"),
                 retry_after,

@@ -131,6 +131,7 @@ impl ConsumerPod {
             buffer,
             status,
             metrics,
+            limiter: Arc::new(shared::ratelimit::RateLimiter::new()),
         };
         let app = server::router(state);
 

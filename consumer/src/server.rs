@@ -1,5 +1,5 @@
-//! The pod's internal HTTP server on `CONSUMER_ADDR` (TCP or Unix socket): fetch, status
-//! and metrics for the handlers. Never exposed publicly; no API key (the network policy
+//! The pod's internal HTTP server on `CONSUMER_ADDR` (TCP or Unix socket): fetch, status,
+//! metrics and the rate-limit counts every handler replica shares. Never exposed publicly; no API key (the network policy
 //! admits only the handlers).
 
 use std::sync::Arc;
@@ -11,7 +11,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::ApiError;
 use shared::api::{EventsResponse, FetchRequest};
-use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
+use shared::internal::{
+    FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
+};
+use shared::ratelimit::RateLimiter;
 
 use crate::buffer::RecordBuffer;
 use crate::kafka::SourceStatus;
@@ -25,6 +28,7 @@ pub struct PodState {
     pub buffer: Arc<RecordBuffer>,
     pub status: Arc<SourceStatus>,
     pub metrics: ConsumerMetrics,
+    pub limiter: Arc<RateLimiter>,
 }
 
 /// The internal router.
@@ -33,6 +37,7 @@ pub fn router(state: PodState) -> Router {
         .route(FETCH_PATH, post(fetch))
         .route(STATUS_PATH, get(status))
         .route(METRICS_PATH, get(metrics))
+        .route(RATE_PATH, post(rate))
         .with_state(state)
 }
 
@@ -41,6 +46,10 @@ async fn fetch(
     Json(req): Json<FetchRequest>,
 ) -> Result<Json<EventsResponse>, ApiError> {
     state.reader.fetch(&req).await.map(Json)
+}
+
+async fn rate(State(state): State<PodState>, Json(check): Json<RateCheck>) -> Json<RateDecision> {
+    Json(state.limiter.check(&check))
 }
 
 async fn status(State(state): State<PodState>) -> Json<PodStatus> {

@@ -1,6 +1,9 @@
 //! The Lambda face of the router: API Gateway REST API (v1) and HTTP API (v2) with a named
 //! stage put the stage in front of the path (`/prod/api/v1/…`); this strips it again so
-//! the very same [`crate::router`] matches, whatever the deployment's stage is called.
+//! the very same [`crate::router`] matches, whatever the deployment's stage is called. It
+//! also hands the router the caller's address as the gateway or ALB saw it.
+
+use std::net::IpAddr;
 
 use axum::Router;
 use http::{Request, Uri};
@@ -9,6 +12,7 @@ use tower::ServiceBuilder;
 use tower::util::MapRequest;
 
 use crate::AppState;
+use crate::guard::PeerIp;
 
 /// The service `handlers-lambda` runs: the public router behind stage stripping.
 pub type LambdaService<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
@@ -16,8 +20,33 @@ pub type LambdaService<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
 /// The public router, ready for `lambda_http::run`.
 pub fn service<B>(state: AppState) -> LambdaService<B> {
     ServiceBuilder::new()
-        .map_request(strip_stage as fn(Request<B>) -> Request<B>)
+        .map_request(prepare as fn(Request<B>) -> Request<B>)
         .service(crate::router(state))
+}
+
+/// What the router needs from the Lambda event beyond the HTTP request.
+fn prepare<B>(mut request: Request<B>) -> Request<B> {
+    if let Some(ip) = source_ip(&request) {
+        request.extensions_mut().insert(PeerIp(ip));
+    }
+    strip_stage(request)
+}
+
+/// The caller's address: API Gateway's `sourceIp`, or for an ALB the address it appended
+/// to `X-Forwarded-For` (the last entry).
+fn source_ip<B>(request: &Request<B>) -> Option<IpAddr> {
+    let text = match request.extensions().get::<RequestContext>()? {
+        RequestContext::ApiGatewayV1(ctx) => ctx.identity.source_ip.clone(),
+        RequestContext::ApiGatewayV2(ctx) => ctx.http.source_ip.clone(),
+        RequestContext::Alb(_) => request
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .map(|v| v.trim().to_owned()),
+        _ => None,
+    }?;
+    text.parse().ok()
 }
 
 /// Removes a leading `/{stage}` that API Gateway's stage put in the path.

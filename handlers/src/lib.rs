@@ -2,11 +2,13 @@
 //! binaries: `handlers-server` (`axum::serve`) and `handlers-lambda` (`lambda_http::run`).
 //! Stateless: events, cursors and rate counts live in the consumer pod.
 
-pub mod auth;
+pub mod guard;
+pub mod keys;
 pub mod lambda;
 pub mod metrics;
 pub mod pod;
 pub mod routes;
+pub mod security;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,19 +18,24 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use shared::ApiKeys;
-use shared::config::HandlersConfig;
+use shared::config::{CorsArgs, HandlersConfig, RateLimitArgs};
+use shared::ratelimit::RateLimiter;
 
+pub use keys::KeyStore;
 pub use metrics::HandlerMetrics;
 pub use pod::PodClient;
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
-    pub keys: Arc<ApiKeys>,
+    pub keys: KeyStore,
     pub pod: PodClient,
     pub metrics: HandlerMetrics,
     pub api_prefix: String,
+    pub limits: Arc<RateLimitArgs>,
+    pub cors: Arc<CorsArgs>,
+    /// Counts used only while the consumer pod cannot be asked.
+    pub local_limiter: Arc<RateLimiter>,
 }
 
 /// Why the handlers could not start.
@@ -38,16 +45,28 @@ pub enum HandlersError {
     Config(#[from] shared::config::ConfigError),
     #[error(transparent)]
     Pod(#[from] pod::PodClientError),
+    #[error(transparent)]
+    Keys(#[from] keys::KeyStoreError),
 }
 
 impl AppState {
-    /// Builds the state from validated configuration.
-    pub fn from_config(config: &HandlersConfig) -> Result<Self, HandlersError> {
+    /// Builds the state from validated configuration, reading the keys from wherever it
+    /// says (a Secrets Manager secret is read now).
+    pub async fn from_config(config: &HandlersConfig) -> Result<Self, HandlersError> {
+        let keys = KeyStore::from_config(&config.keys).await?;
+        Self::with_keys(config, keys)
+    }
+
+    /// Builds the state with these keys.
+    pub fn with_keys(config: &HandlersConfig, keys: KeyStore) -> Result<Self, HandlersError> {
         Ok(Self {
-            keys: Arc::new(config.api_keys()?),
+            keys,
             pod: PodClient::new(config.consumer_addr.clone())?,
             metrics: HandlerMetrics::new(),
             api_prefix: config.api_prefix.clone(),
+            limits: Arc::new(config.limits.clone()),
+            cors: Arc::new(config.cors.clone()),
+            local_limiter: Arc::new(RateLimiter::new()),
         })
     }
 }
@@ -62,7 +81,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
-            auth::require_api_key,
+            guard::require_api_key,
         ));
     let api = open
         .merge(keyed)
@@ -72,12 +91,22 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new().nest(&state.api_prefix, api)
     };
-    app.fallback(routes::not_found)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            record_request,
-        ))
-        .with_state(state)
+    // Outermost last: security headers on everything, then metrics, CORS (preflights
+    // answered before any count), size and time limits, and the guard.
+    let app = app
+        .fallback(routes::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
+        .layer(middleware::from_fn(security::request_limits));
+    let app = match security::cors(&state.cors) {
+        Some(cors) => app.layer(cors),
+        None => app,
+    };
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        record_request,
+    ))
+    .layer(middleware::from_fn(security::security_headers))
+    .with_state(state)
 }
 
 /// Counts and times every answer by route (the matched pattern, never the raw path).

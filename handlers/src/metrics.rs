@@ -14,6 +14,8 @@ pub struct HandlerMetrics {
     pub duration: HistogramVec,
     /// `api_auth_failures_total{reason}`.
     pub auth_failures: IntCounterVec,
+    /// `api_rate_limited_total{kind}`: requests refused with 429, by budget (`ip`, `key`).
+    pub rate_limited: IntCounterVec,
 }
 
 impl HandlerMetrics {
@@ -50,6 +52,17 @@ impl HandlerMetrics {
                         "Requests refused for a missing or wrong API key",
                     ),
                     &["reason"],
+                )
+                .expect("valid metric"),
+            ),
+            rate_limited: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "api_rate_limited_total",
+                        "Requests refused with 429 for exceeding a rate-limit budget",
+                    ),
+                    &["kind"],
                 )
                 .expect("valid metric"),
             ),

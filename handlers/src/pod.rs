@@ -8,7 +8,9 @@ use shared::ApiError;
 use shared::api::{EventsResponse, FetchRequest};
 use shared::config::ConsumerAddr;
 use shared::error::ErrorBody;
-use shared::internal::{FETCH_PATH, METRICS_PATH, PodStatus, STATUS_PATH};
+use shared::internal::{
+    FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
+};
 
 /// Seconds a client is told to wait when the pod does not answer.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -82,6 +84,26 @@ impl PodClient {
             return response.json().await.map_err(|e| self.unreachable(&e));
         }
         Err(self.error_from(response).await)
+    }
+
+    /// Counts a request against a shared rate-limit budget; `None` when the pod cannot be
+    /// asked now (the caller then counts locally).
+    pub async fn rate(&self, check: &RateCheck) -> Option<RateDecision> {
+        let answer = self
+            .http
+            .post(format!("{}{RATE_PATH}", self.base))
+            .timeout(CONNECT_TIMEOUT)
+            .json(check)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status);
+        match answer {
+            Ok(response) => response.json().await.ok(),
+            Err(err) => {
+                tracing::debug!(pod = %self.addr, error = %err, "rate check counted locally");
+                None
+            }
+        }
     }
 
     /// The pod's own view of its health.

@@ -7,6 +7,6 @@ use shared::config::{self, HandlersConfig};
 async fn main() -> Result<(), lambda_http::Error> {
     let config: HandlersConfig = config::load();
     shared::telemetry::init();
-    let state = handlers::AppState::from_config(&config)?;
+    let state = handlers::AppState::from_config(&config).await?;
     lambda_http::run(handlers::lambda::service(state)).await
 }

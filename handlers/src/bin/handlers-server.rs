@@ -13,7 +13,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let config: HandlersConfig = config::load();
     shared::telemetry::init();
-    let state = handlers::AppState::from_config(&config)?;
+    let state = handlers::AppState::from_config(&config).await?;
     let addr = format!("{}:{}", config.host, config.port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
