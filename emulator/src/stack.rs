@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use shared::config::{
-    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, HandlersConfig, SourceArgs,
-    StartPosition,
+    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, CorsArgs, HandlersConfig, KeyArgs,
+    RateLimitArgs, SourceArgs, StartPosition, TlsArgs,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -63,6 +63,10 @@ pub struct StackConfig {
     pub client_id: String,
     /// The consumer pod's internal socket; `None`: a free TCP port on 127.0.0.1.
     pub consumer_addr: Option<ConsumerAddr>,
+    /// `ALLOWED_ORIGINS` of the handlers.
+    pub allowed_origins: Vec<String>,
+    /// The handlers' rate limits.
+    pub rate_limits: RateLimitArgs,
 }
 
 impl Default for StackConfig {
@@ -89,6 +93,8 @@ impl Default for StackConfig {
             buffer_max_bytes: 256 * 1024 * 1024,
             client_id: "kafka-replicator-emulator-client".into(),
             consumer_addr: None,
+            allowed_origins: Vec::new(),
+            rate_limits: RateLimitArgs::default(),
         }
     }
 }
@@ -137,6 +143,7 @@ pub struct Stack {
     pod_config: ConsumerConfig,
     pod_task: PodTask,
     balancer: RoundRobin,
+    handler_metrics: Vec<handlers::HandlerMetrics>,
 }
 
 /// The running consumer pod: its own stop token (a child of the stack's) and its task.
@@ -199,18 +206,33 @@ impl Stack {
         // A restarted pod comes back on the same address.
         pod_config.consumer_addr = pod_addr.clone();
         let handlers_config = HandlersConfig {
-            api_key: Some(api_key.clone()),
+            keys: KeyArgs {
+                api_key: Some(api_key.clone()),
+                ..KeyArgs::default()
+            },
             api_prefix: config.api_prefix.clone(),
             consumer_addr: pod_addr.clone(),
             port: config.port,
             host: "127.0.0.1".into(),
+            cors: CorsArgs {
+                allowed_origins: config.allowed_origins.clone(),
+            },
+            limits: config.rate_limits.clone(),
+            tls: TlsArgs::default(),
         };
         let pod_task = spawn_pod(pod, &shutdown);
 
+        let keys = shared::ApiKeys::parse(&api_key)?;
         let replicas = (0..config.handler_replicas.max(1))
-            .map(|_| handlers::AppState::from_config(&handlers_config).map(handlers::router))
+            .map(|_| {
+                handlers::AppState::with_keys(
+                    &handlers_config,
+                    handlers::KeyStore::fixed(keys.clone()),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
-        let balancer = RoundRobin::new(replicas);
+        let handler_metrics = replicas.iter().map(|s| s.metrics.clone()).collect();
+        let balancer = RoundRobin::new(replicas.into_iter().map(handlers::router).collect());
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .map_err(|source| StackError::Bind {
@@ -290,6 +312,7 @@ impl Stack {
             pod_config,
             pod_task,
             balancer,
+            handler_metrics,
         })
     }
 
@@ -306,6 +329,15 @@ impl Stack {
     /// Requests each handler replica has answered so far.
     pub fn requests_per_replica(&self) -> Vec<u64> {
         self.balancer.served()
+    }
+
+    /// The handler replicas' own metrics (Prometheus text, one block per replica), read
+    /// without a request, so without spending a rate-limit budget.
+    pub fn handler_metrics(&self) -> String {
+        self.handler_metrics
+            .iter()
+            .map(|m| shared::metrics::render(&m.registry))
+            .collect()
     }
 
     /// A token that stops the stack when cancelled.

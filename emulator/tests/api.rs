@@ -15,18 +15,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::Value;
-use shared::config::{ConsumerAddr, HandlersConfig};
+use shared::config::ConsumerAddr;
 use tower::ServiceExt;
 
 fn router_for(pod: ConsumerAddr, key: &str) -> Router {
-    let config = HandlersConfig {
-        api_key: Some(key.to_owned()),
-        api_prefix: "/api/v1".into(),
-        consumer_addr: pod,
-        port: 0,
-        host: "127.0.0.1".into(),
-    };
-    handlers::router(handlers::AppState::from_config(&config).expect("state"))
+    handlers::router(common::handlers_state(&common::handlers_config(pod, key)))
 }
 
 async fn call(

@@ -9,7 +9,6 @@ use std::time::Duration;
 use http::StatusCode;
 use http_body_util::BodyExt;
 use serde_json::Value;
-use shared::config::HandlersConfig;
 use tower::ServiceExt;
 
 const FIXTURE_KEY: &str = "fixture-key-0123456789abcdef";
@@ -25,14 +24,10 @@ async fn api_gateway_and_alb_events_are_answered_by_the_router() {
     config.api_key = Some(FIXTURE_KEY.into());
     config.events = Some(20);
     let stack = common::start(config).await;
-    let state = handlers::AppState::from_config(&HandlersConfig {
-        api_key: Some(FIXTURE_KEY.into()),
-        api_prefix: "/api/v1".into(),
-        consumer_addr: stack.pod_addr.clone(),
-        port: 0,
-        host: "127.0.0.1".into(),
-    })
-    .expect("state");
+    let state = common::handlers_state(&common::handlers_config(
+        stack.pod_addr.clone(),
+        FIXTURE_KEY,
+    ));
     let service = handlers::lambda::service::<lambda_http::Body>(state);
     let invoke = |file: &'static str| {
         let service = service.clone();

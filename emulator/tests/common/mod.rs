@@ -214,3 +214,29 @@ pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
             .expect("offset"),
     )
 }
+
+/// Handler configuration for a pod and key, with the contract's defaults otherwise.
+pub fn handlers_config(
+    pod: shared::config::ConsumerAddr,
+    key: &str,
+) -> shared::config::HandlersConfig {
+    shared::config::HandlersConfig {
+        keys: shared::config::KeyArgs {
+            api_key: Some(key.to_owned()),
+            ..Default::default()
+        },
+        api_prefix: "/api/v1".into(),
+        consumer_addr: pod,
+        port: 0,
+        host: "127.0.0.1".into(),
+        cors: Default::default(),
+        limits: Default::default(),
+        tls: Default::default(),
+    }
+}
+
+/// Handler state for a pod and key.
+pub fn handlers_state(config: &shared::config::HandlersConfig) -> handlers::AppState {
+    let keys = shared::ApiKeys::parse(config.keys.api_key.as_deref().expect("key")).expect("key");
+    handlers::AppState::with_keys(config, handlers::KeyStore::fixed(keys)).expect("state")
+}

@@ -1,0 +1,313 @@
+//! The API's guard rails, seen from outside over real HTTP: rate limits shared by every
+//! handler replica (per IP without a key, per key with one), `429` with `Retry-After` and
+//! `RateLimit-*`, a client that keeps going through them, security headers on every
+//! answer, CORS for the configured origins only, and size limits answered with JSON.
+
+mod common;
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use shared::config::RateLimitArgs;
+
+async fn get(
+    http: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut request = http.get(url);
+    if let Some(key) = key {
+        request = request.header("x-api-key", key);
+    }
+    let response = request.send().await.expect("answer");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, headers, body)
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .unwrap_or_else(|| panic!("no {name} header"))
+        .to_str()
+        .expect("text")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_are_per_ip_and_per_key_and_shared_by_every_replica() {
+    let mut config = common::config();
+    config.handler_replicas = 3;
+    config.rate_limits = RateLimitArgs {
+        rate_limit_max: 5,
+        rate_limit_key_max: 8,
+        rate_limit_window_secs: 600,
+        ..RateLimitArgs::default()
+    };
+    let stack = common::start(config).await;
+    let base = stack.info.api_base.clone();
+    let key = stack.info.api_key.clone();
+    let http = reqwest::Client::new();
+
+    // Without a key: 5 per IP, whatever the route and whichever replica answers.
+    let mut statuses = Vec::new();
+    for i in 0..7 {
+        let url = if i % 2 == 0 {
+            format!("{base}/events")
+        } else {
+            format!("{base}/openapi.json")
+        };
+        statuses.push(get(&http, &url, Some("wrong-key-0123456789")).await.0);
+    }
+    let refused = get(&http, &format!("{base}/events"), None).await;
+    // Probes are never counted.
+    let health = get(&http, &format!("{base}/health"), None).await.0;
+    // With a key: its own budget of 8.
+    let mut keyed = Vec::new();
+    for _ in 0..9 {
+        keyed.push(get(&http, &format!("{base}/events?limit=1"), Some(&key)).await);
+    }
+    let served = stack.requests_per_replica();
+    stack.stop().await;
+
+    assert_eq!(
+        statuses
+            .iter()
+            .filter(|s| **s != StatusCode::TOO_MANY_REQUESTS)
+            .count(),
+        5,
+        "five unkeyed requests pass, over three replicas: {statuses:?}"
+    );
+    assert_eq!(refused.0, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.2["error"]["code"], "rate_limited");
+    let retry: u64 = header(&refused.1, "retry-after").parse().expect("seconds");
+    assert!((1..=600).contains(&retry), "Retry-After {retry}");
+    assert_eq!(header(&refused.1, "ratelimit-limit"), "5");
+    assert_eq!(header(&refused.1, "ratelimit-remaining"), "0");
+    assert_eq!(health, StatusCode::OK, "probes are not limited");
+
+    let keyed_statuses: Vec<StatusCode> = keyed.iter().map(|k| k.0).collect();
+    assert_eq!(
+        keyed_statuses[..8],
+        [StatusCode::OK; 8],
+        "a valid key has its own budget: {keyed_statuses:?}"
+    );
+    assert_eq!(keyed_statuses[8], StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&keyed[0].1, "ratelimit-remaining"), "7");
+    assert!(
+        served.iter().all(|n| *n >= 5),
+        "every replica took part: {served:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_client_waits_as_told_and_loses_nothing() {
+    const TEST: &str = "a_rate_limited_client_waits_as_told_and_loses_nothing";
+    const N: u64 = 300;
+    let mut config = common::config();
+    config.events = Some(N);
+    config.client = true;
+    config.client_batch_limit = 10;
+    config.client_interval = Duration::from_millis(10);
+    config.rate_limits = RateLimitArgs {
+        rate_limit_key_max: 3,
+        rate_limit_window_secs: 1,
+        ..RateLimitArgs::default()
+    };
+    let stack = common::start(config).await;
+    let copied = emulator::verify::read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read local");
+    let text = stack.handler_metrics();
+    stack.stop().await;
+    common::assert_exactly_once(TEST, &copied, N);
+    let limited: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("api_rate_limited_total{kind=\"key\"}"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    eprintln!("{TEST}: {limited} polls refused with 429 on the way");
+    assert!(
+        limited >= 1.0,
+        "the client was actually limited:\n{}",
+        text.lines()
+            .filter(|l| l.starts_with("api_"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+const SECURITY_HEADERS: [(&str, &str); 6] = [
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    ("referrer-policy", "no-referrer"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_has_the_security_headers_and_json_errors() {
+    let mut config = common::config();
+    config.rate_limits = RateLimitArgs {
+        rate_limit_max: 6,
+        ..RateLimitArgs::default()
+    };
+    let stack = common::start(config).await;
+    let base = stack.info.api_base.clone();
+    let key = stack.info.api_key.clone();
+    let http = reqwest::Client::new();
+    let mut answers = vec![
+        get(&http, &format!("{base}/health"), None).await,
+        get(&http, &format!("{base}/events?limit=1"), Some(&key)).await,
+        get(&http, &format!("{base}/events"), None).await,
+        get(&http, &format!("{base}/nowhere"), Some(&key)).await,
+        get(&http, &format!("{base}/events?limit=0"), Some(&key)).await,
+    ];
+    let posted = http
+        .post(format!("{base}/events"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .expect("answer");
+    answers.push((
+        posted.status(),
+        posted.headers().clone(),
+        posted.json().await.unwrap_or(Value::Null),
+    ));
+    let big_body = http
+        .get(format!("{base}/health"))
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .expect("answer");
+    answers.push((
+        big_body.status(),
+        big_body.headers().clone(),
+        big_body.json().await.unwrap_or(Value::Null),
+    ));
+    let big_headers = http
+        .get(format!("{base}/events"))
+        .header("x-api-key", &key)
+        .header("x-filler", "a".repeat(20 * 1024))
+        .send()
+        .await
+        .expect("answer");
+    answers.push((
+        big_headers.status(),
+        big_headers.headers().clone(),
+        big_headers.json().await.unwrap_or(Value::Null),
+    ));
+    for _ in 0..6 {
+        answers.push(get(&http, &format!("{base}/openapi.json"), None).await);
+    }
+    stack.stop().await;
+
+    let expected = [
+        (StatusCode::OK, None),
+        (StatusCode::OK, None),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized")),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        (StatusCode::BAD_REQUEST, Some("invalid_limit")),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed")),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")),
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Some("headers_too_large"),
+        ),
+    ];
+    for (i, (status, code)) in expected.iter().enumerate() {
+        assert_eq!(answers[i].0, *status, "answer {i}: {:?}", answers[i].2);
+        if let Some(code) = code {
+            assert_eq!(answers[i].2["error"]["code"], *code, "answer {i}");
+        }
+    }
+    let last = answers.last().expect("answers");
+    assert_eq!(last.0, StatusCode::TOO_MANY_REQUESTS, "{:?}", last.2);
+    for (i, (status, headers, _)) in answers.iter().enumerate() {
+        for (name, value) in SECURITY_HEADERS {
+            assert_eq!(
+                headers.get(name).and_then(|v| v.to_str().ok()),
+                Some(value),
+                "answer {i} ({status}) lacks {name}"
+            );
+        }
+        let csp = header(headers, "content-security-policy");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(headers.get("server").is_none(), "answer {i} names a server");
+        assert!(headers.get("x-powered-by").is_none());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_only_the_configured_origins() {
+    let mut config = common::config();
+    config.allowed_origins = vec!["https://app.example.com".into()];
+    let stack = common::start(config).await;
+    let base = stack.info.api_base.clone();
+    let http = reqwest::Client::new();
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, format!("{base}/events"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "x-api-key")
+            .send()
+    };
+    let allowed = preflight("https://app.example.com").await.expect("answer");
+    let other = preflight("https://evil.example.net").await.expect("answer");
+    let simple = http
+        .get(format!("{base}/events?limit=1"))
+        .header("origin", "https://app.example.com")
+        .header("x-api-key", &stack.info.api_key)
+        .send()
+        .await
+        .expect("answer");
+    stack.stop().await;
+
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let h = allowed.headers();
+    assert_eq!(
+        header(h, "access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    assert!(header(h, "access-control-allow-headers").contains("x-api-key"));
+    assert!(header(h, "access-control-allow-methods").contains("GET"));
+    assert!(
+        other.headers().get("access-control-allow-origin").is_none(),
+        "another origin is not allowed"
+    );
+    assert_eq!(simple.status(), StatusCode::OK);
+    assert_eq!(
+        header(simple.headers(), "access-control-allow-origin"),
+        "https://app.example.com"
+    );
+    assert!(header(simple.headers(), "access-control-expose-headers").contains("retry-after"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_allowed_origins_there_is_no_cross_origin_access() {
+    let stack = common::start(common::config()).await;
+    let answer = reqwest::Client::new()
+        .get(format!("{}/health", stack.info.api_base))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .expect("answer");
+    stack.stop().await;
+    assert!(
+        answer
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+}
