@@ -6,6 +6,7 @@ pub mod guard;
 pub mod keys;
 pub mod lambda;
 pub mod metrics;
+pub mod openapi;
 pub mod pod;
 pub mod routes;
 pub mod security;
@@ -91,6 +92,7 @@ pub fn router(state: AppState) -> Router {
     } else {
         Router::new().nest(&state.api_prefix, api)
     };
+    let app = app.merge(openapi::docs_router(&state.api_prefix));
     // Outermost last: security headers on everything, then metrics, CORS (preflights
     // answered before any count), size and time limits, and the guard.
     let app = app

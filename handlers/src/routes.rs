@@ -8,11 +8,23 @@ use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
 use shared::api::{EventsQuery, EventsResponse, HealthResponse, ReadyResponse};
+use shared::error::ErrorBody;
 use shared::{ApiError, ErrorCode};
 
 use crate::AppState;
 
 /// `GET /health`: the process is alive. Says nothing secret.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "service",
+    summary = "Liveness",
+    description = "Answers 200 while the process runs. Needs no key and is never rate-limited (orchestrator probes call it).",
+    responses(
+        (status = 200, description = "Alive", body = HealthResponse,
+            example = json!({"status": "ok", "service": "kafka-replicator", "version": "0.1.0"})),
+    )
+)]
 pub async fn health() -> Json<HealthResponse> {
     Json(HealthResponse {
         status: "ok".into(),
@@ -22,6 +34,19 @@ pub async fn health() -> Json<HealthResponse> {
 }
 
 /// `GET /ready`: `200` when the consumer pod answers and is consuming, else `503`.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "service",
+    summary = "Readiness",
+    description = "200 when the consumer pod is reachable and consuming the source Kafka, else 503 with the reason. Needs no key and is never rate-limited.",
+    responses(
+        (status = 200, description = "Ready to serve events", body = ReadyResponse,
+            example = json!({"status": "ready"})),
+        (status = 503, description = "The consumer pod or the source Kafka is not available", body = ReadyResponse,
+            example = json!({"status": "not_ready", "reason": "source Kafka: all brokers down"})),
+    )
+)]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResponse>) {
     let reason = match state.pod.status().await {
         Ok(status) if status.consuming => {
@@ -49,6 +74,42 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResp
 }
 
 /// `GET /events`: events after a cursor.
+#[utoipa::path(
+    get,
+    path = "/events",
+    tag = "events",
+    summary = "Events after a cursor",
+    description = "Returns up to `limit` events after `cursor`, fairly over partitions, in offset order per partition, and the cursor to pass next. With `wait_ms`, waits up to that long for at least one event (long-poll). Offsets the source no longer holds (retention) come back as `gaps`.",
+    params(
+        ("cursor" = Option<String>, Query, description = "A `next_cursor` from an earlier answer, or `earliest` (the oldest retained offsets) or `latest` (the end of the log). Absent: the newest buffered events.", example = "earliest"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most events to return (default 500).", example = 500),
+        ("wait_ms" = Option<u32>, Query, minimum = 0, maximum = 30000, description = "Long-poll: wait up to this many milliseconds for an event (default 0).", example = 1000),
+        ("topic" = Option<String>, Query, description = "Only this topic (one of the topics carried).", example = "orders"),
+    ),
+    responses(
+        (status = 200, description = "Events, the next cursor and any gaps", body = EventsResponse,
+            headers(
+                ("RateLimit-Limit" = u32, description = "Requests allowed per window for this key"),
+                ("RateLimit-Remaining" = u32, description = "Requests left in this window"),
+                ("RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+            ),
+            example = json!({"events": [{"topic": "orders", "partition": 0, "offset": 42, "timestamp": 1764033600000_i64, "key": "device-7", "value": "{\"seq\":42}", "headers": [{"key": "source", "value": "pos"}], "encoding": "utf8"}], "next_cursor": "AgAAAA…", "gaps": []})),
+        (status = 400, description = "A bad parameter or cursor: `bad_request`, `invalid_limit`, `invalid_wait`, `unknown_topic`, `invalid_cursor`, `cursor_cluster_mismatch`, `cursor_topic_mismatch`, `cursor_ahead`", body = ErrorBody,
+            example = json!({"error": {"code": "invalid_limit", "message": "limit must be a whole number from 1 to 10000"}})),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody,
+            example = json!({"error": {"code": "unauthorized", "message": "a valid API key is required (header x-api-key, or Authorization: Bearer)"}})),
+        (status = 408, description = "The request took too long", body = ErrorBody),
+        (status = 413, description = "A request body was sent", body = ErrorBody),
+        (status = 429, description = "Over the rate limit; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait")),
+            example = json!({"error": {"code": "rate_limited", "message": "too many requests: 2000 per 900 s allowed; retry after the window resets"}})),
+        (status = 431, description = "Request headers too large", body = ErrorBody),
+        (status = 503, description = "The consumer pod or source Kafka cannot answer now; retry after `Retry-After` seconds", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait")),
+            example = json!({"error": {"code": "unavailable", "message": "the event source is not reachable now; retry later"}})),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn events(
     State(state): State<AppState>,
     query: Result<Query<EventsQuery>, QueryRejection>,
@@ -64,6 +125,21 @@ pub async fn events(
 }
 
 /// `GET /metrics`: this process's metrics followed by the consumer pod's.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "service",
+    summary = "Prometheus metrics",
+    description = "The whole system on one scrape: these handlers' request counts, latencies, auth failures and rate-limit refusals, then the consumer pod's consumption, buffer, lag and error metrics. Prometheus can send the key as `Authorization: Bearer`.",
+    responses(
+        (status = 200, description = "Prometheus text exposition format", content_type = "text/plain; version=0.0.4", body = String,
+            example = "# TYPE api_requests_total counter\napi_requests_total{method=\"GET\",route=\"/api/v1/events\",status=\"200\"} 12\n"),
+        (status = 401, description = "Missing or wrong API key", body = ErrorBody),
+        (status = 429, description = "Over the rate limit", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+    ),
+    security(("api_key" = []), ("bearer" = []))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut text = shared::metrics::render(&state.metrics.registry);
     match state.pod.metrics().await {

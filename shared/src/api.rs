@@ -15,7 +15,7 @@ pub const MAX_LIMIT: u32 = 10_000;
 pub const MAX_WAIT_MS: u32 = 30_000;
 
 /// `GET /events` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventsResponse {
     pub events: Vec<Event>,
     /// Pass back as `cursor` to continue right after the last event returned.
@@ -25,7 +25,7 @@ pub struct EventsResponse {
 }
 
 /// A run of offsets `from..=to` of one partition that the source no longer holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Gap {
     pub topic: String,
     pub partition: i32,
@@ -34,7 +34,7 @@ pub struct Gap {
 }
 
 /// `GET /health` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct HealthResponse {
     pub status: String,
     pub service: String,
@@ -42,7 +42,7 @@ pub struct HealthResponse {
 }
 
 /// `GET /ready` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReadyResponse {
     /// `ready` or `not_ready`.
     pub status: String,

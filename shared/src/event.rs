@@ -45,7 +45,7 @@ impl Record {
 }
 
 /// How the payloads of an [`Event`] are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Key, value and header values are UTF-8 text, given as JSON strings.
@@ -55,14 +55,14 @@ pub enum Encoding {
 }
 
 /// A header of an [`Event`], its value written per the event's [`Encoding`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Header {
     pub key: String,
     pub value: Option<String>,
 }
 
 /// One event as the public API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     pub topic: String,
     pub partition: i32,

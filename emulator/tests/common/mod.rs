@@ -240,3 +240,28 @@ pub fn handlers_state(config: &shared::config::HandlersConfig) -> handlers::AppS
     let keys = shared::ApiKeys::parse(config.keys.api_key.as_deref().expect("key")).expect("key");
     handlers::AppState::with_keys(config, handlers::KeyStore::fixed(keys)).expect("state")
 }
+
+/// An outside tool a test drives (a browser, a fuzzer, a local AWS endpoint): the path in
+/// `env_var` (set by `.ci/tools.sh`), else `command` on `PATH`. Missing: CI fails the test,
+/// a local run says so and the caller skips.
+pub fn tool(test: &str, env_var: &str, command: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os(env_var)
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_file())
+        .or_else(|| {
+            std::env::split_paths(&std::env::var_os("PATH")?)
+                .map(|dir| dir.join(command))
+                .find(|p| p.is_file())
+        });
+    if found.is_none() {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "{test}: CI must run this with {command}: `eval \"$(bash .ci/tools.sh)\"` sets {env_var}"
+            );
+        }
+        eprintln!(
+            "{test}: {command} not found (set {env_var}, or run .ci/tools.sh); skipped here, CI runs it"
+        );
+    }
+    found
+}

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Installs the external tools the test suite needs, idempotently (a second run takes
+# about a second), and prints `export NAME=/abs/path` lines for them on stdout.
+# All progress goes to stderr, so callers can do:
+#
+#     eval "$(bash .ci/tools.sh)"
+#
+# Tools:
+#   - a Python venv at ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/venv
+#     with the pins of .ci/requirements.txt (moto[server], schemathesis, cfn-lint,
+#     kubernetes-validate); pip re-runs only when that file's sha256 changed.
+#   - Debian's chromium (headless browser), via apt-get when not on PATH.
+#
+# Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, CHROMIUM.
+set -euo pipefail
+
+# Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
+exec 3>&1 1>&2
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+requirements="$here/requirements.txt"
+cache="${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}"
+venv="$cache/venv"
+stamp="$venv/.requirements.sha256"
+python="${PYTHON:-python3}"
+
+log() { printf '[tools] %s\n' "$*" >&2; }
+die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
+
+mkdir -p "$cache"
+
+# Two concurrent runs must not build the same venv at once.
+if command -v flock >/dev/null 2>&1; then
+    exec 9>"$cache/.tools.lock"
+    flock 9
+fi
+
+# ---------------------------------------------------------------- Python venv
+[[ -f "$requirements" ]] || die "missing $requirements"
+want="$(sha256sum "$requirements" | cut -d' ' -f1)"
+
+# A venv whose interpreter no longer runs (python upgraded or moved) is rebuilt.
+if [[ -d "$venv" ]] && ! "$venv/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "venv at $venv is broken; recreating"
+    rm -rf "$venv"
+fi
+if [[ ! -x "$venv/bin/python" ]]; then
+    log "creating venv $venv"
+    "$python" -m venv "$venv"
+    rm -f "$stamp"
+fi
+
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [[ "$have" != "$want" ]]; then
+    log "installing Python tools from $requirements (pip)"
+    rm -f "$stamp"
+    "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
+        --quiet --requirement "$requirements"
+    printf '%s\n' "$want" >"$stamp"
+    log "Python tools installed"
+else
+    log "Python tools up to date ($venv)"
+fi
+
+tool() {
+    local path="$venv/bin/$1"
+    [[ -x "$path" ]] || die "$path missing after install (delete $venv and retry)"
+    printf '%s' "$path"
+}
+moto_server="$(tool moto_server)"
+schemathesis="$(tool schemathesis)"
+cfn_lint="$(tool cfn-lint)"
+kubernetes_validate="$(tool kubernetes-validate)"
+
+# ---------------------------------------------------------------- chromium
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        die "need root (or sudo) to run: $*"
+    fi
+}
+
+if ! chromium="$(command -v chromium)"; then
+    log "installing chromium (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    chromium="$(command -v chromium)" || die "chromium not on PATH after apt-get install"
+    log "chromium installed"
+else
+    log "chromium present ($chromium)"
+fi
+
+# Debian's /usr/bin/chromium is a shell wrapper that prints noise; the binary it runs
+# takes the same flags.
+if [[ -x /usr/lib/chromium/chromium ]]; then
+    chromium=/usr/lib/chromium/chromium
+fi
+
+# ---------------------------------------------------------------- exports
+{
+    printf 'export MOTO_SERVER=%q\n' "$moto_server"
+    printf 'export SCHEMATHESIS=%q\n' "$schemathesis"
+    printf 'export CFN_LINT=%q\n' "$cfn_lint"
+    printf 'export KUBERNETES_VALIDATE=%q\n' "$kubernetes_validate"
+    printf 'export CHROMIUM=%q\n' "$chromium"
+} >&3
