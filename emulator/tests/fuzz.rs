@@ -32,7 +32,12 @@ async fn schemathesis_finds_no_server_error_and_no_schema_break() {
         .args(["--url", &base])
         // All checks but one: a well-formed `cursor` or `topic` can still name nothing
         // this source has, which the API rightly refuses with 400; no schema can say so.
-        .args(["--checks", "all", "--exclude-checks", "positive_data_acceptance"])
+        .args([
+            "--checks",
+            "all",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ])
         .args(["--max-examples", "150", "--generation-database", "none"])
         .args(["--no-color"])
         .kill_on_drop(true)
@@ -46,9 +51,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_break() {
     let text = String::from_utf8_lossy(&output.stdout);
     let summary: Vec<&str> = text
         .lines()
-        .filter(|l| {
-            l.contains("generated") || l.contains("Operations:") || l.contains("Tested:")
-        })
+        .filter(|l| l.contains("generated") || l.contains("Operations:") || l.contains("Tested:"))
         .collect();
     eprintln!("{TEST}: {}", summary.join(" | "));
     assert!(
@@ -60,5 +63,8 @@ async fn schemathesis_finds_no_server_error_and_no_schema_break() {
         !text.contains("Authentication failed"),
         "the key was refused, so only 401s were tested:\n{text}"
     );
-    assert!(text.contains("Tested: 4"), "every operation tested:\n{text}");
+    assert!(
+        text.contains("Tested: 4"),
+        "every operation tested:\n{text}"
+    );
 }

@@ -5,7 +5,6 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use aws_sdk_secretsmanager::error::DisplayErrorContext;
 use shared::ApiKeys;
 use shared::auth::ApiKeysError;
 use shared::config::{ConfigError, KeyArgs};
@@ -163,7 +162,7 @@ async fn read_secret(
         .await
         .map_err(|err| KeyStoreError::Read {
             secret_id: secret_id.to_owned(),
-            reason: DisplayErrorContext(&err).to_string(),
+            reason: error_chain(&err),
         })?;
     let text = output.secret_string().ok_or_else(|| KeyStoreError::Read {
         secret_id: secret_id.to_owned(),
@@ -173,4 +172,19 @@ async fn read_secret(
         secret_id: secret_id.to_owned(),
         source,
     })
+}
+
+/// An error and its causes on one line, most general first.
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = next.source();
+    }
+    text
 }
