@@ -105,6 +105,12 @@ impl ConsumerPod {
             max_events: self.config.buffer.buffer_max_events,
             max_bytes: self.config.buffer.buffer_max_bytes,
         };
+        metrics
+            .buffer_max_events
+            .set(i64::try_from(self.config.buffer.buffer_max_events).unwrap_or(i64::MAX));
+        metrics
+            .buffer_max_bytes
+            .set(i64::try_from(self.config.buffer.buffer_max_bytes).unwrap_or(i64::MAX));
         let buffer = Arc::new(RecordBuffer::new(limits, metrics.clone()));
         let status = Arc::new(kafka::SourceStatus::default());
         let kafka_reader = Arc::new(kafka::KafkaReader::new(

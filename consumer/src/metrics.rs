@@ -1,7 +1,7 @@
 //! The consumer pod's metrics, registered once in the pod's own registry and served to the
 //! handlers' `/metrics` over the internal socket.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use shared::metrics::register;
 
 /// Every metric the consumer pod emits.
@@ -23,6 +23,15 @@ pub struct ConsumerMetrics {
     pub catchup_reads: IntCounter,
     /// `consumer_gaps_total`: offset runs reported as gone from the source.
     pub gaps: IntCounter,
+    /// `consumer_buffer_max_events` / `consumer_buffer_max_bytes`: the buffer's bounds, so
+    /// dashboards can show how full it is.
+    pub buffer_max_events: IntGauge,
+    pub buffer_max_bytes: IntGauge,
+    /// `kafka_consumer_lag{topic,partition}`: records in the source not yet consumed by the
+    /// pod (from librdkafka's statistics, every few seconds).
+    pub consumer_lag: IntGaugeVec,
+    /// `rate_limit_buckets`: callers (IPs and keys) with a live rate-limit window.
+    pub rate_limit_buckets: IntGauge,
 }
 
 impl ConsumerMetrics {
@@ -79,6 +88,38 @@ impl ConsumerMetrics {
                 IntCounter::new(
                     "consumer_gaps_total",
                     "Offset runs reported as no longer in the source",
+                )
+                .expect("valid metric"),
+            ),
+            buffer_max_events: register(
+                &registry,
+                IntGauge::new(
+                    "consumer_buffer_max_events",
+                    "Most records the buffer holds",
+                )
+                .expect("valid metric"),
+            ),
+            buffer_max_bytes: register(
+                &registry,
+                IntGauge::new("consumer_buffer_max_bytes", "Most bytes the buffer holds")
+                    .expect("valid metric"),
+            ),
+            consumer_lag: register(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kafka_consumer_lag",
+                        "Records in the source partition not yet consumed by the pod",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid metric"),
+            ),
+            rate_limit_buckets: register(
+                &registry,
+                IntGauge::new(
+                    "rate_limit_buckets",
+                    "Callers (client IPs and API keys) with a live rate-limit window",
                 )
                 .expect("valid metric"),
             ),

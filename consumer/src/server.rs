@@ -49,7 +49,12 @@ async fn fetch(
 }
 
 async fn rate(State(state): State<PodState>, Json(check): Json<RateCheck>) -> Json<RateDecision> {
-    Json(state.limiter.check(&check))
+    let decision = state.limiter.check(&check);
+    state
+        .metrics
+        .rate_limit_buckets
+        .set(i64::try_from(state.limiter.len()).unwrap_or(i64::MAX));
+    Json(decision)
 }
 
 async fn status(State(state): State<PodState>) -> Json<PodStatus> {

@@ -344,7 +344,33 @@ async fn metrics_show_the_whole_system() {
     let (stack, app) = stack_with_events(10, 1000).await;
     let key = stack.info.api_key.clone();
     json(&app, "/api/v1/events?cursor=earliest", &key).await;
-    let (status, headers, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    // Lag comes from librdkafka's statistics, every 5 s: scrape until it is there, with
+    // the key as a bearer token, as Prometheus sends it.
+    let lag = format!(
+        "kafka_consumer_lag{{partition=\"0\",topic=\"{}\"}} 0",
+        stack.info.topic
+    );
+    common::wait_for("consumer lag in /metrics", Duration::from_secs(20), || {
+        let (app, key, lag) = (app.clone(), key.clone(), lag.clone());
+        async move {
+            let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+            String::from_utf8_lossy(&body).contains(&lag)
+        }
+    })
+    .await;
+    let request = Request::builder()
+        .uri("/api/v1/metrics")
+        .header("authorization", format!("Bearer {key}"))
+        .body(Body::empty())
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("answer");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(status, StatusCode::OK);
     assert!(
         headers[http::header::CONTENT_TYPE]
@@ -358,6 +384,12 @@ async fn metrics_show_the_whole_system() {
         "api_requests_total",
         "kafka_errors_total",
         "consumer_buffer_events",
+        "consumer_buffer_max_events",
+        "kafka_consumer_lag",
+        "api_request_duration_seconds",
+        "api_auth_failures_total",
+        "api_rate_limited_total",
+        "rate_limit_buckets",
     ] {
         assert!(
             text.contains(&format!("# TYPE {name}")),

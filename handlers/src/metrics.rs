@@ -21,7 +21,7 @@ pub struct HandlerMetrics {
 impl HandlerMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        Self {
+        let metrics = Self {
             requests: register(
                 &registry,
                 IntCounterVec::new(
@@ -67,7 +67,15 @@ impl HandlerMetrics {
                 .expect("valid metric"),
             ),
             registry,
+        };
+        // Exported at zero from the start, so dashboards and alerts see the series.
+        for reason in ["missing", "invalid"] {
+            metrics.auth_failures.with_label_values(&[reason]);
         }
+        for kind in ["ip", "key"] {
+            metrics.rate_limited.with_label_values(&[kind]);
+        }
+        metrics
     }
 }
 
