@@ -10,6 +10,7 @@ pub mod openapi;
 pub mod pod;
 pub mod routes;
 pub mod security;
+pub mod server;
 
 use std::sync::Arc;
 use std::time::Instant;

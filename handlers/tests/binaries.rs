@@ -99,3 +99,67 @@ fn serves_and_stops_on_sigterm() {
     };
     assert!(exit.success(), "clean exit: {exit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_with_the_configured_certificate() {
+    let dir = tempfile::tempdir().expect("dir");
+    let generated =
+        rcgen::generate_simple_self_signed(vec!["localhost".into()]).expect("certificate");
+    let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert, generated.cert.pem()).expect("write cert");
+    std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write key");
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_handlers-server"))
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("API_KEY", "server-test-key-0123456789")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("CONSUMER_ADDR", "127.0.0.1:9")
+        .env("TLS_CERT", &cert)
+        .env("TLS_KEY", &key)
+        .env("LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let (addr, tls) = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            Some((
+                v["fields"]["addr"].as_str()?.to_owned(),
+                v["fields"]["tls"].as_bool()?,
+            ))
+        })
+        .expect("the server logs its address");
+    assert!(tls, "the server says it speaks TLS");
+    let port = addr.rsplit(':').next().expect("port");
+
+    let trusting = reqwest::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(generated.cert.pem().as_bytes()).expect("pem"),
+        )
+        .build()
+        .expect("client");
+    let health = trusting
+        .get(format!("https://localhost:{port}/api/v1/health"))
+        .send()
+        .await
+        .expect("HTTPS answer");
+    assert_eq!(health.status(), 200);
+    assert!(health.headers().get("strict-transport-security").is_some());
+    let plain = reqwest::get(format!("http://127.0.0.1:{port}/api/v1/health")).await;
+    assert!(
+        plain.is_err(),
+        "plain HTTP is not served on the TLS port: {plain:?}"
+    );
+    let untrusting = reqwest::get(format!("https://localhost:{port}/api/v1/health")).await;
+    assert!(
+        untrusting.is_err(),
+        "an unknown certificate is refused by default"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
