@@ -67,11 +67,17 @@ struct Args {
         default_value = "kafka-replicator-emulator-client"
     )]
     client_id: String,
+    #[command(flatten)]
+    cors: shared::config::CorsArgs,
+    #[command(flatten)]
+    limits: shared::config::RateLimitArgs,
 }
 
 impl Validate for Args {
     fn validate(&self) -> Result<(), shared::config::ConfigError> {
-        self.buffer.validate()
+        self.buffer.validate()?;
+        self.cors.validate()?;
+        self.limits.validate()
     }
 }
 
@@ -96,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
         buffer_max_events: args.buffer.buffer_max_events,
         buffer_max_bytes: args.buffer.buffer_max_bytes,
         client_id: args.client_id,
+        allowed_origins: args.cors.allowed_origins,
+        rate_limits: args.limits,
         ..StackConfig::default()
     };
     let stack = tokio::select! {
@@ -111,13 +119,15 @@ async fn main() -> anyhow::Result<()> {
     // and that must not stop the emulator.
     let ready = format!(
         "kafka-replicator emulator ready: api={} api_key={} source_brokers={} local_brokers={} topic={}\n\
-         try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"\n",
+         try: curl -H \"x-api-key: {}\" \"{}/events?cursor=earliest&limit=5\"\n\
+         docs: {}/docs\n",
         info.api_base,
         info.api_key,
         info.source_brokers,
         info.local_brokers,
         info.topic,
         info.api_key,
+        info.api_base,
         info.api_base
     );
     let mut stdout = std::io::stdout().lock();

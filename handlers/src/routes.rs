@@ -84,7 +84,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResp
         ("cursor" = Option<String>, Query, description = "A `next_cursor` from an earlier answer, or `earliest` (the oldest retained offsets) or `latest` (the end of the log). Absent: the newest buffered events.", example = "earliest"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most events to return (default 500).", example = 500),
         ("wait_ms" = Option<u32>, Query, minimum = 0, maximum = 30000, description = "Long-poll: wait up to this many milliseconds for an event (default 0).", example = 1000),
-        ("topic" = Option<String>, Query, description = "Only this topic (one of the topics carried).", example = "orders"),
+        ("topic" = Option<String>, Query, description = "Only these topics: one carried topic, or several comma-separated. Default: all.", example = "orders"),
     ),
     responses(
         (status = 200, description = "Events, the next cursor and any gaps", body = EventsResponse,
