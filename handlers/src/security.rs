@@ -65,16 +65,21 @@ pub async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
-/// Middleware: refuses oversized requests and requests that take too long, with JSON.
+/// Middleware: refuses oversized requests and requests that take longer than
+/// [`REQUEST_TIMEOUT`], with JSON.
 pub async fn request_limits(request: Request, next: Next) -> Response {
+    limit_request(REQUEST_TIMEOUT, request, next).await
+}
+
+async fn limit_request(timeout: Duration, request: Request, next: Next) -> Response {
     if let Some(err) = oversized(request.headers()) {
         return err.into_response();
     }
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             ErrorCode::RequestTimeout,
-            format!("the request took longer than {REQUEST_TIMEOUT:?}"),
+            format!("the request took longer than {timeout:?}"),
         )
         .into_response(),
     }
@@ -168,6 +173,41 @@ mod tests {
             oversized(&headers).map(|e| e.code),
             Some(ErrorCode::HeadersTooLarge)
         );
+    }
+
+    #[tokio::test]
+    async fn slow_requests_get_a_json_408() {
+        use axum::Router;
+        use axum::body::Body;
+        use axum::routing::get;
+        use tower::ServiceExt;
+
+        let app = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route("/quick", get(|| async { "on time" }))
+            .layer(axum::middleware::from_fn(|request, next| {
+                limit_request(Duration::from_millis(50), request, next)
+            }));
+        let call = |path: &'static str| {
+            app.clone()
+                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
+        };
+        let slow = call("/slow").await.expect("answer");
+        assert_eq!(slow.status(), 408);
+        let body = axum::body::to_bytes(slow.into_body(), 1024)
+            .await
+            .expect("body");
+        assert!(
+            String::from_utf8_lossy(&body).contains("\"request_timeout\""),
+            "{body:?}"
+        );
+        assert_eq!(call("/quick").await.expect("answer").status(), 200);
     }
 
     #[test]
