@@ -311,3 +311,46 @@ async fn without_allowed_origins_there_is_no_cross_origin_access() {
             .is_none()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_addresses_count_only_behind_trusted_proxies() {
+    // Behind a trusted proxy (here: loopback), each forwarded client has its own budget.
+    let budgets = |trusted: bool| async move {
+        let mut config = common::config();
+        config.rate_limits = RateLimitArgs {
+            rate_limit_max: 2,
+            trusted_proxies: if trusted {
+                vec!["127.0.0.0/8".parse().expect("net")]
+            } else {
+                Vec::new()
+            },
+            ..RateLimitArgs::default()
+        };
+        let stack = common::start(config).await;
+        let http = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
+            for _ in 0..2 {
+                let answer = http
+                    .get(format!("{}/openapi.json", stack.info.api_base))
+                    .header("x-forwarded-for", format!("203.0.113.99, {client}"))
+                    .send()
+                    .await
+                    .expect("answer");
+                statuses.push(answer.status().as_u16());
+            }
+        }
+        stack.stop().await;
+        statuses
+    };
+    assert_eq!(
+        budgets(true).await,
+        [200; 6],
+        "three forwarded clients, two requests each"
+    );
+    assert_eq!(
+        budgets(false).await,
+        [200, 200, 429, 429, 429, 429],
+        "an untrusted peer's X-Forwarded-For is ignored"
+    );
+}
