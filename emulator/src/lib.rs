@@ -4,8 +4,9 @@
 
 pub mod demo;
 pub mod kafka;
+pub mod lambda_bridge;
 pub mod stack;
 pub mod verify;
 
 pub use kafka::KafkaCluster;
-pub use stack::{ReadyInfo, Stack, StackConfig, StackError};
+pub use stack::{HandlersMode, ReadyInfo, Stack, StackConfig, StackError};

@@ -67,6 +67,10 @@ struct Args {
         default_value = "kafka-replicator-emulator-client"
     )]
     client_id: String,
+    /// How the API runs the handlers: `server` (as handlers-server) or `lambda` (each
+    /// request as an API Gateway v2 event through the Lambda adapter).
+    #[arg(long, value_enum, default_value_t = emulator::HandlersMode::Server)]
+    handlers: emulator::HandlersMode,
     #[command(flatten)]
     cors: shared::config::CorsArgs,
     #[command(flatten)]
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
         client_id: args.client_id,
         allowed_origins: args.cors.allowed_origins,
         rate_limits: args.limits,
+        handlers_mode: args.handlers,
         ..StackConfig::default()
     };
     let stack = tokio::select! {

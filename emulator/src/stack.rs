@@ -18,6 +18,7 @@ use tower::ServiceExt;
 
 use crate::demo::DemoProducer;
 use crate::kafka::KafkaCluster;
+use crate::lambda_bridge::LambdaBridge;
 
 /// How long the stack may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,6 +40,8 @@ pub struct StackConfig {
     pub create_local_topic: bool,
     /// Where the client writes (`KAFKA_TOPIC` / `TOPIC_PREFIX`).
     pub destination: client::Destination,
+    /// How the handlers run: as the container server does, or through the Lambda adapter.
+    pub handlers_mode: HandlersMode,
     /// Handler replicas behind the API port; requests go to each in turn, as a load
     /// balancer without sticky sessions would send them.
     pub handler_replicas: usize,
@@ -79,6 +82,7 @@ impl Default for StackConfig {
             partitions: 3,
             create_local_topic: true,
             destination: client::Destination::SameName,
+            handlers_mode: HandlersMode::Server,
             handler_replicas: 1,
             api_key: None,
             api_prefix: "/api/v1".into(),
@@ -97,6 +101,17 @@ impl Default for StackConfig {
             rate_limits: RateLimitArgs::default(),
         }
     }
+}
+
+/// How the emulator runs the handlers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum HandlersMode {
+    /// The router served directly, as `handlers-server` does.
+    #[default]
+    Server,
+    /// Each request as an API Gateway v2 event through the Lambda adapter, as
+    /// `handlers-lambda` answers it.
+    Lambda,
 }
 
 /// Why the stack could not start.
@@ -232,7 +247,14 @@ impl Stack {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let handler_metrics = replicas.iter().map(|s| s.metrics.clone()).collect();
-        let balancer = RoundRobin::new(replicas.into_iter().map(handlers::router).collect());
+        let routers = replicas
+            .into_iter()
+            .map(|state| match config.handlers_mode {
+                HandlersMode::Server => handlers::router(state),
+                HandlersMode::Lambda => LambdaBridge::new(state).router(),
+            })
+            .collect();
+        let balancer = RoundRobin::new(routers);
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
             .await
             .map_err(|source| StackError::Bind {

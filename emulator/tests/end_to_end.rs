@@ -1,6 +1,7 @@
 //! The whole pipeline, source Kafka → consumer pod → API → client → local Kafka: every event
 //! arrives exactly once, key, value, headers and timestamp intact, per-partition order kept;
-//! on the librdkafka mock cluster and on Apache Kafka.
+//! on the librdkafka mock cluster and on Apache Kafka, with the handlers as a server and
+//! through the Lambda adapter.
 
 mod common;
 
@@ -68,9 +69,15 @@ fn content(r: &Record) -> Record {
     }
 }
 
-async fn replicates_exactly_once(test: &str, source: Option<String>, local: Option<String>) {
+async fn replicates_exactly_once(
+    test: &str,
+    source: Option<String>,
+    local: Option<String>,
+    mode: emulator::HandlersMode,
+) {
     const N: u64 = 3000;
     let mut config = common::config();
+    config.handlers_mode = mode;
     config.source_brokers = source;
     config.local_brokers = local;
     config.partitions = 3;
@@ -149,11 +156,36 @@ async fn replicates_exactly_once(test: &str, source: Option<String>, local: Opti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_exactly_once_on_mock_cluster() {
-    replicates_exactly_once("replicates_exactly_once_on_mock_cluster", None, None).await;
+    replicates_exactly_once(
+        "replicates_exactly_once_on_mock_cluster",
+        None,
+        None,
+        emulator::HandlersMode::Server,
+    )
+    .await;
+}
+
+/// The same run with every request answered as `handlers-lambda` answers an API Gateway
+/// v2 invocation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicates_exactly_once_through_the_lambda_adapter() {
+    replicates_exactly_once(
+        "replicates_exactly_once_through_the_lambda_adapter",
+        None,
+        None,
+        emulator::HandlersMode::Lambda,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicates_exactly_once_on_apache_kafka() {
     let (source, local) = common::apache_or_mock("replicates_exactly_once_on_apache_kafka");
-    replicates_exactly_once("replicates_exactly_once_on_apache_kafka", source, local).await;
+    replicates_exactly_once(
+        "replicates_exactly_once_on_apache_kafka",
+        source,
+        local,
+        emulator::HandlersMode::Server,
+    )
+    .await;
 }

@@ -14,7 +14,10 @@ use tower::ServiceExt;
 const FIXTURE_KEY: &str = "fixture-key-0123456789abcdef";
 
 fn fixture(name: &str) -> String {
-    let path = format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../infra/lambda/events/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 

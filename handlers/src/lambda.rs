@@ -1,18 +1,25 @@
-//! The Lambda face of the router: API Gateway REST API (v1) and HTTP API (v2) with a named
-//! stage put the stage in front of the path (`/prod/api/v1/…`); this strips it again so
-//! the very same [`crate::router`] matches, whatever the deployment's stage is called. It
-//! also hands the router the caller's address as the gateway or ALB saw it.
+//! The Lambda face of the router. [`handle`] answers one invocation exactly as
+//! `handlers-lambda` does: an API Gateway REST API (v1), HTTP API (v2) or ALB event goes
+//! through the same [`crate::router`], and anything else gets a 400 in gateway shape, never
+//! an invocation error. Before routing, a stage prefix in the path (`/prod/api/v1/…`) is
+//! stripped, the caller's address is taken from the event, and long-polls are capped so
+//! they end before the gateway's 30 s limit and the invocation's deadline.
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::Router;
 use http::{Request, Uri};
-use lambda_http::request::RequestContext;
+use lambda_http::LambdaEvent;
+use lambda_http::Service;
+use lambda_http::request::{LambdaRequest, RequestContext};
+use shared::{ApiError, ErrorCode};
 use tower::ServiceBuilder;
 use tower::util::MapRequest;
 
 use crate::AppState;
 use crate::guard::PeerIp;
+use crate::routes::MaxWait;
 
 /// The service `handlers-lambda` runs: the public router behind stage stripping.
 pub type LambdaService<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
@@ -24,12 +31,66 @@ pub fn service<B>(state: AppState) -> LambdaService<B> {
         .service(crate::router(state))
 }
 
+/// Longest a long-poll may wait behind API Gateway (its integration limit is 30 s).
+pub const GATEWAY_MAX_WAIT: Duration = Duration::from_secs(25);
+/// Time kept back from the invocation's deadline for answering.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
 /// What the router needs from the Lambda event beyond the HTTP request.
 fn prepare<B>(mut request: Request<B>) -> Request<B> {
     if let Some(ip) = source_ip(&request) {
         request.extensions_mut().insert(PeerIp(ip));
     }
+    let left = request
+        .extensions()
+        .get::<lambda_http::Context>()
+        .filter(|c| c.deadline > 0)
+        .and_then(|c| {
+            let deadline = std::time::UNIX_EPOCH + Duration::from_millis(c.deadline);
+            deadline.duration_since(std::time::SystemTime::now()).ok()
+        })
+        .map_or(GATEWAY_MAX_WAIT, |left| {
+            left.saturating_sub(DEADLINE_MARGIN).min(GATEWAY_MAX_WAIT)
+        });
+    request.extensions_mut().insert(MaxWait(left));
     strip_stage(request)
+}
+
+/// Answers one invocation: the router's answer in the shape the event's origin expects,
+/// or `400` (API Gateway shape) for an event that is not an HTTP event.
+pub async fn handle(
+    service: LambdaService<lambda_http::Body>,
+    event: LambdaEvent<serde_json::Value>,
+) -> Result<serde_json::Value, lambda_http::Error> {
+    let LambdaEvent { payload, context } = event;
+    let request: LambdaRequest = match serde_json::from_value(payload) {
+        Ok(request) => request,
+        Err(err) => {
+            tracing::warn!(error = %err, "invocation is not an API Gateway or ALB HTTP event");
+            return Ok(not_an_http_event(&err));
+        }
+    };
+    let mut adapter = lambda_http::Adapter::from(service);
+    let response = match adapter.call(LambdaEvent::new(request, context)).await {
+        Ok(response) => response,
+        Err(never) => match never {},
+    };
+    Ok(serde_json::to_value(response)?)
+}
+
+/// `400 bad_request` for an event the router cannot take, in the gateways' response shape.
+fn not_an_http_event(err: &serde_json::Error) -> serde_json::Value {
+    let body = ApiError::new(
+        ErrorCode::BadRequest,
+        format!("the invocation is not an API Gateway or ALB HTTP event: {err}"),
+    )
+    .body();
+    serde_json::json!({
+        "statusCode": 400,
+        "headers": {"content-type": "application/json"},
+        "body": serde_json::to_string(&body).unwrap_or_default(),
+        "isBase64Encoded": false,
+    })
 }
 
 /// The caller's address: API Gateway's `sourceIp`, or for an ALB the address it appended

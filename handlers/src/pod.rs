@@ -1,6 +1,8 @@
 //! [`PodClient`]: the handlers' side of the internal socket to the consumer pod (TCP or
 //! Unix socket). An unreachable pod is a `503` with `Retry-After`, never a `500`.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use reqwest::StatusCode;
@@ -25,6 +27,8 @@ pub struct PodClient {
     http: reqwest::Client,
     base: String,
     addr: ConsumerAddr,
+    /// Whether the last call got through: an outage is logged once, not per request.
+    reachable: Arc<AtomicBool>,
 }
 
 /// Why the pod client could not be built.
@@ -58,15 +62,30 @@ impl PodClient {
             addr: addr.clone(),
             source,
         })?;
-        Ok(Self { http, base, addr })
+        Ok(Self {
+            http,
+            base,
+            addr,
+            reachable: Arc::new(AtomicBool::new(true)),
+        })
     }
 
     fn unreachable(&self, err: &reqwest::Error) -> ApiError {
-        tracing::warn!(pod = %self.addr, error = %err, "consumer pod unreachable");
+        if self.reachable.swap(false, Ordering::Relaxed) {
+            tracing::warn!(pod = %self.addr, error = %err, "consumer pod unreachable; answering 503 until it is back");
+        } else {
+            tracing::debug!(pod = %self.addr, error = %err, "consumer pod still unreachable");
+        }
         ApiError::unavailable(
             "the event source is not reachable now; retry later",
             RETRY_AFTER_SECS,
         )
+    }
+
+    fn reached(&self) {
+        if !self.reachable.swap(true, Ordering::Relaxed) {
+            tracing::info!(pod = %self.addr, "consumer pod reachable again");
+        }
     }
 
     /// Events for a validated request.
@@ -80,6 +99,7 @@ impl PodClient {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        self.reached();
         if response.status().is_success() {
             return response.json().await.map_err(|e| self.unreachable(&e));
         }
@@ -127,6 +147,7 @@ impl PodClient {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
+        self.reached();
         if !response.status().is_success() {
             return Err(self.error_from(response).await);
         }

@@ -1,12 +1,12 @@
 //! The public routes: `/health`, `/ready`, `/events`, `/metrics`, and the JSON answers for
 //! unknown routes and methods.
 
-use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header;
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use shared::api::{EventsQuery, EventsResponse, HealthResponse, ReadyResponse};
 use shared::error::ErrorBody;
 use shared::{ApiError, ErrorCode};
@@ -73,6 +73,11 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResp
     )
 }
 
+/// The longest long-poll this deployment allows (set per request by the Lambda adapter,
+/// which must answer before the gateway's and the invocation's time limits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxWait(pub std::time::Duration);
+
 /// `GET /events`: events after a cursor.
 #[utoipa::path(
     get,
@@ -112,6 +117,7 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResp
 )]
 pub async fn events(
     State(state): State<AppState>,
+    max_wait: Option<Extension<MaxWait>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<Json<EventsResponse>, ApiError> {
     let Query(query) = query.map_err(|e| {
@@ -120,7 +126,11 @@ pub async fn events(
             format!("bad query string: {}", e.body_text()),
         )
     })?;
-    let request = query.validate()?;
+    let mut request = query.validate()?;
+    if let Some(Extension(MaxWait(max))) = max_wait {
+        let max_ms = u32::try_from(max.as_millis()).unwrap_or(u32::MAX);
+        request.wait_ms = request.wait_ms.min(max_ms);
+    }
     state.pod.fetch(&request).await.map(Json)
 }
 

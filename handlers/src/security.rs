@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method};
@@ -74,6 +75,14 @@ pub async fn request_limits(request: Request, next: Next) -> Response {
 async fn limit_request(timeout: Duration, request: Request, next: Next) -> Response {
     if let Some(err) = oversized(request.headers()) {
         return err.into_response();
+    }
+    // A body already in memory (a Lambda event's) has an exact size, without headers.
+    if request.body().size_hint().lower() > MAX_BODY_BYTES {
+        return ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("request bodies over {MAX_BODY_BYTES} bytes are refused"),
+        )
+        .into_response();
     }
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,

@@ -8,5 +8,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config: HandlersConfig = config::load();
     shared::telemetry::init();
     let state = handlers::AppState::from_config(&config).await?;
-    lambda_http::run(handlers::lambda::service(state)).await
+    let service = handlers::lambda::service(state);
+    lambda_http::lambda_runtime::run(lambda_http::service_fn(move |event| {
+        handlers::lambda::handle(service.clone(), event)
+    }))
+    .await
 }
