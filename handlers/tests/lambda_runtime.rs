@@ -204,7 +204,10 @@ struct Function {
 
 impl Function {
     fn start(runtime_api: &str, consumer_addr: &str) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_handlers-lambda"))
+        // HANDLERS_LAMBDA_BIN measures another build (e.g. the release binary).
+        let binary = std::env::var("HANDLERS_LAMBDA_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_handlers-lambda").to_owned());
+        let mut child = Command::new(binary)
             .env_clear()
             .current_dir(std::env::temp_dir())
             .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
@@ -290,7 +293,7 @@ async fn handlers_lambda_answers_gateway_and_alb_events_through_the_runtime_api(
         .expect("lock")
         .map(|t| t.duration_since(spawned));
     eprintln!(
-        "handlers-lambda (debug build): init {init:?} until the first /next, first answer {first_answer:?} after start"
+        "handlers-lambda: init {init:?} until the first /next, first answer {first_answer:?} after start"
     );
 
     let (status, headers, body) = harness.http(fixture("apigw_v1_events.json")).await;
