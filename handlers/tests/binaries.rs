@@ -83,6 +83,17 @@ fn serves_and_stops_on_sigterm() {
     let mut answer = String::new();
     stream.read_to_string(&mut answer).expect("read");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let port = addr.rsplit(':').next().expect("port").to_owned();
+    let healthcheck = || {
+        Command::new(env!("CARGO_BIN_EXE_handlers-server"))
+            .arg("healthcheck")
+            .env_clear()
+            .env("PORT", &port)
+            .output()
+            .expect("healthcheck runs")
+            .status
+    };
+    assert!(healthcheck().success(), "healthcheck passes while serving");
 
     let status = Command::new("kill")
         .args(["-TERM", &server.id().to_string()])
@@ -98,6 +109,11 @@ fn serves_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(exit.success(), "clean exit: {exit}");
+    assert_eq!(
+        healthcheck().code(),
+        Some(1),
+        "healthcheck fails once stopped"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

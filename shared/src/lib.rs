@@ -10,6 +10,7 @@ pub mod error;
 pub mod event;
 pub mod internal;
 pub mod metrics;
+pub mod probe;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;

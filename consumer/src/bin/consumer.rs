@@ -1,11 +1,20 @@
 //! `consumer`: the consumer pod. Reads `.env`, flags and environment, then consumes the
 //! source topics into its buffer and serves the handlers until Ctrl-C or SIGTERM.
+//! `consumer healthcheck` asks the running pod's internal socket and exits 0 if it answers.
 
 use anyhow::Context;
-use shared::config::{self, ConsumerConfig};
+use shared::config::{self, ConsumerAddr, ConsumerConfig};
+use shared::internal::STATUS_PATH;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        let addr: ConsumerAddr = std::env::var("CONSUMER_ADDR")
+            .unwrap_or_else(|_| "0.0.0.0:7070".into())
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        std::process::exit(shared::probe::exit_code(&addr, STATUS_PATH));
+    }
     let config: ConsumerConfig = config::load();
     shared::telemetry::init();
     let pod = consumer::ConsumerPod::bind(config)
