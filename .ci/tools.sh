@@ -8,10 +8,15 @@
 # Tools:
 #   - a Python venv at ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/venv
 #     with the pins of .ci/requirements.txt (moto[server], schemathesis, cfn-lint,
-#     kubernetes-validate); pip re-runs only when that file's sha256 changed.
+#     kubernetes-validate, hadolint); pip re-runs only when that file's sha256 changed.
 #   - Debian's chromium (headless browser), via apt-get when not on PATH.
+#   - newman (the Postman collection runner) pinned at 6.2.2, installed with npm under
+#     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/node; npm runs only
+#     when that version is not already there (Debian's nodejs and npm via apt-get when
+#     node is not on PATH).
 #
-# Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, CHROMIUM.
+# Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
+# NEWMAN.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -23,6 +28,8 @@ cache="${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}"
 venv="$cache/venv"
 stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
+node_prefix="$cache/node"
+newman_version="6.2.2"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -71,6 +78,7 @@ moto_server="$(tool moto_server)"
 schemathesis="$(tool schemathesis)"
 cfn_lint="$(tool cfn-lint)"
 kubernetes_validate="$(tool kubernetes-validate)"
+hadolint="$(tool hadolint)"
 
 # ---------------------------------------------------------------- chromium
 as_root() {
@@ -101,11 +109,44 @@ if [[ -x /usr/lib/chromium/chromium ]]; then
     chromium=/usr/lib/chromium/chromium
 fi
 
+# ---------------------------------------------------------------- newman
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    log "installing nodejs and npm (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+    command -v node >/dev/null 2>&1 || die "node not on PATH after apt-get install"
+    command -v npm >/dev/null 2>&1 || die "npm not on PATH after apt-get install"
+    log "nodejs and npm installed"
+fi
+
+newman="$node_prefix/node_modules/.bin/newman"
+newman_package="$node_prefix/node_modules/newman/package.json"
+# The installed version, or nothing when newman is absent or its package.json unreadable.
+installed_newman() {
+    [[ -f "$newman_package" ]] || return 0
+    node -e 'process.stdout.write(String(require(process.argv[1]).version || ""))' \
+        "$newman_package" 2>/dev/null || true
+}
+if [[ "$(installed_newman)" != "$newman_version" || ! -x "$newman" ]]; then
+    log "installing newman $newman_version (npm) under $node_prefix"
+    mkdir -p "$node_prefix"
+    npm install --prefix "$node_prefix" --no-audit --no-fund --no-update-notifier \
+        --loglevel=error "newman@$newman_version" >/dev/null
+    [[ "$(installed_newman)" == "$newman_version" && -x "$newman" ]] \
+        || die "newman $newman_version missing after npm install (delete $node_prefix and retry)"
+    log "newman $newman_version installed"
+else
+    log "newman $newman_version up to date ($node_prefix)"
+fi
+
 # ---------------------------------------------------------------- exports
 {
     printf 'export MOTO_SERVER=%q\n' "$moto_server"
     printf 'export SCHEMATHESIS=%q\n' "$schemathesis"
     printf 'export CFN_LINT=%q\n' "$cfn_lint"
     printf 'export KUBERNETES_VALIDATE=%q\n' "$kubernetes_validate"
+    printf 'export HADOLINT=%q\n' "$hadolint"
     printf 'export CHROMIUM=%q\n' "$chromium"
+    printf 'export NEWMAN=%q\n' "$newman"
 } >&3
