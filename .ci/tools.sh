@@ -10,13 +10,14 @@
 #     with the pins of .ci/requirements.txt (moto[server], schemathesis, cfn-lint,
 #     kubernetes-validate, hadolint); pip re-runs only when that file's sha256 changed.
 #   - Debian's chromium (headless browser), via apt-get when not on PATH.
+#   - kubectl (for its built-in kustomize), via apt-get when not on PATH.
 #   - newman (the Postman collection runner) pinned at 6.2.2, installed with npm under
 #     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/node; npm runs only
 #     when that version is not already there (Debian's nodejs and npm via apt-get when
 #     node is not on PATH).
 #
 # Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
-# NEWMAN.
+# NEWMAN, KUBECTL.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -103,6 +104,18 @@ else
     log "chromium present ($chromium)"
 fi
 
+# ---------------------------------------------------------------- kubectl
+# Renders the kustomize overlays (kustomize is built into kubectl); no cluster is used.
+if ! kubectl="$(command -v kubectl)"; then
+    log "installing kubectl (apt-get)"
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends kubectl >/dev/null \
+        || die "kubectl is not installable from the configured apt sources"
+    kubectl="$(command -v kubectl)" || die "kubectl not on PATH after apt-get install"
+else
+    log "kubectl present ($kubectl)"
+fi
+
 # Debian's /usr/bin/chromium is a shell wrapper that prints noise; the binary it runs
 # takes the same flags.
 if [[ -x /usr/lib/chromium/chromium ]]; then
@@ -147,6 +160,7 @@ fi
     printf 'export CFN_LINT=%q\n' "$cfn_lint"
     printf 'export KUBERNETES_VALIDATE=%q\n' "$kubernetes_validate"
     printf 'export HADOLINT=%q\n' "$hadolint"
+    printf 'export KUBECTL=%q\n' "$kubectl"
     printf 'export CHROMIUM=%q\n' "$chromium"
     printf 'export NEWMAN=%q\n' "$newman"
 } >&3

@@ -7,6 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use serde_yaml::Value;
 
@@ -163,4 +164,318 @@ fn the_dockerfile_follows_the_image_rules() {
             ".dockerignore has {entry}"
         );
     }
+}
+
+/// Every document `kubectl kustomize` renders for an overlay.
+fn render(kubectl: &std::path::Path, overlay: &std::path::Path) -> Vec<Value> {
+    let text = run_ok(
+        Command::new(kubectl).arg("kustomize").arg(overlay),
+        &format!("kubectl kustomize {}", overlay.display()),
+    );
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("rendered YAML parses"))
+        .filter(|doc: &Value| !doc.is_null())
+        .collect()
+}
+
+fn kind(doc: &Value) -> &str {
+    doc["kind"].as_str().unwrap_or_default()
+}
+
+fn name(doc: &Value) -> &str {
+    doc["metadata"]["name"].as_str().unwrap_or_default()
+}
+
+/// The hardening rules every Deployment must meet.
+fn assert_hardened(overlay: &str, deployment: &Value) {
+    let what = format!("{overlay}: Deployment {}", name(deployment));
+    let pod = &deployment["spec"]["template"]["spec"];
+    let pod_security = &pod["securityContext"];
+    assert_eq!(
+        pod_security["runAsNonRoot"],
+        Value::Bool(true),
+        "{what}: runAsNonRoot"
+    );
+    assert_eq!(
+        pod_security["seccompProfile"]["type"].as_str(),
+        Some("RuntimeDefault"),
+        "{what}: seccomp RuntimeDefault"
+    );
+    let containers = pod["containers"].as_sequence().expect("containers");
+    assert!(!containers.is_empty(), "{what}: has containers");
+    for container in containers {
+        let c = format!(
+            "{what} container {}",
+            container["name"].as_str().unwrap_or("?")
+        );
+        let security = &container["securityContext"];
+        assert_eq!(
+            security["readOnlyRootFilesystem"],
+            Value::Bool(true),
+            "{c}: read-only root"
+        );
+        assert_eq!(
+            security["allowPrivilegeEscalation"],
+            Value::Bool(false),
+            "{c}: no escalation"
+        );
+        let dropped = security["capabilities"]["drop"]
+            .as_sequence()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            dropped.iter().any(|d| d.as_str() == Some("ALL")),
+            "{c}: drops ALL capabilities"
+        );
+        for probe in ["livenessProbe", "readinessProbe"] {
+            assert!(container[probe].is_mapping(), "{c}: has a {probe}");
+        }
+        for bound in ["requests", "limits"] {
+            let resources = &container["resources"][bound];
+            assert!(
+                resources["cpu"].as_str().is_some() || resources["cpu"].is_number(),
+                "{c}: cpu {bound}"
+            );
+            assert!(
+                resources["memory"].as_str().is_some(),
+                "{c}: memory {bound}"
+            );
+        }
+        let image = container["image"].as_str().unwrap_or_default();
+        assert!(
+            image.contains(':') && !image.ends_with(":latest"),
+            "{c}: image {image} has a version tag"
+        );
+    }
+}
+
+#[test]
+fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
+    const TEST: &str = "each_kubernetes_overlay_renders_validates_and_is_hardened";
+    let (Some(kubectl), Some(validate)) = (
+        common::tool(TEST, "KUBECTL", "kubectl"),
+        common::tool(TEST, "KUBERNETES_VALIDATE", "kubernetes-validate"),
+    ) else {
+        return;
+    };
+    let overlays: Vec<PathBuf> = std::fs::read_dir(repo_file("infra/k8s/overlays"))
+        .expect("infra/k8s/overlays")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    let names: Vec<String> = overlays
+        .iter()
+        .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
+        .collect();
+    for wanted in ["eks", "aks"] {
+        assert!(names.iter().any(|n| n == wanted), "an {wanted} overlay");
+    }
+    let dir = tempfile::tempdir().expect("dir");
+    for (overlay, label) in overlays.iter().zip(&names) {
+        let docs = render(&kubectl, overlay);
+        // Core kinds are checked against the Kubernetes schemas; custom resources (Istio,
+        // Prometheus operator) have no schema there, and were parsed above.
+        let core: Vec<&Value> = docs
+            .iter()
+            .filter(|d| {
+                let api = d["apiVersion"].as_str().unwrap_or_default();
+                !api.contains("istio.io") && !api.contains("monitoring.coreos.com")
+            })
+            .collect();
+        let file = dir.path().join(format!("{label}.yaml"));
+        let text: Vec<String> = core
+            .iter()
+            .map(|d| serde_yaml::to_string(d).expect("YAML"))
+            .collect();
+        std::fs::write(&file, text.join("---\n")).expect("write");
+        run_ok(
+            Command::new(&validate)
+                .args(["--strict", "--quiet"])
+                .arg(&file),
+            &format!("kubernetes-validate --strict ({label})"),
+        );
+
+        let of_kind = |k: &'static str| docs.iter().filter(move |d| kind(d) == k);
+        let deployments: Vec<&Value> = of_kind("Deployment").collect();
+        assert_eq!(
+            deployments.len(),
+            2,
+            "{label}: consumer and handlers Deployments"
+        );
+        for deployment in &deployments {
+            assert_hardened(label, deployment);
+        }
+        for k in [
+            "HorizontalPodAutoscaler",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ConfigMap",
+            "ServiceAccount",
+            "Gateway",
+            "VirtualService",
+            "DestinationRule",
+            "PeerAuthentication",
+            "AuthorizationPolicy",
+        ] {
+            assert!(of_kind(k).next().is_some(), "{label}: has a {k}");
+        }
+        for service in of_kind("Service") {
+            let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            assert_eq!(
+                kind,
+                "ClusterIP",
+                "{label}: Service {} stays inside",
+                name(service)
+            );
+        }
+        let peer = of_kind("PeerAuthentication")
+            .next()
+            .expect("PeerAuthentication");
+        assert_eq!(
+            peer["spec"]["mtls"]["mode"].as_str(),
+            Some("STRICT"),
+            "{label}"
+        );
+        let annotations: Vec<String> = of_kind("ServiceAccount")
+            .filter_map(|sa| sa["metadata"]["annotations"].as_mapping())
+            .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))
+            .collect();
+        let identity = match label.as_str() {
+            "eks" => "eks.amazonaws.com/role-arn",
+            "aks" => "azure.workload.identity/client-id",
+            _ => continue,
+        };
+        assert!(
+            annotations.iter().any(|a| a == identity),
+            "{label}: the handlers' ServiceAccount carries {identity}"
+        );
+    }
+}
+
+/// Metric names in PromQL text: identifiers of this product's metric families.
+fn metric_names(promql: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut current = String::new();
+    for c in promql.chars().chain(std::iter::once(' ')) {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            current.push(c);
+        } else {
+            let word = std::mem::take(&mut current);
+            if ["kafka_", "api_", "consumer_", "rate_limit_"]
+                .iter()
+                .any(|p| word.starts_with(p))
+            {
+                names.push(word);
+            }
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_and_dashboard_use_only_metrics_the_product_exports() {
+    // The names the running system really exports, from one scrape.
+    let mut config = common::config();
+    config.events = Some(5);
+    let stack = common::start(config).await;
+    let (base, key) = (stack.info.api_base.clone(), stack.info.api_key.clone());
+    let scrape = || {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            reqwest::Client::new()
+                .get(format!("{base}/metrics"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text")
+        }
+    };
+    // Lag comes from librdkafka's statistics every 5 s.
+    common::wait_for("every metric family", Duration::from_secs(20), || async {
+        scrape().await.contains("# TYPE kafka_consumer_lag")
+    })
+    .await;
+    let text = scrape().await;
+    stack.stop().await;
+    let exported: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    let known = |name: &str| {
+        exported.iter().any(|e| {
+            name == e
+                || ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .any(|suffix| name.strip_suffix(suffix) == Some(e.as_str()))
+        })
+    };
+
+    let rules = std::fs::read_to_string(repo_file("infra/monitoring/prometheusrule.yaml"))
+        .expect("PrometheusRule");
+    let rules: Value = serde_yaml::from_str(&rules).expect("PrometheusRule YAML");
+    let mut expressions = Vec::new();
+    for group in rules["spec"]["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            expressions.push((
+                rule["alert"].as_str().unwrap_or("record").to_owned(),
+                rule["expr"].as_str().expect("expr").to_owned(),
+            ));
+        }
+    }
+    assert!(
+        expressions.len() >= 4,
+        "alerts on lag, errors, 5xx and silence"
+    );
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_file("infra/monitoring/grafana-dashboard.json"))
+            .expect("dashboard"),
+    )
+    .expect("dashboard JSON");
+    fn collect_exprs(v: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(expr)) = map.get("expr") {
+                    out.push(("dashboard".into(), expr.clone()));
+                }
+                map.values().for_each(|v| collect_exprs(v, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect_exprs(v, out)),
+            _ => {}
+        }
+    }
+    let before = expressions.len();
+    collect_exprs(&dashboard, &mut expressions);
+    assert!(
+        expressions.len() - before >= 6,
+        "the dashboard has panels with queries"
+    );
+    for (source, expr) in &expressions {
+        let names = metric_names(expr);
+        assert!(
+            !names.is_empty(),
+            "{source}: {expr} queries a product metric"
+        );
+        for name in names {
+            assert!(known(&name), "{source}: {name} is not exported (in {expr})");
+        }
+    }
+
+    let monitor = std::fs::read_to_string(repo_file("infra/monitoring/servicemonitor.yaml"))
+        .expect("ServiceMonitor");
+    let monitor: Value = serde_yaml::from_str(&monitor).expect("ServiceMonitor YAML");
+    let endpoint = &monitor["spec"]["endpoints"][0];
+    assert_eq!(endpoint["path"].as_str(), Some("/api/v1/metrics"));
+    assert_eq!(endpoint["authorization"]["type"].as_str(), Some("Bearer"));
+    assert_eq!(
+        endpoint["authorization"]["credentials"]["name"].as_str(),
+        Some("kafka-replicator-secrets")
+    );
+    assert_eq!(
+        endpoint["authorization"]["credentials"]["key"].as_str(),
+        Some("api-key")
+    );
 }
