@@ -279,14 +279,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
     let stop = tokio_util::sync::CancellationToken::new();
     let replicator = client::Replicator::new(&client_config).expect("client");
     let running = tokio::spawn(replicator.run(stop.clone()));
-    let copied = read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("read local");
+    let copied = common::read_copies(&stack, N).await;
     stop.cancel();
     let _ = running.await;
     stack.stop().await;

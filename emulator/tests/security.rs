@@ -117,14 +117,7 @@ async fn a_rate_limited_client_waits_as_told_and_loses_nothing() {
         ..RateLimitArgs::default()
     };
     let stack = common::start(config).await;
-    let copied = emulator::verify::read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("read local");
+    let copied = common::read_copies(&stack, N).await;
     let text = stack.handler_metrics();
     stack.stop().await;
     common::assert_exactly_once(TEST, &copied, N);

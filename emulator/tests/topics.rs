@@ -169,14 +169,7 @@ async fn handler_replicas_answer_in_turn_without_sticky_routing() {
     config.client = true;
     config.client_batch_limit = 50;
     let stack = common::start(config).await;
-    let copied = read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("read local");
+    let copied = common::read_copies(&stack, N).await;
     let served = stack.requests_per_replica();
     stack.stop().await;
     eprintln!("{TEST}: requests per replica {served:?}");

@@ -85,29 +85,19 @@ fn finish(api: &RuntimeApi, id: &str, outcome: Outcome) {
     }
 }
 
-async fn invocation_response(
+/// `POST …/invocation/{id}/response` or `…/error`: the outcome, by the last path segment.
+async fn invocation_outcome(
     State(api): State<RuntimeApi>,
-    Path(id): Path<String>,
+    Path((id, kind)): Path<(String, String)>,
     body: String,
 ) -> &'static str {
-    finish(
-        &api,
-        &id,
-        Outcome::Response(serde_json::from_str(&body).unwrap_or(Value::String(body))),
-    );
-    "{}"
-}
-
-async fn invocation_error(
-    State(api): State<RuntimeApi>,
-    Path(id): Path<String>,
-    body: String,
-) -> &'static str {
-    finish(
-        &api,
-        &id,
-        Outcome::Error(serde_json::from_str(&body).unwrap_or(Value::String(body))),
-    );
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    let outcome = if kind == "response" {
+        Outcome::Response(value)
+    } else {
+        Outcome::Error(value)
+    };
+    finish(&api, &id, outcome);
     "{}"
 }
 
@@ -136,12 +126,8 @@ impl Harness {
         let app = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next_invocation))
             .route(
-                "/2018-06-01/runtime/invocation/{id}/response",
-                post(invocation_response),
-            )
-            .route(
-                "/2018-06-01/runtime/invocation/{id}/error",
-                post(invocation_error),
+                "/2018-06-01/runtime/invocation/{id}/{kind}",
+                post(invocation_outcome),
             )
             .route("/2018-06-01/runtime/init/error", post(init_error))
             .with_state(api.clone());

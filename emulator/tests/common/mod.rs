@@ -265,3 +265,19 @@ pub fn tool(test: &str, env_var: &str, command: &str) -> Option<std::path::PathB
     }
     found
 }
+
+/// Every committed copy of the stack's demo topic in local Kafka, once `n` are there (or a
+/// minute passed), per partition in offset order.
+pub async fn read_copies(
+    stack: &Stack,
+    n: u64,
+) -> std::collections::BTreeMap<i32, Vec<shared::Record>> {
+    emulator::verify::read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        usize::try_from(n).expect("count"),
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read local Kafka")
+}
