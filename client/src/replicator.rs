@@ -237,8 +237,10 @@ impl Replicator {
                 );
                 last_progress_log = Instant::now();
             }
-            // A full batch means more is waiting: fetch again at once.
-            if count < self.limit as usize {
+            // Events mean more may follow: fetch again at once (the next long-poll waits on
+            // the server). An empty answer came after the server waited; only if it answered
+            // sooner than the interval does the client make up the difference.
+            if count == 0 {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
