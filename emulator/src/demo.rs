@@ -18,13 +18,21 @@ const MAX_IN_FLIGHT: usize = 10_000;
 /// Keys cycle over this many devices, so events spread over partitions by key.
 const DEVICES: u64 = 16;
 
+/// Payload characters in a default demo value.
+const DEFAULT_PAYLOAD: usize = 64;
+
 /// The value of demo event `seq`.
 pub fn demo_value(seq: u64, timestamp_ms: i64) -> String {
+    demo_value_sized(seq, timestamp_ms, DEFAULT_PAYLOAD)
+}
+
+/// The value of demo event `seq` with `payload` filler characters.
+pub fn demo_value_sized(seq: u64, timestamp_ms: i64, payload: usize) -> String {
     format!(
         "{{\"seq\":{seq},\"ts\":{timestamp_ms},\"device\":\"device-{}\",\"temperature\":{:.1},\"payload\":\"{}\"}}",
         seq % DEVICES,
         18.0 + (seq % 70) as f64 / 10.0,
-        "x".repeat(64)
+        "x".repeat(payload)
     )
 }
 
@@ -34,6 +42,8 @@ pub struct DemoProducer {
     topic: String,
     rate: u64,
     total: Option<u64>,
+    payload: usize,
+    first_seq: u64,
 }
 
 impl std::fmt::Debug for DemoProducer {
@@ -63,26 +73,42 @@ impl DemoProducer {
             topic: topic.to_owned(),
             rate,
             total,
+            payload: DEFAULT_PAYLOAD,
+            first_seq: 0,
         })
+    }
+
+    /// Numbers the events from `seq` on (so several runs into one topic stay distinct).
+    pub fn first_seq(mut self, seq: u64) -> Self {
+        self.first_seq = seq;
+        self
+    }
+
+    /// Values of about `bytes` bytes (the benchmark's realistic 1 KiB events).
+    pub fn value_bytes(mut self, bytes: usize) -> Self {
+        let frame = demo_value_sized(0, 0, 0).len() + 16;
+        self.payload = bytes.saturating_sub(frame).max(1);
+        self
     }
 
     /// Produces until `total` is reached or `shutdown`; returns how many were acknowledged.
     pub async fn run(self, shutdown: CancellationToken) -> u64 {
         let started = tokio::time::Instant::now();
         let mut in_flight = FuturesUnordered::new();
-        let mut seq = 0u64;
+        let mut seq = self.first_seq;
         let mut acked = 0u64;
-        while self.total.is_none_or(|t| seq < t) && !shutdown.is_cancelled() {
+        while self.total.is_none_or(|t| seq - self.first_seq < t) && !shutdown.is_cancelled() {
             if self.rate > 0 {
                 // When the schedule says event `seq` is due.
-                let due = started + Duration::from_secs_f64(seq as f64 / self.rate as f64);
+                let due = started
+                    + Duration::from_secs_f64((seq - self.first_seq) as f64 / self.rate as f64);
                 tokio::select! {
                     () = shutdown.cancelled() => break,
                     () = tokio::time::sleep_until(due) => {}
                 }
             }
             let now = now_ms();
-            let value = demo_value(seq, now);
+            let value = demo_value_sized(seq, now, self.payload);
             let key = format!("device-{}", seq % DEVICES);
             let seq_text = seq.to_string();
             let headers = OwnedHeaders::new()

@@ -2,6 +2,7 @@
 //! mock cluster) or on real brokers. The binary runs it for people; the library's [`Stack`]
 //! is the integration-test harness.
 
+pub mod bench;
 pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;

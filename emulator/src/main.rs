@@ -43,10 +43,10 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     interval: u64,
     /// Use this real Kafka as the source instead of an embedded one.
-    #[arg(long, env = "KAFKA_BROKERS")]
+    #[arg(long, env = "KAFKA_BROKERS", global = true)]
     source_brokers: Option<String>,
     /// Use this real Kafka as the local cluster instead of an embedded one.
-    #[arg(long, env = "LOCAL_KAFKA_BROKERS")]
+    #[arg(long, env = "LOCAL_KAFKA_BROKERS", global = true)]
     local_brokers: Option<String>,
     /// Consumer group of the consumer pod.
     #[arg(
@@ -75,6 +75,71 @@ struct Args {
     cors: shared::config::CorsArgs,
     #[command(flatten)]
     limits: shared::config::RateLimitArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Times N events through the whole pipeline and through a direct Kafka-to-Kafka copy
+    /// on the same clusters, then latency at 1,000 events/s.
+    Bench(BenchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Events to copy (1 KiB JSON values, keys, two headers).
+    #[arg(long = "events", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    bench_events: u64,
+    /// Partitions of the benchmark topic.
+    #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    bench_partitions: i32,
+    /// Seconds of the 1,000 events/s latency phase.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    latency_secs: u64,
+    /// The client's batch limit.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    batch_limit: u32,
+    /// Print the report as one JSON line last.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
+    let report = emulator::bench::run(emulator::bench::BenchConfig {
+        events: bench.bench_events,
+        partitions: bench.bench_partitions,
+        latency_secs: bench.latency_secs,
+        source_brokers: args.source_brokers.clone(),
+        local_brokers: args.local_brokers.clone(),
+        batch_limit: bench.batch_limit,
+    })
+    .await
+    .context("the benchmark could not run")?;
+    let p = &report.pipeline;
+    let d = &report.direct_copy;
+    println!("events       {}", report.events);
+    println!(
+        "pipeline     {:>9.0} events/s {:>7.1} MB/s   lost {}, duplicated {}, peak RSS {:.0} MB",
+        p.events_per_sec, p.mb_per_sec, p.lost, p.duplicated, p.peak_rss_mb
+    );
+    println!(
+        "direct copy  {:>9.0} events/s {:>7.1} MB/s   pipeline / direct copy: {:.2}",
+        d.events_per_sec,
+        d.mb_per_sec,
+        p.events_per_sec / d.events_per_sec
+    );
+    println!(
+        "latency at {} events/s: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms",
+        emulator::bench::LATENCY_RATE,
+        p.p50_ms,
+        p.p99_ms,
+        p.p999_ms
+    );
+    if bench.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
 }
 
 impl Validate for Args {
@@ -89,6 +154,9 @@ impl Validate for Args {
 async fn main() -> anyhow::Result<()> {
     let args: Args = shared::config::load();
     shared::telemetry::init();
+    if let Some(Command::Bench(bench_args)) = &args.command {
+        return bench(&args, bench_args).await;
+    }
     let shutdown = shared::shutdown::token();
     let config = StackConfig {
         source_brokers: args.source_brokers,

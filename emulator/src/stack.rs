@@ -149,6 +149,9 @@ pub struct ReadyInfo {
 #[derive(Debug)]
 pub struct Stack {
     pub info: ReadyInfo,
+    /// The API's scheme://host:port (without the prefix).
+    pub server_url: String,
+    config: StackConfig,
     /// Where the consumer pod's internal server answers.
     pub pod_addr: ConsumerAddr,
     pub source: KafkaCluster,
@@ -297,35 +300,10 @@ impl Stack {
             });
         }
 
-        if config.client {
-            let client = client::Replicator::new(&ClientConfig {
-                server_url: Some(server_url),
-                api_key: Some(info.api_key.clone()),
-                api_prefix: config.api_prefix.clone(),
-                kafka_brokers: Some(local.bootstrap().to_owned()),
-                kafka_topic: match &config.destination {
-                    client::Destination::Topic(t) => Some(t.clone()),
-                    _ => None,
-                },
-                topic_prefix: match &config.destination {
-                    client::Destination::Prefix(p) => Some(p.clone()),
-                    _ => None,
-                },
-                interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
-                from: StartPosition::Earliest,
-                batch_limit: config.client_batch_limit,
-                state_topic: "kafka-replicator-client-state".into(),
-                client_id: config.client_id.clone(),
-            })?;
-            let stop = shutdown.clone();
-            tasks.spawn(async move {
-                if let Err(err) = client.run(stop).await {
-                    tracing::error!(error = %err, "client stopped on an error");
-                }
-            });
-        }
-        Ok(Self {
+        let mut stack = Self {
             info,
+            server_url,
+            config: config.clone(),
             pod_addr,
             source,
             local,
@@ -335,7 +313,43 @@ impl Stack {
             pod_task,
             balancer,
             handler_metrics,
-        })
+        };
+        if config.client {
+            stack.start_client()?;
+        }
+        Ok(stack)
+    }
+
+    /// Starts the client replicating into the local cluster, as configured (the stack starts
+    /// it itself when `client` is set).
+    pub fn start_client(&mut self) -> Result<(), StackError> {
+        let config = &self.config;
+        let client = client::Replicator::new(&ClientConfig {
+            server_url: Some(self.server_url.clone()),
+            api_key: Some(self.info.api_key.clone()),
+            api_prefix: config.api_prefix.clone(),
+            kafka_brokers: Some(self.local.bootstrap().to_owned()),
+            kafka_topic: match &config.destination {
+                client::Destination::Topic(t) => Some(t.clone()),
+                _ => None,
+            },
+            topic_prefix: match &config.destination {
+                client::Destination::Prefix(p) => Some(p.clone()),
+                _ => None,
+            },
+            interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
+            from: StartPosition::Earliest,
+            batch_limit: config.client_batch_limit,
+            state_topic: "kafka-replicator-client-state".into(),
+            client_id: config.client_id.clone(),
+        })?;
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            if let Err(err) = client.run(stop).await {
+                tracing::error!(error = %err, "client stopped on an error");
+            }
+        });
+        Ok(())
     }
 
     /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new

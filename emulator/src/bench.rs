@@ -1,0 +1,433 @@
+//! `emulator bench`: N realistic events (1 KiB JSON values, keys, two headers, over six
+//! partitions) copied from source to local Kafka through the whole pipeline (pod → API over
+//! HTTP → client, transactions and all) and, on the same clusters in the same run, by a
+//! direct rdkafka consumer → producer copy as the yardstick; then end-to-end latency at a
+//! steady 1,000 events/s. Every copy is counted, so loss and duplicates show.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::demo::DemoProducer;
+use crate::stack::{Stack, StackConfig, StackError};
+
+/// Size of a benchmark event's value.
+pub const VALUE_BYTES: usize = 1024;
+/// Rate of the latency phase.
+pub const LATENCY_RATE: u64 = 1000;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    pub events: u64,
+    pub partitions: i32,
+    /// Seconds of the steady-rate latency phase.
+    pub latency_secs: u64,
+    pub source_brokers: Option<String>,
+    pub local_brokers: Option<String>,
+    pub batch_limit: u32,
+}
+
+/// The pipeline's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineResult {
+    pub events_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// End-to-end latency at [`LATENCY_RATE`]: source timestamp to visible in local Kafka
+    /// to a `read_committed` reader.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+    /// Peak resident memory of the emulator process (every component in one process).
+    pub peak_rss_mb: f64,
+}
+
+/// The direct copy's figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct DirectResult {
+    pub events_per_sec: f64,
+    pub mb_per_sec: f64,
+}
+
+/// The report; serialized, it is the `--json` line of the contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub events: u64,
+    pub pipeline: PipelineResult,
+    pub direct_copy: DirectResult,
+}
+
+/// Why the benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Stack(#[from] StackError),
+    #[error("Kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("{0}")]
+    Incomplete(String),
+}
+
+/// Copies seen by a `read_committed` reader of a local topic.
+#[derive(Debug, Default)]
+struct Seen {
+    /// Copies per `seq`.
+    counts: HashMap<u64, u32>,
+    latencies_ms: Vec<f64>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+}
+
+/// Reads `topic` from `start` until `expected` distinct `seq`s arrived or `timeout`.
+fn watch(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    start: Offset,
+    expected: usize,
+    timeout: Duration,
+    progress: &str,
+) -> Result<Seen, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "kafka-replicator-bench")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, start)?;
+    }
+    consumer.assign(&tpl)?;
+    let deadline = Instant::now() + timeout;
+    let mut seen = Seen::default();
+    let mut reported = Instant::now();
+    while seen.counts.len() < expected && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+            continue;
+        };
+        let now = Instant::now();
+        let Some(seq) = message.payload().and_then(seq_of) else {
+            continue;
+        };
+        *seen.counts.entry(seq).or_default() += 1;
+        if let Some(ts) = message.timestamp().to_millis() {
+            seen.latencies_ms.push((now_ms() - ts).max(0) as f64);
+        }
+        seen.first.get_or_insert(now);
+        seen.last = Some(now);
+        if reported.elapsed() >= Duration::from_secs(2) {
+            eprintln!("bench: {progress}: {}/{expected}", seen.counts.len());
+            reported = Instant::now();
+        }
+    }
+    Ok(seen)
+}
+
+/// The `seq` field of a demo value, without a full JSON parse.
+fn seq_of(value: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(value.get(..40.min(value.len()))?).ok()?;
+    let rest = text.strip_prefix("{\"seq\":")?;
+    let end = rest.find(',')?;
+    rest[..end].parse().ok()
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Peak resident set of this process, in MiB (Linux; 0 elsewhere).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn produce(brokers: &str, topic: &str, rate: u64, events: u64) -> Result<u64, BenchError> {
+    let demo = DemoProducer::new(brokers, topic, rate, Some(events))?.value_bytes(VALUE_BYTES);
+    Ok(demo.run(CancellationToken::new()).await)
+}
+
+/// Copies `events` records of `from` into `to` with a plain consumer and producer, partition
+/// for partition; returns the seconds it took.
+async fn direct_copy(
+    source: &str,
+    local: &str,
+    from: &str,
+    to: &str,
+    partitions: i32,
+    events: u64,
+) -> Result<f64, BenchError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", source)
+        .set("group.id", "kafka-replicator-bench-direct")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(from, p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", local)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .create()?;
+    let started = Instant::now();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<rdkafka::message::OwnedMessage>>(8);
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut read = 0u64;
+        while read < events {
+            let mut batch = Vec::with_capacity(1000);
+            while batch.len() < 1000 && read < events {
+                match consumer.poll(Duration::from_millis(50)) {
+                    Some(Ok(m)) => {
+                        batch.push(m.detach());
+                        read += 1;
+                    }
+                    _ if !batch.is_empty() => break,
+                    _ => {}
+                }
+            }
+            if tx.blocking_send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acked = 0u64;
+    let mut in_flight = FuturesUnordered::new();
+    while let Some(batch) = rx.recv().await {
+        for m in batch {
+            let mut record: FutureRecord<'_, [u8], [u8]> =
+                FutureRecord::to(to).partition(m.partition());
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(v) = m.payload() {
+                record = record.payload(v);
+            }
+            if let Some(h) = m.headers() {
+                record = record.headers(h.clone());
+            }
+            if let Some(ts) = m.timestamp().to_millis() {
+                record = record.timestamp(ts);
+            }
+            let delivery = loop {
+                match producer.send_result(record) {
+                    Ok(delivery) => break delivery,
+                    Err((_, back)) => {
+                        // Queue full: let deliveries drain, then enqueue again.
+                        record = back;
+                        match in_flight.next().await {
+                            Some(Ok(Ok(_))) => acked += 1,
+                            Some(_) => {}
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                }
+            };
+            in_flight.push(delivery);
+            while in_flight.len() >= 10_000 {
+                if let Some(Ok(Ok(_))) = in_flight.next().await {
+                    acked += 1;
+                }
+            }
+        }
+    }
+    while let Some(result) = in_flight.next().await {
+        if let Ok(Ok(_)) = result {
+            acked += 1;
+        }
+    }
+    let _ = reader.await;
+    if acked < events {
+        return Err(BenchError::Incomplete(format!(
+            "direct copy: {acked} of {events} acknowledged"
+        )));
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// Runs the benchmark.
+pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    let topic = format!("bench-{:08x}", rand::random::<u32>());
+    let mut stack = Stack::start(StackConfig {
+        source_brokers: config.source_brokers.clone(),
+        local_brokers: config.local_brokers.clone(),
+        topic: topic.clone(),
+        partitions: config.partitions,
+        events: Some(0),
+        rate: 0,
+        client: false,
+        client_interval: Duration::from_millis(200),
+        client_batch_limit: config.batch_limit,
+        group_id: format!("{topic}-group"),
+        client_id: format!("{topic}-client"),
+        rate_limits: shared::config::RateLimitArgs {
+            rate_limit_max: 0,
+            rate_limit_key_max: 0,
+            ..Default::default()
+        },
+        ..StackConfig::default()
+    })
+    .await?;
+    let (source, local) = (
+        stack.info.source_brokers.clone(),
+        stack.info.local_brokers.clone(),
+    );
+    let n = config.events;
+    let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
+
+    eprintln!(
+        "bench: producing {n} events of {VALUE_BYTES} B into {topic} ({} partitions)",
+        config.partitions
+    );
+    let produced = produce(&source, &topic, 0, n).await?;
+    if produced < n {
+        return Err(BenchError::Incomplete(format!(
+            "the source took {produced} of {n}"
+        )));
+    }
+
+    // The pipeline copies the backlog: time from the client's start to the last copy seen.
+    eprintln!("bench: pipeline (pod → HTTP → client → local Kafka)");
+    let started = Instant::now();
+    stack.start_client()?;
+    let watched = {
+        let (local, topic, partitions) = (local.clone(), topic.clone(), config.partitions);
+        tokio::task::spawn_blocking(move || {
+            watch(
+                &local,
+                &topic,
+                partitions,
+                Offset::Beginning,
+                n as usize,
+                Duration::from_secs(600),
+                "pipeline",
+            )
+        })
+        .await
+        .map_err(|e| BenchError::Incomplete(e.to_string()))??
+    };
+    let pipeline_secs = watched
+        .last
+        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+    let lost = n.saturating_sub(watched.counts.len() as u64);
+
+    // Latency: a steady rate while the client keeps up.
+    eprintln!(
+        "bench: latency at {LATENCY_RATE} events/s for {} s",
+        config.latency_secs
+    );
+    let steady = LATENCY_RATE * config.latency_secs;
+    let latency = {
+        // Watching from the end: only the steady events, timed as they become visible.
+        let (local, watched_topic, partitions) = (local.clone(), topic.clone(), config.partitions);
+        let watcher = tokio::task::spawn_blocking(move || {
+            watch(
+                &local,
+                &watched_topic,
+                partitions,
+                Offset::End,
+                steady as usize,
+                Duration::from_secs(120),
+                "latency",
+            )
+        });
+        // Give the watcher a moment to take its position at the end.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let producer = DemoProducer::new(&source, &topic, LATENCY_RATE, Some(steady))?
+            .value_bytes(VALUE_BYTES)
+            .first_seq(n)
+            .run(CancellationToken::new());
+        let (_, seen) = tokio::join!(producer, watcher);
+        seen.map_err(|e| BenchError::Incomplete(e.to_string()))??
+    };
+    let duplicated: u64 = watched
+        .counts
+        .values()
+        .chain(latency.counts.values())
+        .map(|c| u64::from(c.saturating_sub(1)))
+        .sum();
+    let mut steady_latencies = latency.latencies_ms.clone();
+    steady_latencies.sort_by(f64::total_cmp);
+    let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
+
+    eprintln!("bench: direct copy (rdkafka consumer → producer, no HTTP)");
+    let direct_topic = format!("{topic}-direct");
+    stack
+        .local
+        .create_topic(&direct_topic, config.partitions)
+        .await?;
+    let direct_secs =
+        direct_copy(&source, &local, &topic, &direct_topic, config.partitions, n).await?;
+    let peak = peak_rss_mb();
+    stack.stop().await;
+
+    Ok(BenchReport {
+        events: n,
+        pipeline: PipelineResult {
+            events_per_sec: n as f64 / pipeline_secs,
+            mb_per_sec: mb / pipeline_secs,
+            p50_ms: percentile(&steady_latencies, 50.0),
+            p99_ms: percentile(&steady_latencies, 99.0),
+            p999_ms: percentile(&steady_latencies, 99.9),
+            lost: lost + lost_steady,
+            duplicated,
+            peak_rss_mb: peak,
+        },
+        direct_copy: DirectResult {
+            events_per_sec: n as f64 / direct_secs,
+            mb_per_sec: mb / direct_secs,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_seq_of_demo_values() {
+        let value = crate::demo::demo_value_sized(123_456, 1, 900);
+        assert_eq!(seq_of(value.as_bytes()), Some(123_456));
+        assert_eq!(seq_of(b"{\"other\":1}"), None);
+    }
+
+    #[test]
+    fn percentiles_pick_ranks() {
+        let sorted: Vec<f64> = (1..=1000).map(f64::from).collect();
+        assert_eq!(percentile(&sorted, 50.0), 501.0);
+        assert_eq!(percentile(&sorted, 99.0), 990.0);
+        assert!(percentile(&[], 50.0).is_nan());
+    }
+}
