@@ -317,7 +317,9 @@ impl KafkaReader {
             .set("group.id", format!("{group_id}-reader"))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
+            // Offsets deleted between the watermark query and the fetch must surface as an
+            // error (and so as a gap), never as a silent jump to the new log start.
+            .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50");
         Self {
@@ -480,7 +482,7 @@ impl KafkaReader {
     ) -> Result<RangeRead, KafkaError> {
         self.with_consumer(move |c| {
             let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
-            let missing = (from < low).then(|| Missing { from, to: low - 1 });
+            let mut missing = (from < low).then(|| Missing { from, to: low - 1 });
             let from = from.max(low);
             let stop = stop.map_or(high, |s| s.min(high));
             if from >= stop || max == 0 {
@@ -507,6 +509,34 @@ impl KafkaReader {
                         // skip past any transaction markers, never past unread records.
                         next = fetch_position(c, &tp).map_or(next, |p| p.clamp(next, stop));
                         break;
+                    }
+                    Some(Err(KafkaError::MessageConsumption(
+                        RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                    ))) => {
+                        // The source deleted offsets after the watermarks were read. With
+                        // records in hand, return them: the next read finds the gap. Else
+                        // report the newly deleted offsets too and read on from the new start.
+                        if !records.is_empty() {
+                            break;
+                        }
+                        let (low, _) =
+                            c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
+                        // Never past `stop`: what follows it is served from the buffer.
+                        let resume = low.min(stop);
+                        if resume <= next {
+                            break;
+                        }
+                        missing = Some(Missing {
+                            from: missing.as_ref().map_or(next, |m| m.from),
+                            to: resume - 1,
+                        });
+                        next = resume;
+                        if next >= stop {
+                            break;
+                        }
+                        let mut tpl = TopicPartitionList::new();
+                        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next))?;
+                        c.assign(&tpl)?;
                     }
                     Some(Err(err)) => {
                         c.unassign()?;
