@@ -277,8 +277,22 @@ async fn direct_copy(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// Most bytes per partition a run may put on librdkafka's mock cluster, which drops the
+/// oldest records of a partition beyond a few MiB.
+const MOCK_PARTITION_BYTES: u64 = 3 * 1024 * 1024;
+
 /// Runs the benchmark.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
+    let partitions = u64::try_from(config.partitions.max(1)).unwrap_or(1);
+    let on_mock = config.source_brokers.is_none() || config.local_brokers.is_none();
+    let steady = LATENCY_RATE * config.latency_secs;
+    let most = MOCK_PARTITION_BYTES * partitions / VALUE_BYTES as u64;
+    if on_mock && config.events + steady > most {
+        return Err(BenchError::Incomplete(format!(
+            "the embedded (mock) clusters keep only a few MiB per partition: with {} partitions at most {} events in all ({} for the latency phase); use --source-brokers and --local-brokers with real Kafka for more",
+            config.partitions, most, steady
+        )));
+    }
     let topic = format!("bench-{:08x}", rand::random::<u32>());
     let mut stack = Stack::start(StackConfig {
         source_brokers: config.source_brokers.clone(),
@@ -348,7 +362,6 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         "bench: latency at {LATENCY_RATE} events/s for {} s",
         config.latency_secs
     );
-    let steady = LATENCY_RATE * config.latency_secs;
     let latency = {
         // Watching from the end: only the steady events, timed as they become visible.
         let (local, watched_topic, partitions) = (local.clone(), topic.clone(), config.partitions);

@@ -89,13 +89,13 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Events to copy (1 KiB JSON values, keys, two headers).
-    #[arg(long = "events", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "events", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
     bench_events: u64,
     /// Partitions of the benchmark topic.
     #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     bench_partitions: i32,
     /// Seconds of the 1,000 events/s latency phase.
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=600))]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=600))]
     latency_secs: u64,
     /// The client's batch limit.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
