@@ -17,7 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo::DemoProducer;
+use crate::demo::{DemoProducer, now_ms};
 use crate::stack::{Stack, StackConfig, StackError};
 
 /// Size of a benchmark event's value.
@@ -142,12 +142,6 @@ fn seq_of(value: &[u8]) -> Option<u64> {
     let rest = text.strip_prefix("{\"seq\":")?;
     let end = rest.find(',')?;
     rest[..end].parse().ok()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

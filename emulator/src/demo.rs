@@ -173,7 +173,8 @@ fn count_ack(
     }
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, as Kafka timestamps count.
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

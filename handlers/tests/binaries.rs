@@ -5,6 +5,41 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// `handlers-server` on a free port with a test key and `extra` variables, JSON logs on a
+/// pipe (kept open by the returned reader); also the fields of its "serving" log line.
+fn start_server(
+    extra: &[(&str, &std::ffi::OsStr)],
+) -> (
+    std::process::Child,
+    std::io::Lines<BufReader<std::process::ChildStderr>>,
+    serde_json::Value,
+) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_handlers-server"));
+    command
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        .env("API_KEY", "server-test-key-0123456789")
+        .env("PORT", "0")
+        .env("HOST", "127.0.0.1")
+        .env("CONSUMER_ADDR", "127.0.0.1:9")
+        .env("LOG_FORMAT", "json")
+        .stderr(Stdio::piped());
+    for (name, value) in extra {
+        command.env(name, value);
+    }
+    let mut server = command.spawn().expect("starts");
+    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
+    let fields = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
+            v["fields"]["addr"].is_string().then(|| v["fields"].clone())
+        })
+        .expect("the server logs its address");
+    (server, lines, fields)
+}
+
 #[test]
 fn missing_or_short_key_is_one_clear_line() {
     for env in [vec![], vec![("API_KEY", "k3y-tiny")]] {
@@ -54,26 +89,8 @@ fn generates_distinct_256_bit_keys() {
 #[cfg(unix)]
 #[test]
 fn serves_and_stops_on_sigterm() {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_handlers-server"))
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .env("API_KEY", "server-test-key-0123456789")
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("CONSUMER_ADDR", "127.0.0.1:9")
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-            v["fields"]["addr"].as_str().map(str::to_owned)
-        })
-        .expect("the server logs its address");
+    let (mut server, _log, started) = start_server(&[]);
+    let addr = started["addr"].as_str().expect("addr").to_owned();
 
     let mut stream = std::net::TcpStream::connect(&addr).expect("connect");
     use std::io::{Read, Write};
@@ -125,31 +142,10 @@ async fn serves_https_with_the_configured_certificate() {
     std::fs::write(&cert, generated.cert.pem()).expect("write cert");
     std::fs::write(&key, generated.key_pair.serialize_pem()).expect("write key");
 
-    let mut server = Command::new(env!("CARGO_BIN_EXE_handlers-server"))
-        .env_clear()
-        .current_dir(std::env::temp_dir())
-        .env("API_KEY", "server-test-key-0123456789")
-        .env("PORT", "0")
-        .env("HOST", "127.0.0.1")
-        .env("CONSUMER_ADDR", "127.0.0.1:9")
-        .env("TLS_CERT", &cert)
-        .env("TLS_KEY", &key)
-        .env("LOG_FORMAT", "json")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starts");
-    let mut lines = BufReader::new(server.stderr.take().expect("stderr")).lines();
-    let (addr, tls) = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|line| {
-            let v: serde_json::Value = serde_json::from_str(&line).ok()?;
-            Some((
-                v["fields"]["addr"].as_str()?.to_owned(),
-                v["fields"]["tls"].as_bool()?,
-            ))
-        })
-        .expect("the server logs its address");
+    let (mut server, _log, started) =
+        start_server(&[("TLS_CERT", cert.as_os_str()), ("TLS_KEY", key.as_os_str())]);
+    let addr = started["addr"].as_str().expect("addr").to_owned();
+    let tls = started["tls"].as_bool().expect("tls");
     assert!(tls, "the server says it speaks TLS");
     let port = addr.rsplit(':').next().expect("port");
 

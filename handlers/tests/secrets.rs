@@ -107,6 +107,24 @@ async fn secrets_client(endpoint: &str) -> aws_sdk_secretsmanager::Client {
     aws_sdk_secretsmanager::Client::new(&config)
 }
 
+/// moto's server holding one secret; its endpoint and a Secrets Manager client for it.
+async fn moto_with_secret(
+    path: &PathBuf,
+    name: &str,
+    value: &str,
+) -> (Process, String, aws_sdk_secretsmanager::Client) {
+    let (moto, endpoint) = start_moto(path);
+    let secrets = secrets_client(&endpoint).await;
+    secrets
+        .create_secret()
+        .name(name)
+        .secret_string(value)
+        .send()
+        .await
+        .expect("create the secret");
+    (moto, endpoint, secrets)
+}
+
 fn handlers_server(endpoint: &str, secret_id: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_handlers-server"));
     command
@@ -153,15 +171,12 @@ async fn keys_come_from_secrets_manager_and_rotate_without_a_restart() {
     let Some(moto_path) = moto_server() else {
         return;
     };
-    let (_moto, endpoint) = start_moto(&moto_path);
-    let secrets = secrets_client(&endpoint).await;
-    secrets
-        .create_secret()
-        .name(SECRET)
-        .secret_string(format!(r#"{{"api_keys":["{OLD_KEY}"]}}"#))
-        .send()
-        .await
-        .expect("create the secret");
+    let (_moto, endpoint, secrets) = moto_with_secret(
+        &moto_path,
+        SECRET,
+        &format!(r#"{{"api_keys":["{OLD_KEY}"]}}"#),
+    )
+    .await;
 
     let server = Process::spawn(handlers_server(&endpoint, SECRET));
     let addr = server.wait_line("server address", |line| {
@@ -214,15 +229,12 @@ async fn an_unreadable_secret_stops_the_start_with_a_clear_error() {
     let Some(moto_path) = moto_server() else {
         return;
     };
-    let (_moto, endpoint) = start_moto(&moto_path);
-    let secrets = secrets_client(&endpoint).await;
-    secrets
-        .create_secret()
-        .name("kafka-replicator/not-keys")
-        .secret_string(r#"{"password":"hunter2-hunter2-hunter2"}"#)
-        .send()
-        .await
-        .expect("create the secret");
+    let (_moto, endpoint, _) = moto_with_secret(
+        &moto_path,
+        "kafka-replicator/not-keys",
+        r#"{"password":"hunter2-hunter2-hunter2"}"#,
+    )
+    .await;
 
     for (secret_id, expected) in [
         ("kafka-replicator/missing", "cannot read secret"),
