@@ -15,6 +15,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
+use shared::config::SourceArgs;
 use shared::event::RecordHeader;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -199,9 +200,7 @@ impl std::fmt::Debug for KafkaSource {
 
 impl KafkaSource {
     pub fn new(
-        brokers: &str,
-        group_id: &str,
-        topics: &[String],
+        source: &SourceArgs,
         buffer: Arc<RecordBuffer>,
         status: Arc<SourceStatus>,
         metrics: ConsumerMetrics,
@@ -211,14 +210,16 @@ impl KafkaSource {
             status,
             metrics: metrics.clone(),
         };
-        let consumer: StreamConsumer<SourceContext> = base_config(brokers)
-            .set("group.id", group_id)
+        let consumer: StreamConsumer<SourceContext> = base_config(source.brokers())
+            .set("group.id", &source.group_id)
+            .set("fetch.wait.max.ms", source.fetch_wait_ms.to_string())
             .set("enable.auto.commit", "true")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
             .create_with_context(context)?;
+        let topics = source.topics();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
         Ok(Self {

@@ -119,9 +119,7 @@ impl ConsumerPod {
             Arc::clone(&status),
         ));
         let kafka_source = kafka::KafkaSource::new(
-            source.brokers(),
-            &source.group_id,
-            &topics,
+            source,
             Arc::clone(&buffer),
             Arc::clone(&status),
             metrics.clone(),

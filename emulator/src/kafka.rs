@@ -37,6 +37,11 @@ impl KafkaCluster {
         }
     }
 
+    /// Whether this is the in-process mock cluster.
+    pub fn is_mock(&self) -> bool {
+        matches!(self, Self::Mock(_))
+    }
+
     /// `mock` or `external`, for logs and test output.
     pub fn kind(&self) -> &'static str {
         match self {

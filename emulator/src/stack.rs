@@ -20,6 +20,10 @@ use crate::demo::DemoProducer;
 use crate::kafka::KafkaCluster;
 use crate::lambda_bridge::LambdaBridge;
 
+/// The pod's fetch wait on the mock cluster, which holds an empty fetch this long even when
+/// data arrives meanwhile (real brokers answer at once), so it bounds the added latency.
+pub const MOCK_FETCH_WAIT_MS: u32 = 5;
+
 /// How long the stack may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -209,6 +213,11 @@ impl Stack {
                 brokers: Some(source.bootstrap().to_owned()),
                 topics,
                 group_id: config.group_id.clone(),
+                fetch_wait_ms: if source.is_mock() {
+                    MOCK_FETCH_WAIT_MS
+                } else {
+                    shared::config::DEFAULT_FETCH_WAIT_MS
+                },
             },
             buffer: BufferArgs {
                 buffer_max_events: config.buffer_max_events,
@@ -321,8 +330,10 @@ impl Stack {
     }
 
     /// Starts the client replicating into the local cluster, as configured (the stack starts
-    /// it itself when `client` is set).
-    pub fn start_client(&mut self) -> Result<(), StackError> {
+    /// it itself when `client` is set); the receiver follows its progress.
+    pub fn start_client(
+        &mut self,
+    ) -> Result<tokio::sync::watch::Receiver<client::Progress>, StackError> {
         let config = &self.config;
         let client = client::Replicator::new(&ClientConfig {
             server_url: Some(self.server_url.clone()),
@@ -343,13 +354,14 @@ impl Stack {
             state_topic: "kafka-replicator-client-state".into(),
             client_id: config.client_id.clone(),
         })?;
+        let progress = client.watch();
         let stop = self.shutdown.clone();
         self.tasks.spawn(async move {
             if let Err(err) = client.run(stop).await {
                 tracing::error!(error = %err, "client stopped on an error");
             }
         });
-        Ok(())
+        Ok(progress)
     }
 
     /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new

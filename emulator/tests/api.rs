@@ -412,6 +412,7 @@ async fn unreachable_source_or_pod_is_503_with_retry_after() {
             brokers: Some("127.0.0.1:1".into()),
             topics: vec!["orders".into()],
             group_id: common::unique("group"),
+            fetch_wait_ms: shared::config::DEFAULT_FETCH_WAIT_MS,
         },
         buffer: shared::config::BufferArgs {
             buffer_max_events: 100,

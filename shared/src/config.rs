@@ -150,7 +150,20 @@ pub struct SourceArgs {
         default_value = "kafka-replicator"
     )]
     pub group_id: String,
+    /// Longest a fetch that finds no new data waits at the broker (librdkafka
+    /// `fetch.wait.max.ms`). Real brokers answer as soon as data arrives, so this only paces
+    /// idle polling; librdkafka's mock cluster waits it out in full, so the emulator lowers it.
+    #[arg(
+        long = "kafka-fetch-wait-ms",
+        env = "KAFKA_FETCH_WAIT_MS",
+        default_value_t = DEFAULT_FETCH_WAIT_MS,
+        value_parser = clap::value_parser!(u32).range(1..=10_000)
+    )]
+    pub fetch_wait_ms: u32,
 }
+
+/// librdkafka's own default for `fetch.wait.max.ms`.
+pub const DEFAULT_FETCH_WAIT_MS: u32 = 500;
 
 impl Validate for SourceArgs {
     fn validate(&self) -> Result<(), ConfigError> {
