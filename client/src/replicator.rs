@@ -2,8 +2,11 @@
 //! and the cursor that follows it to local Kafka in one transaction; on any failure retry
 //! with capped, jittered backoff, logging one line per change of state, never crashing.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
+use shared::api::EventsResponse;
 use shared::config::{ClientConfig, StartPosition};
 use shared::{Cursor, Record, StartFrom};
 use tokio::time::Instant;
@@ -28,9 +31,11 @@ enum Health {
     LocalKafkaFailing(String),
 }
 
-/// Totals since start, for progress lines and tests.
+/// Totals since start, for progress lines, tests and the benchmark.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Progress {
+    /// Local Kafka is connected and the committed position read: fetching has begun.
+    pub connected: bool,
     pub events: u64,
     pub polls: u64,
 }
@@ -48,6 +53,7 @@ pub struct Replicator {
     limit: u32,
     health: Health,
     progress: Progress,
+    watchers: tokio::sync::watch::Sender<Progress>,
     backoff: Backoff,
 }
 
@@ -71,8 +77,18 @@ impl Replicator {
             limit: config.batch_limit,
             health: Health::Starting,
             progress: Progress::default(),
+            watchers: tokio::sync::watch::Sender::new(Progress::default()),
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
         })
+    }
+
+    /// Follows [`Progress`] as the client runs.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<Progress> {
+        self.watchers.subscribe()
+    }
+
+    fn publish(&self) {
+        self.watchers.send_replace(self.progress);
     }
 
     fn set_health(&mut self, health: Health) {
@@ -146,12 +162,17 @@ impl Replicator {
         let Some((mut sink, mut position)) = self.connect(&shutdown).await? else {
             return Ok(self.progress);
         };
+        self.progress.connected = true;
+        self.publish();
         let mut last_progress_log = Instant::now();
+        // The next batch, asked for while the previous one was being written.
+        let mut ahead: Option<PendingFetch> = None;
         while !shutdown.is_cancelled() {
             let started = Instant::now();
+            let fetch = ahead.take().unwrap_or_else(|| self.fetch_from(&position));
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
-                r = self.api.fetch(&position, self.limit, self.interval) => r,
+                r = fetch => r,
             };
             self.progress.polls += 1;
             let batch = match fetched {
@@ -186,16 +207,24 @@ impl Replicator {
                 .map(shared::Event::into_record)
                 .collect::<Result<_, _>>()?;
             let moved = !matches!(&position, StartFrom::Cursor(c) if *c == next);
+            let fetched_at = Instant::now();
             if count > 0 || moved {
+                // The batch after this one is fetched while this one is written; it is used
+                // only once this one committed, so a failed write never skips anything.
+                let mut next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()));
+                let mut fetched_ahead = None;
                 let delivered = {
                     let deliver = sink.deliver(&records, &next);
                     tokio::pin!(deliver);
-                    tokio::select! {
-                        r = &mut deliver => Some(r),
-                        // Stopping: finish the transaction in flight unless local Kafka
-                        // cannot take it in time; an unfinished one is aborted by the
-                        // broker and fetched again on the next start.
-                        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await.ok(),
+                    loop {
+                        tokio::select! {
+                            r = &mut deliver => break Some(r),
+                            r = &mut next_fetch, if fetched_ahead.is_none() => fetched_ahead = Some(r),
+                            // Stopping: finish the transaction in flight unless local Kafka
+                            // cannot take it in time; an unfinished one is aborted by the
+                            // broker and fetched again on the next start.
+                            () = shutdown.cancelled() => break tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await.ok(),
+                        }
                     }
                 };
                 match delivered {
@@ -206,7 +235,12 @@ impl Replicator {
                         );
                         break;
                     }
-                    Some(Ok(())) => {}
+                    Some(Ok(())) => {
+                        ahead = Some(match fetched_ahead {
+                            Some(answer) => Box::pin(std::future::ready(answer)),
+                            None => next_fetch,
+                        });
+                    }
                     Some(Err(SinkError::Fenced)) => return Err(SinkError::Fenced.into()),
                     Some(Err(err)) => {
                         let rebuild = err.needs_new_producer();
@@ -225,8 +259,15 @@ impl Replicator {
                     }
                 }
             }
+            tracing::debug!(
+                events = count,
+                fetch_ms = fetched_at.duration_since(started).as_millis() as u64,
+                deliver_ms = fetched_at.elapsed().as_millis() as u64,
+                "batch"
+            );
             position = StartFrom::Cursor(next);
             self.progress.events += count as u64;
+            self.publish();
             self.set_health(Health::Replicating);
             self.backoff.reset();
             if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
@@ -246,6 +287,17 @@ impl Replicator {
         }
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
+    }
+}
+
+/// A fetch that owns what it needs, so it can run while the loop writes a batch.
+type PendingFetch = Pin<Box<dyn Future<Output = Result<EventsResponse, FetchError>> + Send>>;
+
+impl Replicator {
+    fn fetch_from(&self, start: &StartFrom) -> PendingFetch {
+        let (api, start, limit, wait) =
+            (self.api.clone(), start.clone(), self.limit, self.interval);
+        Box::pin(async move { api.fetch(&start, limit, wait).await })
     }
 }
 

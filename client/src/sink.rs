@@ -93,6 +93,26 @@ async fn blocking<T: Send + 'static>(
         .map_err(|_| KafkaError::Canceled)?
 }
 
+/// Waits, briefly, until librdkafka has retired the delivery reports already awaited.
+///
+/// `commit_transaction` flushes first, and rust-rdkafka's flush polls for up to 100 ms
+/// whenever the queue is not yet empty. A report whose future has resolved can still be
+/// counted for a few microseconds, until the producer's poll thread drops it; the flush
+/// then sleeps a whole 100 ms for an event that never comes, about once a second.
+fn settle(producer: &FutureProducer) {
+    let deadline = std::time::Instant::now() + SETTLE_AT_MOST;
+    while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// Longest the first connection to local Kafka is waited for before the transactional
+/// init takes over.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest [`settle`] waits before leaving the rest to the flush.
+const SETTLE_AT_MOST: Duration = Duration::from_millis(50);
+
 impl LocalKafka {
     /// Connects as `client_id` (the transactional id: one per client), fencing any
     /// earlier instance with the same id and aborting what it left open.
@@ -115,7 +135,9 @@ impl LocalKafka {
                 "message.timeout.ms",
                 TRANSACTION_TIMEOUT.as_millis().to_string(),
             )
-            .set("linger.ms", "5")
+            // Every batch is awaited before its commit, so lingering only adds latency;
+            // records enqueued while a request is in flight still go out together.
+            .set("linger.ms", "1")
             .set("compression.type", "lz4")
             .create()
             .map_err(SinkError::Create)?;
@@ -125,9 +147,15 @@ impl LocalKafka {
         let (admin, name) = (Arc::clone(&topics), state_topic.to_owned());
         tokio::spawn(async move { admin.ensure_state_topic(&name).await });
         let p = producer.clone();
-        blocking(move || p.init_transactions(CALL_TIMEOUT))
-            .await
-            .map_err(SinkError::Init)?;
+        blocking(move || {
+            // The coordinator is looked up through a connected broker; asked before any is
+            // connected, librdkafka tries again only after 500 ms. Connect first: if this
+            // fails, the init below reports why.
+            let _ = p.client().fetch_metadata(None, CONNECT_TIMEOUT);
+            p.init_transactions(CALL_TIMEOUT)
+        })
+        .await
+        .map_err(SinkError::Init)?;
         Ok(Self {
             producer,
             brokers: brokers.to_owned(),
@@ -193,9 +221,12 @@ impl LocalKafka {
         let result = match result {
             Ok(()) => {
                 let p = self.producer.clone();
-                blocking(move || p.commit_transaction(CALL_TIMEOUT))
-                    .await
-                    .map_err(|e| self.classify(e))
+                blocking(move || {
+                    settle(&p);
+                    p.commit_transaction(CALL_TIMEOUT)
+                })
+                .await
+                .map_err(|e| self.classify(e))
             }
             Err(err) => Err(err),
         };
