@@ -7,12 +7,30 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use shared::ApiError;
-use shared::api::{EventsResponse, FetchRequest};
+use shared::api::FetchRequest;
 use shared::config::ConsumerAddr;
 use shared::error::ErrorBody;
 use shared::internal::{
     FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
 };
+
+/// The pod's answer to a fetch: an [`shared::api::EventsResponse`] already in its public JSON form, so
+/// the handlers pass it on without decoding and encoding the events again.
+#[derive(Debug, Clone)]
+pub struct EventsJson(pub bytes::Bytes);
+
+impl axum::response::IntoResponse for EventsJson {
+    fn into_response(self) -> axum::response::Response {
+        (
+            [(
+                axum::http::header::CONTENT_TYPE,
+                axum::http::HeaderValue::from_static("application/json"),
+            )],
+            self.0,
+        )
+            .into_response()
+    }
+}
 
 /// Seconds a client is told to wait when the pod does not answer.
 const RETRY_AFTER_SECS: u64 = 2;
@@ -89,7 +107,7 @@ impl PodClient {
     }
 
     /// Events for a validated request.
-    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsResponse, ApiError> {
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsJson, ApiError> {
         let timeout = Duration::from_millis(u64::from(req.wait_ms)) + ANSWER_SLACK;
         let response = self
             .http
@@ -101,7 +119,11 @@ impl PodClient {
             .map_err(|e| self.unreachable(&e))?;
         self.reached();
         if response.status().is_success() {
-            return response.json().await.map_err(|e| self.unreachable(&e));
+            return response
+                .bytes()
+                .await
+                .map(EventsJson)
+                .map_err(|e| self.unreachable(&e));
         }
         Err(self.error_from(response).await)
     }

@@ -12,6 +12,7 @@ use shared::error::ErrorBody;
 use shared::{ApiError, ErrorCode};
 
 use crate::AppState;
+use crate::pod::EventsJson;
 
 /// `GET /health`: the process is alive. Says nothing secret.
 #[utoipa::path(
@@ -119,7 +120,7 @@ pub async fn events(
     State(state): State<AppState>,
     max_wait: Option<Extension<MaxWait>>,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<Json<EventsResponse>, ApiError> {
+) -> Result<EventsJson, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -131,7 +132,7 @@ pub async fn events(
         let max_ms = u32::try_from(max.as_millis()).unwrap_or(u32::MAX);
         request.wait_ms = request.wait_ms.min(max_ms);
     }
-    state.pod.fetch(&request).await.map(Json)
+    state.pod.fetch(&request).await
 }
 
 /// `GET /metrics`: this process's metrics followed by the consumer pod's.
