@@ -22,6 +22,10 @@ use crate::stack::{Stack, StackConfig, StackError};
 
 /// Size of a benchmark event's value.
 pub const VALUE_BYTES: usize = 1024;
+/// Longest a copy of the backlog may take.
+const COPY_TIMEOUT: Duration = Duration::from_secs(600);
+/// Longest a first connection may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Rate of the latency phase.
 pub const LATENCY_RATE: u64 = 1000;
 
@@ -51,6 +55,8 @@ pub struct PipelineResult {
     pub duplicated: u64,
     /// Peak resident memory of the emulator process (every component in one process).
     pub peak_rss_mb: f64,
+    /// From the client's start to connected with its position read (not in `events_per_sec`).
+    pub client_start_ms: f64,
 }
 
 /// The direct copy's figures.
@@ -89,51 +95,108 @@ struct Seen {
     last: Option<Instant>,
 }
 
-/// Reads `topic` from `start` until `expected` distinct `seq`s arrived or `timeout`.
-fn watch(
+/// A `read_committed` reader of a local topic, connected and positioned before any clock
+/// starts, so its own start-up is never timed.
+struct Watcher {
+    consumer: BaseConsumer,
+}
+
+impl Watcher {
+    /// Assigns every partition of `topic` at its current end (`from_end`) or start.
+    fn new(
+        brokers: &str,
+        topic: &str,
+        partitions: i32,
+        from_end: bool,
+    ) -> Result<Self, rdkafka::error::KafkaError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("group.id", "kafka-replicator-bench")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "5")
+            .create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            // Explicit offsets: the first fetch needs no offset lookup.
+            let (low, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+            tpl.add_partition_offset(topic, p, Offset::Offset(if from_end { high } else { low }))?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(Self { consumer })
+    }
+
+    /// Reads until `expected` distinct `seq`s arrived or `timeout`.
+    fn watch(&self, expected: usize, timeout: Duration, progress: &str) -> Seen {
+        let deadline = Instant::now() + timeout;
+        let mut seen = Seen::default();
+        let mut reported = Instant::now();
+        while seen.counts.len() < expected && Instant::now() < deadline {
+            let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let now = Instant::now();
+            let Some(seq) = message.payload().and_then(seq_of) else {
+                continue;
+            };
+            *seen.counts.entry(seq).or_default() += 1;
+            if let Some(ts) = message.timestamp().to_millis() {
+                seen.latencies_ms.push((now_ms() - ts).max(0) as f64);
+            }
+            seen.first.get_or_insert(now);
+            seen.last = Some(now);
+            if reported.elapsed() >= Duration::from_secs(2) {
+                eprintln!("bench: {progress}: {}/{expected}", seen.counts.len());
+                reported = Instant::now();
+            }
+        }
+        seen
+    }
+}
+
+/// Starts a [`Watcher`] on the blocking pool once it is positioned; the returned task ends
+/// with what it saw.
+async fn spawn_watcher(
     brokers: &str,
     topic: &str,
     partitions: i32,
-    start: Offset,
+    from_end: bool,
     expected: usize,
     timeout: Duration,
-    progress: &str,
-) -> Result<Seen, rdkafka::error::KafkaError> {
+    progress: &'static str,
+) -> Result<tokio::task::JoinHandle<Seen>, BenchError> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    let watcher =
+        tokio::task::spawn_blocking(move || Watcher::new(&brokers, &topic, partitions, from_end))
+            .await
+            .map_err(|e| BenchError::Incomplete(e.to_string()))??;
+    Ok(tokio::task::spawn_blocking(move || {
+        watcher.watch(expected, timeout, progress)
+    }))
+}
+
+async fn seen(watcher: tokio::task::JoinHandle<Seen>) -> Result<Seen, BenchError> {
+    watcher
+        .await
+        .map_err(|e| BenchError::Incomplete(e.to_string()))
+}
+
+/// The end offset of each partition of `topic`.
+fn log_ends(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
-        .set("group.id", "kafka-replicator-bench")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
         .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, start)?;
-    }
-    consumer.assign(&tpl)?;
-    let deadline = Instant::now() + timeout;
-    let mut seen = Seen::default();
-    let mut reported = Instant::now();
-    while seen.counts.len() < expected && Instant::now() < deadline {
-        let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let now = Instant::now();
-        let Some(seq) = message.payload().and_then(seq_of) else {
-            continue;
-        };
-        *seen.counts.entry(seq).or_default() += 1;
-        if let Some(ts) = message.timestamp().to_millis() {
-            seen.latencies_ms.push((now_ms() - ts).max(0) as f64);
-        }
-        seen.first.get_or_insert(now);
-        seen.last = Some(now);
-        if reported.elapsed() >= Duration::from_secs(2) {
-            eprintln!("bench: {progress}: {}/{expected}", seen.counts.len());
-            reported = Instant::now();
-        }
-    }
-    Ok(seen)
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, CONNECT_TIMEOUT)
+                .map(|(_, high)| high)
+        })
+        .collect()
 }
 
 /// The `seq` field of a demo value, without a full JSON parse.
@@ -164,111 +227,161 @@ fn peak_rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-async fn produce(brokers: &str, topic: &str, rate: u64, events: u64) -> Result<u64, BenchError> {
-    let demo = DemoProducer::new(brokers, topic, rate, Some(events))?.value_bytes(VALUE_BYTES);
+async fn produce(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+    events: u64,
+) -> Result<u64, BenchError> {
+    let demo = DemoProducer::new(brokers, topic, 0, Some(events))?
+        .value_bytes(VALUE_BYTES)
+        .spread_over(partitions);
     Ok(demo.run(CancellationToken::new()).await)
 }
 
-/// Copies `events` records of `from` into `to` with a plain consumer and producer, partition
-/// for partition; returns the seconds it took.
-async fn direct_copy(
-    source: &str,
-    local: &str,
-    from: &str,
-    to: &str,
-    partitions: i32,
-    events: u64,
-) -> Result<f64, BenchError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", source)
-        .set("group.id", "kafka-replicator-bench-direct")
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(from, p, Offset::Beginning)?;
+/// The yardstick: a plain rdkafka consumer → producer copy, partition for partition, no
+/// HTTP and no transactions. Both clients are connected and the producer has its id before
+/// the clock starts, so what is timed is copying.
+struct DirectCopy {
+    consumer: BaseConsumer,
+    producer: FutureProducer,
+}
+
+impl DirectCopy {
+    /// Connects to both clusters; `fetch_wait_ms` as the consumer pod fetches.
+    async fn connect(
+        source: &str,
+        local: &str,
+        from: &str,
+        to: &str,
+        fetch_wait_ms: u32,
+    ) -> Result<Self, BenchError> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", source)
+            .set("group.id", "kafka-replicator-bench-direct")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
+            .create()?;
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", local)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("compression.type", "lz4")
+            .create()?;
+        let (c, from_topic) = (consumer, from.to_owned());
+        let consumer = tokio::task::spawn_blocking(move || {
+            c.fetch_metadata(Some(&from_topic), CONNECT_TIMEOUT)
+                .map(|_| c)
+        })
+        .await
+        .map_err(|e| BenchError::Incomplete(e.to_string()))??;
+        // Not a demo event (no `seq`): watchers skip it.
+        let warm_up: FutureRecord<'_, str, str> = FutureRecord::to(to)
+            .key("warm-up")
+            .payload("{\"warm_up\":true}");
+        producer
+            .send(warm_up, CONNECT_TIMEOUT)
+            .await
+            .map_err(|(err, _)| err)?;
+        Ok(Self { consumer, producer })
     }
-    consumer.assign(&tpl)?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", local)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "5")
-        .set("compression.type", "lz4")
-        .create()?;
-    let started = Instant::now();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<rdkafka::message::OwnedMessage>>(8);
-    let reader = tokio::task::spawn_blocking(move || {
-        let mut read = 0u64;
-        while read < events {
-            let mut batch = Vec::with_capacity(1000);
-            while batch.len() < 1000 && read < events {
-                match consumer.poll(Duration::from_millis(50)) {
-                    Some(Ok(m)) => {
-                        batch.push(m.detach());
-                        read += 1;
+
+    /// Copies the records of `from` below `ends` (one end offset per partition, `events`
+    /// records in all) into `to` and waits until local Kafka acknowledged them all.
+    async fn run(
+        self,
+        from: &str,
+        to: &str,
+        ends: Vec<i64>,
+        events: u64,
+    ) -> Result<(), BenchError> {
+        let partitions = i32::try_from(ends.len()).unwrap_or(i32::MAX);
+        let Self { consumer, producer } = self;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(from, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<rdkafka::message::OwnedMessage>>(8);
+        let deadline = Instant::now() + COPY_TIMEOUT;
+        let reader = tokio::task::spawn_blocking(move || {
+            let mut read = 0u64;
+            while read < events && Instant::now() < deadline {
+                let mut batch = Vec::with_capacity(1000);
+                while batch.len() < 1000 && read < events && Instant::now() < deadline {
+                    match consumer.poll(Duration::from_millis(50)) {
+                        Some(Ok(m))
+                            if usize::try_from(m.partition())
+                                .ok()
+                                .and_then(|p| ends.get(p))
+                                .is_some_and(|end| m.offset() < *end) =>
+                        {
+                            batch.push(m.detach());
+                            read += 1;
+                        }
+                        _ if !batch.is_empty() => break,
+                        _ => {}
                     }
-                    _ if !batch.is_empty() => break,
-                    _ => {}
+                }
+                if tx.blocking_send(batch).is_err() {
+                    break;
                 }
             }
-            if tx.blocking_send(batch).is_err() {
-                break;
-            }
-        }
-    });
-    let mut acked = 0u64;
-    let mut in_flight = FuturesUnordered::new();
-    while let Some(batch) = rx.recv().await {
-        for m in batch {
-            let mut record: FutureRecord<'_, [u8], [u8]> =
-                FutureRecord::to(to).partition(m.partition());
-            if let Some(k) = m.key() {
-                record = record.key(k);
-            }
-            if let Some(v) = m.payload() {
-                record = record.payload(v);
-            }
-            if let Some(h) = m.headers() {
-                record = record.headers(h.clone());
-            }
-            if let Some(ts) = m.timestamp().to_millis() {
-                record = record.timestamp(ts);
-            }
-            let delivery = loop {
-                match producer.send_result(record) {
-                    Ok(delivery) => break delivery,
-                    Err((_, back)) => {
-                        // Queue full: let deliveries drain, then enqueue again.
-                        record = back;
-                        match in_flight.next().await {
-                            Some(Ok(Ok(_))) => acked += 1,
-                            Some(_) => {}
-                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+        });
+        let mut acked = 0u64;
+        let mut in_flight = FuturesUnordered::new();
+        while let Some(batch) = rx.recv().await {
+            for m in batch {
+                let mut record: FutureRecord<'_, [u8], [u8]> =
+                    FutureRecord::to(to).partition(m.partition());
+                if let Some(k) = m.key() {
+                    record = record.key(k);
+                }
+                if let Some(v) = m.payload() {
+                    record = record.payload(v);
+                }
+                if let Some(h) = m.headers() {
+                    record = record.headers(h.clone());
+                }
+                if let Some(ts) = m.timestamp().to_millis() {
+                    record = record.timestamp(ts);
+                }
+                let delivery = loop {
+                    match producer.send_result(record) {
+                        Ok(delivery) => break delivery,
+                        Err((_, back)) => {
+                            // Queue full: let deliveries drain, then enqueue again.
+                            record = back;
+                            match in_flight.next().await {
+                                Some(Ok(Ok(_))) => acked += 1,
+                                Some(_) => {}
+                                None => tokio::time::sleep(Duration::from_millis(5)).await,
+                            }
                         }
                     }
-                }
-            };
-            in_flight.push(delivery);
-            while in_flight.len() >= 10_000 {
-                if let Some(Ok(Ok(_))) = in_flight.next().await {
-                    acked += 1;
+                };
+                in_flight.push(delivery);
+                while in_flight.len() >= 10_000 {
+                    if let Some(Ok(Ok(_))) = in_flight.next().await {
+                        acked += 1;
+                    }
                 }
             }
         }
-    }
-    while let Some(result) = in_flight.next().await {
-        if let Ok(Ok(_)) = result {
-            acked += 1;
+        while let Some(result) = in_flight.next().await {
+            if let Ok(Ok(_)) = result {
+                acked += 1;
+            }
         }
+        let _ = reader.await;
+        if acked < events {
+            return Err(BenchError::Incomplete(format!(
+                "direct copy: {acked} of {events} acknowledged"
+            )));
+        }
+        Ok(())
     }
-    let _ = reader.await;
-    if acked < events {
-        return Err(BenchError::Incomplete(format!(
-            "direct copy: {acked} of {events} acknowledged"
-        )));
-    }
-    Ok(started.elapsed().as_secs_f64())
 }
 
 /// Most bytes per partition a run may put on librdkafka's mock cluster, which drops the
@@ -319,37 +432,75 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         "bench: producing {n} events of {VALUE_BYTES} B into {topic} ({} partitions)",
         config.partitions
     );
-    let produced = produce(&source, &topic, 0, n).await?;
+    let produced = produce(&source, &topic, config.partitions, n).await?;
     if produced < n {
         return Err(BenchError::Incomplete(format!(
             "the source took {produced} of {n}"
         )));
     }
-
-    // The pipeline copies the backlog: time from the client's start to the last copy seen.
-    eprintln!("bench: pipeline (pod → HTTP → client → local Kafka)");
-    let started = Instant::now();
-    stack.start_client()?;
-    let watched = {
-        let (local, topic, partitions) = (local.clone(), topic.clone(), config.partitions);
-        tokio::task::spawn_blocking(move || {
-            watch(
-                &local,
-                &topic,
-                partitions,
-                Offset::Beginning,
-                n as usize,
-                Duration::from_secs(600),
-                "pipeline",
-            )
-        })
-        .await
-        .map_err(|e| BenchError::Incomplete(e.to_string()))??
+    // Where the backlog ends in each partition: the direct copy takes exactly these records.
+    let backlog_ends = {
+        let (source, topic, partitions) = (source.clone(), topic.clone(), config.partitions);
+        tokio::task::spawn_blocking(move || log_ends(&source, &topic, partitions))
+            .await
+            .map_err(|e| BenchError::Incomplete(e.to_string()))??
     };
+
+    // The pipeline copies the backlog: time from the client being connected (as the direct
+    // copy is before its clock starts) to the last copy seen.
+    eprintln!("bench: pipeline (pod → HTTP → client → local Kafka)");
+    let watcher = spawn_watcher(
+        &local,
+        &topic,
+        config.partitions,
+        false,
+        n as usize,
+        COPY_TIMEOUT,
+        "pipeline",
+    )
+    .await?;
+    let starting = Instant::now();
+    let mut progress = stack.start_client()?;
+    tokio::time::timeout(COPY_TIMEOUT, progress.wait_for(|p| p.connected))
+        .await
+        .map_err(|_| BenchError::Incomplete("the client did not connect".into()))?
+        .map_err(|_| BenchError::Incomplete("the client stopped".into()))?;
+    let started = Instant::now();
+    let client_start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
+    let watched = seen(watcher).await?;
     let pipeline_secs = watched
         .last
         .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
     let lost = n.saturating_sub(watched.counts.len() as u64);
+
+    eprintln!("bench: direct copy (rdkafka consumer → producer, no HTTP)");
+    let direct_topic = format!("{topic}-direct");
+    stack
+        .local
+        .create_topic(&direct_topic, config.partitions)
+        .await?;
+    let watcher = spawn_watcher(
+        &local,
+        &direct_topic,
+        config.partitions,
+        false,
+        n as usize,
+        COPY_TIMEOUT,
+        "direct copy",
+    )
+    .await?;
+    let fetch_wait_ms = if on_mock {
+        crate::stack::MOCK_FETCH_WAIT_MS
+    } else {
+        shared::config::DEFAULT_FETCH_WAIT_MS
+    };
+    let copy = DirectCopy::connect(&source, &local, &topic, &direct_topic, fetch_wait_ms).await?;
+    let started = Instant::now();
+    copy.run(&topic, &direct_topic, backlog_ends, n).await?;
+    let direct_seen = seen(watcher).await?;
+    let direct_secs = direct_seen
+        .last
+        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
 
     // Latency: a steady rate while the client keeps up.
     eprintln!(
@@ -357,27 +508,27 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         config.latency_secs
     );
     let latency = {
-        // Watching from the end: only the steady events, timed as they become visible.
-        let (local, watched_topic, partitions) = (local.clone(), topic.clone(), config.partitions);
-        let watcher = tokio::task::spawn_blocking(move || {
-            watch(
-                &local,
-                &watched_topic,
-                partitions,
-                Offset::End,
-                steady as usize,
-                Duration::from_secs(120),
-                "latency",
-            )
-        });
-        // Give the watcher a moment to take its position at the end.
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Watched from the current ends: only the steady events, timed as they become
+        // visible.
+        let watcher = spawn_watcher(
+            &local,
+            &topic,
+            config.partitions,
+            true,
+            steady as usize,
+            Duration::from_secs(120),
+            "latency",
+        )
+        .await?;
+        // A producer's first records wait for its id and metadata, which is the source's
+        // start-up, not replication: it is ready before the clock starts.
         let producer = DemoProducer::new(&source, &topic, LATENCY_RATE, Some(steady))?
             .value_bytes(VALUE_BYTES)
-            .first_seq(n)
-            .run(CancellationToken::new());
-        let (_, seen) = tokio::join!(producer, watcher);
-        seen.map_err(|e| BenchError::Incomplete(e.to_string()))??
+            .spread_over(config.partitions)
+            .first_seq(n);
+        producer.warm_up().await?;
+        let (_, latency) = tokio::join!(producer.run(CancellationToken::new()), seen(watcher));
+        latency?
     };
     let duplicated: u64 = watched
         .counts
@@ -389,14 +540,6 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     steady_latencies.sort_by(f64::total_cmp);
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
 
-    eprintln!("bench: direct copy (rdkafka consumer → producer, no HTTP)");
-    let direct_topic = format!("{topic}-direct");
-    stack
-        .local
-        .create_topic(&direct_topic, config.partitions)
-        .await?;
-    let direct_secs =
-        direct_copy(&source, &local, &topic, &direct_topic, config.partitions, n).await?;
     let peak = peak_rss_mb();
     stack.stop().await;
 
@@ -411,6 +554,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             lost: lost + lost_steady,
             duplicated,
             peak_rss_mb: peak,
+            client_start_ms,
         },
         direct_copy: DirectResult {
             events_per_sec: n as f64 / direct_secs,

@@ -44,6 +44,7 @@ pub struct DemoProducer {
     total: Option<u64>,
     payload: usize,
     first_seq: u64,
+    spread: Option<i32>,
 }
 
 impl std::fmt::Debug for DemoProducer {
@@ -75,6 +76,7 @@ impl DemoProducer {
             total,
             payload: DEFAULT_PAYLOAD,
             first_seq: 0,
+            spread: None,
         })
     }
 
@@ -84,11 +86,31 @@ impl DemoProducer {
         self
     }
 
+    /// Puts event `seq` on partition `seq % partitions` (keys still cycle), so every
+    /// partition gets the same share; by default the key picks the partition.
+    pub fn spread_over(mut self, partitions: i32) -> Self {
+        self.spread = Some(partitions.max(1));
+        self
+    }
+
     /// Values of about `bytes` bytes (the benchmark's realistic 1 KiB events).
     pub fn value_bytes(mut self, bytes: usize) -> Self {
         let frame = demo_value_sized(0, 0, 0).len() + 16;
         self.payload = bytes.saturating_sub(frame).max(1);
         self
+    }
+
+    /// Sends one record that is not a demo event (no `seq`) and waits for it, so the
+    /// producer has its id, metadata and connection before timed events go out.
+    pub async fn warm_up(&self) -> Result<(), KafkaError> {
+        let record: FutureRecord<'_, str, str> = FutureRecord::to(&self.topic)
+            .key("warm-up")
+            .payload("{\"warm_up\":true}");
+        self.producer
+            .send(record, Timeout::After(Duration::from_secs(30)))
+            .await
+            .map(drop)
+            .map_err(|(err, _)| err)
     }
 
     /// Produces until `total` is reached or `shutdown`; returns how many were acknowledged.
@@ -125,6 +147,10 @@ impl DemoProducer {
                 .payload(&value)
                 .headers(headers)
                 .timestamp(now);
+            if let Some(partitions) = self.spread {
+                let share = seq % u64::from(partitions.unsigned_abs());
+                record = record.partition(i32::try_from(share).unwrap_or(0));
+            }
             let delivery = loop {
                 match self.producer.send_result(record) {
                     Ok(delivery) => break delivery,

@@ -136,6 +136,10 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         p.p99_ms,
         p.p999_ms
     );
+    println!(
+        "client start {:>9.0} ms (connect to local Kafka, read the committed position; not in events/s)",
+        p.client_start_ms
+    );
     if bench.json {
         println!("{}", serde_json::to_string(&report)?);
     }
