@@ -8,6 +8,7 @@ use reqwest::StatusCode;
 use shared::StartFrom;
 use shared::api::EventsResponse;
 use shared::error::ErrorBody;
+use shared::wire::Batch;
 
 /// Why a poll got no events.
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +60,7 @@ impl EventsApi {
         start: &StartFrom,
         limit: u32,
         wait: Duration,
-    ) -> Result<EventsResponse, FetchError> {
+    ) -> Result<Batch, FetchError> {
         let wait_ms = wait
             .as_millis()
             .min(u128::from(shared::api::MAX_WAIT_MS))
@@ -73,6 +74,7 @@ impl EventsApi {
             .http
             .get(&self.url)
             .header("x-api-key", &self.api_key)
+            .header(reqwest::header::ACCEPT, ACCEPT)
             .query(&query)
             .timeout(wait + Duration::from_secs(30))
             .send()
@@ -83,10 +85,7 @@ impl EventsApi {
             })?;
         let status = response.status();
         if status.is_success() {
-            return response.json().await.map_err(|e| FetchError::Transient {
-                message: format!("answer cut off or unreadable: {}", root_cause(&e)),
-                retry_after: None,
-            });
+            return read_batch(response).await;
         }
         let retry_after = response
             .headers()
@@ -119,6 +118,41 @@ impl EventsApi {
             message,
         })
     }
+}
+
+/// Binary batches first; JSON from a server that does not offer them.
+const ACCEPT: &str = "application/vnd.kafka-replicator.batch, application/json;q=0.5";
+
+/// Reads a `200` answer in whichever form the server chose.
+async fn read_batch(response: reqwest::Response) -> Result<Batch, FetchError> {
+    let unreadable = |why: String| FetchError::Transient {
+        message: format!("answer cut off or unreadable: {why}"),
+        retry_after: None,
+    };
+    let binary = response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(shared::wire::BATCH_CONTENT_TYPE));
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| unreadable(root_cause(&e)))?;
+    if binary {
+        return shared::wire::decode(&body).map_err(|e| unreadable(e.to_string()));
+    }
+    let answer: EventsResponse =
+        serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+    Ok(Batch {
+        records: answer
+            .events
+            .into_iter()
+            .map(shared::Event::into_record)
+            .collect::<Result<_, _>>()
+            .map_err(|e| unreadable(e.to_string()))?,
+        next_cursor: answer.next_cursor,
+        gaps: answer.gaps,
+    })
 }
 
 /// The innermost error's text: the useful part of reqwest's layered errors.

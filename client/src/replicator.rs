@@ -6,8 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use shared::api::EventsResponse;
 use shared::config::{ClientConfig, StartPosition};
+use shared::wire::Batch;
 use shared::{Cursor, Record, StartFrom};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -16,7 +16,7 @@ use crate::ClientError;
 use crate::api::{EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::destination::Destination;
-use crate::sink::{LocalKafka, SinkError};
+use crate::sink::{LocalKafka, SinkError, Transaction};
 
 /// How long a stopping client waits for the batch in flight.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
@@ -165,6 +165,11 @@ impl Replicator {
         self.progress.connected = true;
         self.publish();
         let mut last_progress_log = Instant::now();
+        // What local Kafka holds: where a failed transaction starts again from.
+        let mut committed = position.clone();
+        // A transaction kept open while full batches keep coming, and its events.
+        let mut open: Option<Transaction> = None;
+        let mut uncommitted = 0u64;
         // The next batch, asked for while the previous one was being written.
         let mut ahead: Option<PendingFetch> = None;
         while !shutdown.is_cancelled() {
@@ -175,6 +180,30 @@ impl Replicator {
                 r = fetch => r,
             };
             self.progress.polls += 1;
+            // An open transaction takes only more events: anything else closes it first.
+            let more = matches!(&fetched, Ok(b) if !b.records.is_empty());
+            if !more && let Some(txn) = open.take() {
+                let cursor = cursor_of(&position);
+                match finish(&sink, txn, &cursor, &shutdown).await {
+                    None => break,
+                    Some(Ok(())) => {
+                        committed = position.clone();
+                        self.committed(std::mem::take(&mut uncommitted));
+                    }
+                    Some(Err(err)) => {
+                        uncommitted = 0;
+                        position = committed.clone();
+                        if !self
+                            .recover(err, &mut sink, &mut position, &shutdown)
+                            .await?
+                        {
+                            break;
+                        }
+                        committed = position.clone();
+                        continue;
+                    }
+                }
+            }
             let batch = match fetched {
                 Ok(batch) => batch,
                 Err(FetchError::Transient {
@@ -200,76 +229,102 @@ impl Replicator {
                     "source no longer holds these offsets (retention); skipped");
             }
             let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
-            let count = batch.events.len();
-            let records: Vec<Record> = batch
-                .events
-                .into_iter()
-                .map(shared::Event::into_record)
-                .collect::<Result<_, _>>()?;
+            let count = batch.records.len();
+            let records: Vec<Record> = batch.records;
             let moved = !matches!(&position, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
-                // The batch after this one is fetched while this one is written; it is used
-                // only once this one committed, so a failed write never skips anything.
-                let mut next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()));
+                let written = match open.take() {
+                    Some(txn) => Ok(txn),
+                    None => sink.begin(),
+                };
+                let written = match written {
+                    Ok(mut txn) => match sink.write(&mut txn, &records, &next).await {
+                        Ok(()) => Ok(txn),
+                        Err(err) => Err(sink.abort(txn, err).await),
+                    },
+                    Err(err) => Err(err),
+                };
+                let txn = match written {
+                    Ok(txn) => txn,
+                    Err(err) => {
+                        uncommitted = 0;
+                        position = committed.clone();
+                        if !self
+                            .recover(err, &mut sink, &mut position, &shutdown)
+                            .await?
+                        {
+                            break;
+                        }
+                        committed = position.clone();
+                        continue;
+                    }
+                };
+                tracing::debug!(
+                    events = count,
+                    fetch_ms = fetched_at.duration_since(started).as_millis() as u64,
+                    write_ms = fetched_at.elapsed().as_millis() as u64,
+                    "batch handed to local Kafka"
+                );
+                uncommitted += count as u64;
+                position = StartFrom::Cursor(next.clone());
+                // The batch after this one is fetched while this one is written.
+                let mut next_fetch = self.fetch_from(&position);
+                // A full batch means a backlog: keep the transaction open for the next one
+                // (bounded), so local Kafka works on this one meanwhile.
+                if count == self.limit as usize
+                    && txn.events() < MAX_TRANSACTION_EVENTS
+                    && txn.age() < MAX_TRANSACTION_AGE
+                {
+                    open = Some(txn);
+                    ahead = Some(next_fetch);
+                    continue;
+                }
                 let mut fetched_ahead = None;
+                let committing = Instant::now();
                 let delivered = {
-                    let deliver = sink.deliver(&records, &next);
-                    tokio::pin!(deliver);
+                    let commit = finish(&sink, txn, &next, &shutdown);
+                    tokio::pin!(commit);
                     loop {
                         tokio::select! {
-                            r = &mut deliver => break Some(r),
+                            r = &mut commit => break r,
                             r = &mut next_fetch, if fetched_ahead.is_none() => fetched_ahead = Some(r),
-                            // Stopping: finish the transaction in flight unless local Kafka
-                            // cannot take it in time; an unfinished one is aborted by the
-                            // broker and fetched again on the next start.
-                            () = shutdown.cancelled() => break tokio::time::timeout(SHUTDOWN_DRAIN, &mut deliver).await.ok(),
                         }
                     }
                 };
                 match delivered {
-                    None => {
-                        tracing::warn!(
-                            events = count,
-                            "stopping with a batch uncommitted; it will be fetched again"
-                        );
-                        break;
-                    }
+                    None => break,
                     Some(Ok(())) => {
+                        tracing::debug!(
+                            events = uncommitted,
+                            commit_ms = committing.elapsed().as_millis() as u64,
+                            "committed"
+                        );
+                        committed = position.clone();
+                        self.committed(std::mem::take(&mut uncommitted));
+                        // Used only now that this batch is committed: a failed write never
+                        // skips anything.
                         ahead = Some(match fetched_ahead {
                             Some(answer) => Box::pin(std::future::ready(answer)),
                             None => next_fetch,
                         });
                     }
-                    Some(Err(SinkError::Fenced)) => return Err(SinkError::Fenced.into()),
                     Some(Err(err)) => {
-                        let rebuild = err.needs_new_producer();
-                        self.set_health(Health::LocalKafkaFailing(err.to_string()));
-                        let pause = self.backoff.next_delay();
-                        sleep(pause, &shutdown).await;
-                        if rebuild {
-                            drop(sink);
-                            let Some((fresh, committed)) = self.connect(&shutdown).await? else {
-                                break;
-                            };
-                            sink = fresh;
-                            position = committed;
+                        uncommitted = 0;
+                        position = committed.clone();
+                        if !self
+                            .recover(err, &mut sink, &mut position, &shutdown)
+                            .await?
+                        {
+                            break;
                         }
+                        committed = position.clone();
                         continue;
                     }
                 }
+            } else {
+                self.committed(0);
             }
-            tracing::debug!(
-                events = count,
-                fetch_ms = fetched_at.duration_since(started).as_millis() as u64,
-                deliver_ms = fetched_at.elapsed().as_millis() as u64,
-                "batch"
-            );
-            position = StartFrom::Cursor(next);
-            self.progress.events += count as u64;
-            self.publish();
-            self.set_health(Health::Replicating);
-            self.backoff.reset();
             if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
                 tracing::info!(
                     events = self.progress.events,
@@ -285,15 +340,93 @@ impl Replicator {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
+        if let Some(txn) = open.take() {
+            // Stopping between two full batches: commit what is written.
+            if let Some(Ok(())) = finish(&sink, txn, &cursor_of(&position), &shutdown).await {
+                self.committed(uncommitted);
+            }
+        }
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
     }
 }
 
+/// Most events one local transaction takes while a backlog is copied.
+const MAX_TRANSACTION_EVENTS: usize = 20_000;
+/// Longest one local transaction stays open while a backlog is copied.
+const MAX_TRANSACTION_AGE: Duration = Duration::from_millis(250);
+
+/// Commits `txn` with `cursor`; when stopping, waits for it only [`SHUTDOWN_DRAIN`]. `None`:
+/// not finished in time, so the broker aborts it and the next start fetches it again.
+async fn finish(
+    sink: &LocalKafka,
+    txn: Transaction,
+    cursor: &Cursor,
+    shutdown: &CancellationToken,
+) -> Option<Result<(), SinkError>> {
+    let events = txn.events();
+    let commit = sink.commit(txn, cursor);
+    tokio::pin!(commit);
+    let done = tokio::select! {
+        r = &mut commit => Some(r),
+        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut commit).await.ok(),
+    };
+    if done.is_none() {
+        tracing::warn!(
+            events,
+            "stopping with a batch uncommitted; it will be fetched again"
+        );
+    }
+    done
+}
+
+/// The cursor a position stands for (a transaction is only open after a batch, so always
+/// a cursor).
+fn cursor_of(position: &StartFrom) -> Cursor {
+    match position {
+        StartFrom::Cursor(c) => c.clone(),
+        _ => Cursor::new(),
+    }
+}
+
 /// A fetch that owns what it needs, so it can run while the loop writes a batch.
-type PendingFetch = Pin<Box<dyn Future<Output = Result<EventsResponse, FetchError>> + Send>>;
+type PendingFetch = Pin<Box<dyn Future<Output = Result<Batch, FetchError>> + Send>>;
 
 impl Replicator {
+    /// Counts `events` as committed.
+    fn committed(&mut self, events: u64) {
+        self.progress.events += events;
+        self.publish();
+        self.set_health(Health::Replicating);
+        self.backoff.reset();
+    }
+
+    /// After a failed write: waits, rebuilds the producer if it is gone and re-reads the
+    /// committed position into `position`. `false`: stopping.
+    async fn recover(
+        &mut self,
+        err: SinkError,
+        sink: &mut LocalKafka,
+        position: &mut StartFrom,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ClientError> {
+        if matches!(err, SinkError::Fenced) {
+            return Err(SinkError::Fenced.into());
+        }
+        let rebuild = err.needs_new_producer();
+        self.set_health(Health::LocalKafkaFailing(err.to_string()));
+        let pause = self.backoff.next_delay();
+        sleep(pause, shutdown).await;
+        if rebuild {
+            let Some((fresh, committed)) = self.connect(shutdown).await? else {
+                return Ok(false);
+            };
+            *sink = fresh;
+            *position = committed;
+        }
+        Ok(!shutdown.is_cancelled())
+    }
+
     fn fetch_from(&self, start: &StartFrom) -> PendingFetch {
         let (api, start, limit, wait) =
             (self.api.clone(), start.clone(), self.limit, self.interval);

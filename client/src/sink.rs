@@ -6,6 +6,8 @@
 //! and every copy names its source topic, partition and offset in three more headers.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -113,6 +115,38 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest [`settle`] waits before leaving the rest to the flush.
 const SETTLE_AT_MOST: Duration = Duration::from_millis(50);
 
+/// Local Kafka's acknowledgement of one record, still to come.
+type PendingAck = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
+
+/// A local Kafka transaction being filled: batches handed to the producer, their
+/// acknowledgements awaited at commit.
+pub struct Transaction {
+    acks: Vec<PendingAck>,
+    events: usize,
+    opened: std::time::Instant,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("events", &self.events)
+            .field("opened", &self.opened)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    /// Events written in it so far.
+    pub fn events(&self) -> usize {
+        self.events
+    }
+
+    /// How long it has been open.
+    pub fn age(&self) -> Duration {
+        self.opened.elapsed()
+    }
+}
+
 impl LocalKafka {
     /// Connects as `client_id` (the transactional id: one per client), fencing any
     /// earlier instance with the same id and aborting what it left open.
@@ -214,11 +248,58 @@ impl LocalKafka {
 
     /// Writes the records and `next` (the cursor after them) in one transaction.
     pub async fn deliver(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
+        let mut txn = self.begin()?;
+        if let Err(err) = self.write(&mut txn, records, next).await {
+            return Err(self.abandon(err).await);
+        }
+        self.commit(txn, next).await
+    }
+
+    /// Opens a transaction; [`LocalKafka::write`] adds batches, [`LocalKafka::commit`]
+    /// ends it with the cursor after the last one.
+    pub fn begin(&self) -> Result<Transaction, SinkError> {
         self.producer
             .begin_transaction()
             .map_err(|e| self.classify(e))?;
-        let result = self.produce_all(records, next).await;
-        let result = match result {
+        Ok(Transaction {
+            acks: Vec::new(),
+            events: 0,
+            opened: std::time::Instant::now(),
+        })
+    }
+
+    /// Hands a batch to the producer without waiting for local Kafka: the acknowledgements
+    /// are awaited at commit, so the next batch can be fetched and written meanwhile. On an
+    /// error the transaction must be given up ([`LocalKafka::abort`]).
+    pub async fn write(
+        &self,
+        txn: &mut Transaction,
+        records: &[Record],
+        next: &Cursor,
+    ) -> Result<(), SinkError> {
+        txn.acks.reserve(records.len());
+        self.produce_all(records, next, &mut txn.acks).await?;
+        txn.events += records.len();
+        Ok(())
+    }
+
+    /// Writes `next` (the cursor after the last batch) to the state topic, waits for every
+    /// record of the transaction and commits it; on failure aborts it.
+    pub async fn commit(&self, txn: Transaction, next: &Cursor) -> Result<(), SinkError> {
+        let mut acks = txn.acks;
+        let cursor = next.encode();
+        let state: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.state_topic)
+            .key(self.client_id.as_bytes())
+            .payload(cursor.as_bytes())
+            .partition(0);
+        let written = match self.enqueue(state).await {
+            Ok(ack) => {
+                acks.push(ack);
+                try_join_all(acks).await.map(drop)
+            }
+            Err(err) => Err(err),
+        };
+        let result = match written {
             Ok(()) => {
                 let p = self.producer.clone();
                 blocking(move || {
@@ -230,16 +311,32 @@ impl LocalKafka {
             }
             Err(err) => Err(err),
         };
-        if let Err(err) = &result
-            && !err.needs_new_producer()
-        {
-            let p = self.producer.clone();
-            if let Err(abort) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.abandon(err).await),
+        }
+    }
+
+    /// Gives up an open transaction after `err`: nothing of it becomes visible.
+    pub async fn abort(&self, txn: Transaction, err: SinkError) -> SinkError {
+        drop(txn);
+        self.abandon(err).await
+    }
+
+    /// Aborts the open transaction unless `err` means the producer itself is gone; returns
+    /// the error to act on.
+    async fn abandon(&self, err: SinkError) -> SinkError {
+        if err.needs_new_producer() {
+            return err;
+        }
+        let p = self.producer.clone();
+        match blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+            Ok(()) => err,
+            Err(abort) => {
                 tracing::warn!(error = %abort, "aborting the failed transaction failed too");
-                return Err(self.classify(abort));
+                self.classify(abort)
             }
         }
-        result
     }
 
     fn classify(&self, err: KafkaError) -> SinkError {
@@ -254,9 +351,13 @@ impl LocalKafka {
         }
     }
 
-    async fn produce_all(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
+    async fn produce_all(
+        &self,
+        records: &[Record],
+        next: &Cursor,
+        pending: &mut Vec<PendingAck>,
+    ) -> Result<(), SinkError> {
         let plan = self.plan(records, next).await;
-        let mut pending = Vec::with_capacity(records.len() + 1);
         for record in records {
             let (topic, partitions) = &plan[record.topic.as_str()];
             let partitions = *partitions;
@@ -297,13 +398,7 @@ impl LocalKafka {
             }
             pending.push(self.enqueue(out).await?);
         }
-        let cursor = next.encode();
-        let state: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.state_topic)
-            .key(self.client_id.as_bytes())
-            .payload(cursor.as_bytes())
-            .partition(0);
-        pending.push(self.enqueue(state).await?);
-        try_join_all(pending).await.map(drop)
+        Ok(())
     }
 
     /// Enqueues one record in order, waiting while the local queue is full; the returned
@@ -311,7 +406,7 @@ impl LocalKafka {
     async fn enqueue<'a>(
         &self,
         mut out: FutureRecord<'a, [u8], [u8]>,
-    ) -> Result<impl std::future::Future<Output = Result<(), SinkError>> + use<>, SinkError> {
+    ) -> Result<PendingAck, SinkError> {
         let topic = out.topic.to_owned();
         let delivery = loop {
             match self.producer.send_result(out) {
@@ -323,7 +418,7 @@ impl LocalKafka {
                 Err((source, _)) => return Err(SinkError::Delivery { topic, source }),
             }
         };
-        Ok(async move {
+        Ok(Box::pin(async move {
             match delivery.await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err((source, _))) => Err(SinkError::Delivery { topic, source }),
@@ -332,7 +427,7 @@ impl LocalKafka {
                     source: KafkaError::Canceled,
                 }),
             }
-        })
+        }))
     }
 }
 

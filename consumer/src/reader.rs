@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::api::{EventsResponse, FetchRequest, Gap};
-use shared::{ApiError, Cursor, ErrorCode, Event, StartFrom};
+use shared::{ApiError, Cursor, ErrorCode, Event, Record, StartFrom};
 use tokio::time::Instant;
 
 use crate::buffer::{PartitionRead, RecordBuffer, TopicPartition};
@@ -16,6 +16,38 @@ use crate::metrics::ConsumerMetrics;
 
 /// Seconds a client is told to wait when the source cannot answer.
 const RETRY_AFTER_SECS: u64 = 5;
+
+/// The answer to one fetch, before it is encoded for the wire.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub records: Vec<Arc<Record>>,
+    pub next_cursor: String,
+    pub gaps: Vec<Gap>,
+}
+
+impl Fetched {
+    /// The public JSON answer.
+    pub fn into_events(self) -> EventsResponse {
+        EventsResponse {
+            events: self
+                .records
+                .iter()
+                .map(|r| Event::from(r.as_ref()))
+                .collect(),
+            next_cursor: self.next_cursor,
+            gaps: self.gaps,
+        }
+    }
+
+    /// The binary answer ([`shared::wire`]).
+    pub fn encode_batch(&self) -> Result<Vec<u8>, shared::wire::WireError> {
+        shared::wire::encode(
+            self.records.iter().map(AsRef::as_ref),
+            &self.next_cursor,
+            &self.gaps,
+        )
+    }
+}
 
 /// Serves fetches from the buffer and, for what it no longer holds, from Kafka.
 #[derive(Debug)]
@@ -56,7 +88,7 @@ impl EventReader {
 
     /// Answers one fetch.
     #[tracing::instrument(skip_all, fields(limit = req.limit, wait_ms = req.wait_ms))]
-    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsResponse, ApiError> {
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, ApiError> {
         let start = req.start()?;
         let topics = self.selected_topics(&req.topics)?;
         let mut partitions = self.kafka.partitions(&topics);
@@ -104,8 +136,8 @@ impl EventReader {
         for (tp, next) in &positions {
             cursor.set(&tp.topic, tp.partition, *next);
         }
-        Ok(EventsResponse {
-            events,
+        Ok(Fetched {
+            records: events,
             next_cursor: cursor.encode(),
             gaps,
         })
@@ -246,7 +278,7 @@ impl EventReader {
         &self,
         positions: &mut BTreeMap<TopicPartition, i64>,
         limit: usize,
-    ) -> Result<(Vec<Event>, Vec<Gap>), ApiError> {
+    ) -> Result<(Vec<Arc<Record>>, Vec<Gap>), ApiError> {
         let mut events = Vec::new();
         let mut gaps = Vec::new();
         let share = (limit / positions.len().max(1)).max(1);
@@ -282,7 +314,7 @@ impl EventReader {
         tp: &TopicPartition,
         pos: &mut i64,
         max: usize,
-        events: &mut Vec<Event>,
+        events: &mut Vec<Arc<Record>>,
         gaps: &mut Vec<Gap>,
     ) -> Result<usize, ApiError> {
         let mut got = 0;
@@ -291,7 +323,7 @@ impl EventReader {
         for _ in 0..2 {
             let stop = match self.buffer.read(tp, *pos, max - got) {
                 PartitionRead::Records { records, next } => {
-                    events.extend(records.iter().map(|r| Event::from(r.as_ref())));
+                    events.extend(records.iter().cloned());
                     *pos = next;
                     got += records.len();
                     if got == max || records.is_empty() {
@@ -319,8 +351,8 @@ impl EventReader {
                     to: missing.to,
                 });
             }
-            events.extend(read.records.iter().map(Event::from));
             got += read.records.len();
+            events.extend(read.records.into_iter().map(Arc::new));
             *pos = read.next;
             if got == max || stop.is_none_or(|s| read.next < s) {
                 break;

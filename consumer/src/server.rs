@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use shared::ApiError;
-use shared::api::{EventsResponse, FetchRequest};
+use shared::api::FetchRequest;
 use shared::internal::{
     FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
 };
@@ -44,8 +44,25 @@ pub fn router(state: PodState) -> Router {
 async fn fetch(
     State(state): State<PodState>,
     Json(req): Json<FetchRequest>,
-) -> Result<Json<EventsResponse>, ApiError> {
-    state.reader.fetch(&req).await.map(Json)
+) -> Result<Response, ApiError> {
+    let fetched = state.reader.fetch(&req).await?;
+    if !req.binary {
+        return Ok(Json(fetched.into_events()).into_response());
+    }
+    let body = fetched.encode_batch().map_err(|e| {
+        ApiError::new(
+            shared::ErrorCode::Internal,
+            format!("cannot encode the batch: {e}"),
+        )
+    })?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static(shared::wire::BATCH_CONTENT_TYPE),
+        )],
+        body,
+    )
+        .into_response())
 }
 
 async fn rate(State(state): State<PodState>, Json(check): Json<RateCheck>) -> Json<RateDecision> {

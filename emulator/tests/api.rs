@@ -340,6 +340,59 @@ async fn reads_older_than_the_buffer_come_from_kafka() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_batches_carry_what_the_json_carries() {
+    const N: u64 = 150;
+    // A small buffer: the pages come from memory and from Kafka.
+    let (stack, app) = stack_with_events(N, 40).await;
+    let key = stack.info.api_key.clone();
+    let mut cursor = "earliest".to_owned();
+    let mut total = 0;
+    for _ in 0..20 {
+        let uri = format!("/api/v1/events?cursor={cursor}&limit=60");
+        let page = json(&app, &uri, &key).await;
+        let request = Request::builder()
+            .uri(&uri)
+            .header("x-api-key", &key)
+            .header("accept", "application/vnd.kafka-replicator.batch")
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/vnd.kafka-replicator.batch"
+        );
+        assert_eq!(response.headers()["vary"], "accept");
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let batch = shared::wire::decode(&body).expect("a valid batch");
+        let from_json: Vec<shared::Record> =
+            serde_json::from_value::<Vec<shared::Event>>(page["events"].clone())
+                .expect("events")
+                .into_iter()
+                .map(|e| e.into_record().expect("record"))
+                .collect();
+        assert_eq!(batch.records, from_json, "same records at {cursor}");
+        assert_eq!(
+            batch.next_cursor,
+            page["next_cursor"].as_str().expect("cursor")
+        );
+        assert!(batch.gaps.is_empty());
+        total += batch.records.len() as u64;
+        cursor = batch.next_cursor;
+        if total == N {
+            break;
+        }
+    }
+    assert_eq!(total, N, "every event, once, in either form");
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_show_the_whole_system() {
     let (stack, app) = stack_with_events(10, 1000).await;
     let key = stack.info.api_key.clone();

@@ -14,19 +14,26 @@ use shared::internal::{
     FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
 };
 
-/// The pod's answer to a fetch: an [`shared::api::EventsResponse`] already in its public JSON form, so
-/// the handlers pass it on without decoding and encoding the events again.
+/// The pod's answer to a fetch, already in its public form — the JSON of
+/// [`shared::api::EventsResponse`] or the binary batch of [`shared::wire`] — so the handlers
+/// pass it on without decoding and encoding the events again.
 #[derive(Debug, Clone)]
-pub struct EventsJson(pub bytes::Bytes);
+pub struct EventsBody {
+    pub content_type: axum::http::HeaderValue,
+    pub body: bytes::Bytes,
+}
 
-impl axum::response::IntoResponse for EventsJson {
+impl axum::response::IntoResponse for EventsBody {
     fn into_response(self) -> axum::response::Response {
         (
-            [(
-                axum::http::header::CONTENT_TYPE,
-                axum::http::HeaderValue::from_static("application/json"),
-            )],
-            self.0,
+            [
+                (axum::http::header::CONTENT_TYPE, self.content_type),
+                (
+                    axum::http::header::VARY,
+                    axum::http::HeaderValue::from_static("accept"),
+                ),
+            ],
+            self.body,
         )
             .into_response()
     }
@@ -107,7 +114,7 @@ impl PodClient {
     }
 
     /// Events for a validated request.
-    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsJson, ApiError> {
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsBody, ApiError> {
         let timeout = Duration::from_millis(u64::from(req.wait_ms)) + ANSWER_SLACK;
         let response = self
             .http
@@ -119,10 +126,15 @@ impl PodClient {
             .map_err(|e| self.unreachable(&e))?;
         self.reached();
         if response.status().is_success() {
+            let content_type = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
+                .unwrap_or_else(|| axum::http::HeaderValue::from_static("application/json"));
             return response
                 .bytes()
                 .await
-                .map(EventsJson)
+                .map(|body| EventsBody { content_type, body })
                 .map_err(|e| self.unreachable(&e));
         }
         Err(self.error_from(response).await)

@@ -4,7 +4,7 @@
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use shared::api::{EventsQuery, EventsResponse, HealthResponse, ReadyResponse};
@@ -12,7 +12,7 @@ use shared::error::ErrorBody;
 use shared::{ApiError, ErrorCode};
 
 use crate::AppState;
-use crate::pod::EventsJson;
+use crate::pod::EventsBody;
 
 /// `GET /health`: the process is alive. Says nothing secret.
 #[utoipa::path(
@@ -93,7 +93,7 @@ pub struct MaxWait(pub std::time::Duration);
         ("topic" = Option<String>, Query, description = "Only these topics: one carried topic, or several comma-separated. Default: all.", example = "orders"),
     ),
     responses(
-        (status = 200, description = "Events, the next cursor and any gaps", body = EventsResponse,
+        (status = 200, description = "Events, the next cursor and any gaps. JSON unless the request sends `Accept: application/vnd.kafka-replicator.batch`, which gets the same answer in the compact binary form the client uses (README, \"Binary batches\")", body = EventsResponse,
             headers(
                 ("RateLimit-Limit" = u32, description = "Requests allowed per window for this key"),
                 ("RateLimit-Remaining" = u32, description = "Requests left in this window"),
@@ -119,8 +119,9 @@ pub struct MaxWait(pub std::time::Duration);
 pub async fn events(
     State(state): State<AppState>,
     max_wait: Option<Extension<MaxWait>>,
+    headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
-) -> Result<EventsJson, ApiError> {
+) -> Result<EventsBody, ApiError> {
     let Query(query) = query.map_err(|e| {
         ApiError::new(
             ErrorCode::BadRequest,
@@ -128,11 +129,31 @@ pub async fn events(
         )
     })?;
     let mut request = query.validate()?;
+    request.binary = accepts_batch(&headers);
     if let Some(Extension(MaxWait(max))) = max_wait {
         let max_ms = u32::try_from(max.as_millis()).unwrap_or(u32::MAX);
         request.wait_ms = request.wait_ms.min(max_ms);
     }
     state.pod.fetch(&request).await
+}
+
+/// Whether the caller asked for the binary batch form (`Accept` names it, not with `q=0`).
+fn accepts_batch(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';').map(str::trim);
+            parts
+                .next()
+                .is_some_and(|media| media.eq_ignore_ascii_case(shared::wire::BATCH_CONTENT_TYPE))
+                && !parts.any(|p| {
+                    p.replace(' ', "").starts_with("q=0")
+                        && !p.contains(|c: char| ('1'..='9').contains(&c))
+                })
+        })
 }
 
 /// `GET /metrics`: this process's metrics followed by the consumer pod's.
@@ -171,4 +192,34 @@ pub async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotAllowed,
         "method not allowed on this route",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn binary_only_when_asked_for() {
+        assert!(accepts_batch(&accept(
+            "application/vnd.kafka-replicator.batch"
+        )));
+        assert!(accepts_batch(&accept(
+            "application/json;q=0.5, application/vnd.kafka-replicator.batch"
+        )));
+        assert!(accepts_batch(&accept(
+            "application/vnd.kafka-replicator.batch; q=0.8"
+        )));
+        assert!(!accepts_batch(&accept(
+            "application/vnd.kafka-replicator.batch;q=0"
+        )));
+        assert!(!accepts_batch(&accept("application/json")));
+        assert!(!accepts_batch(&accept("*/*")));
+        assert!(!accepts_batch(&HeaderMap::new()));
+    }
 }

@@ -71,6 +71,9 @@ pub struct FetchRequest {
     /// Only these topics; empty means every topic carried.
     #[serde(default)]
     pub topics: Vec<String>,
+    /// Answer in the binary form of [`crate::wire`] instead of JSON.
+    #[serde(default)]
+    pub binary: bool,
 }
 
 impl FetchRequest {
@@ -117,6 +120,7 @@ impl EventsQuery {
             limit,
             wait_ms,
             topics,
+            binary: false,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod probe;
 pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;
+pub mod wire;
 
 pub use auth::ApiKeys;
 pub use cursor::{Cursor, CursorError, StartFrom};
