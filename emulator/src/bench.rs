@@ -26,7 +26,7 @@ pub const VALUE_BYTES: usize = 1024;
 const COPY_TIMEOUT: Duration = Duration::from_secs(600);
 /// Longest a first connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Rate of the latency phase.
+/// Default rate of the latency phase.
 pub const LATENCY_RATE: u64 = 1000;
 
 /// What to run.
@@ -39,6 +39,10 @@ pub struct BenchConfig {
     pub source_brokers: Option<String>,
     pub local_brokers: Option<String>,
     pub batch_limit: u32,
+    /// Events per second of the latency phase.
+    pub latency_rate: u64,
+    /// Also time MirrorMaker 2 on the same (real) brokers.
+    pub peer_mm2: bool,
 }
 
 /// The pipeline's figures.
@@ -66,12 +70,31 @@ pub struct DirectResult {
     pub mb_per_sec: f64,
 }
 
+/// MirrorMaker 2's figures (`--peer mm2`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerResult {
+    /// From its first copy visible to its last: its JVM and connector start are left out.
+    pub events_per_sec: f64,
+    pub mb_per_sec: f64,
+    /// From its start to its first copy visible.
+    pub start_secs: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
 /// The report; serialized, it is the `--json` line of the contract.
 #[derive(Debug, Clone, Serialize)]
 pub struct BenchReport {
     pub events: u64,
+    /// Events per second of the latency phase.
+    pub latency_rate: u64,
     pub pipeline: PipelineResult,
     pub direct_copy: DirectResult,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_maker_2: Option<PeerResult>,
 }
 
 /// Why the benchmark could not run.
@@ -179,6 +202,130 @@ async fn seen(watcher: tokio::task::JoinHandle<Seen>) -> Result<Seen, BenchError
     watcher
         .await
         .map_err(|e| BenchError::Incomplete(e.to_string()))
+}
+
+impl Seen {
+    fn sorted_latencies(&self) -> Vec<f64> {
+        let mut sorted = self.latencies_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+
+    fn duplicated(&self) -> u64 {
+        self.counts
+            .values()
+            .map(|c| u64::from(c.saturating_sub(1)))
+            .sum()
+    }
+}
+
+/// Produces `steady` events into `topics.0` at `rate` per second, numbered from `first_seq`,
+/// and times each as it becomes visible in `topics.1` of local Kafka.
+async fn steady_latency(
+    source: &str,
+    local: &str,
+    topics: (&str, &str),
+    partitions: i32,
+    first_seq: u64,
+    rate: u64,
+    steady: u64,
+) -> Result<Seen, BenchError> {
+    // Watched from the current ends: only the steady events.
+    let watcher = spawn_watcher(
+        local,
+        topics.1,
+        partitions,
+        true,
+        usize::try_from(steady).unwrap_or(usize::MAX),
+        Duration::from_secs(120) + Duration::from_secs(steady / rate.max(1)),
+        "latency",
+    )
+    .await?;
+    // A producer's first records wait for its id and metadata, which is the source's
+    // start-up, not replication: it is ready before the clock starts.
+    let producer = DemoProducer::new(source, topics.0, rate, Some(steady))?
+        .value_bytes(VALUE_BYTES)
+        .spread_over(partitions)
+        .first_seq(first_seq);
+    producer.warm_up().await?;
+    let (_, latency) = tokio::join!(producer.run(CancellationToken::new()), seen(watcher));
+    latency
+}
+
+/// Times MirrorMaker 2 as the pipeline was timed, on a topic of its own (so the pipeline
+/// does not copy it too): a backlog of the same size, then the same steady rate.
+async fn mirror_maker_2(
+    stack: &Stack,
+    config: &BenchConfig,
+    steady: u64,
+) -> Result<PeerResult, BenchError> {
+    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let n = config.events;
+    let topic = format!("{}-mm2", stack.info.topic);
+    let target = crate::mm2::target_topic(&topic);
+    stack.source.create_topic(&topic, config.partitions).await?;
+    stack.local.create_topic(&target, config.partitions).await?;
+    eprintln!("bench: MirrorMaker 2: producing {n} events into {topic}");
+    let produced = produce(source, &topic, config.partitions, n).await?;
+    if produced < n {
+        return Err(BenchError::Incomplete(format!(
+            "the source took {produced} of {n}"
+        )));
+    }
+    let watcher = spawn_watcher(
+        local,
+        &target,
+        config.partitions,
+        false,
+        usize::try_from(n).unwrap_or(usize::MAX),
+        COPY_TIMEOUT,
+        "MirrorMaker 2",
+    )
+    .await?;
+    let started = Instant::now();
+    let mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, 2)
+        .map_err(|e| BenchError::Incomplete(e.to_string()))?;
+    eprintln!(
+        "bench: MirrorMaker 2 started (log: {}), copying the backlog",
+        mm2.log.display()
+    );
+    let watched = seen(watcher).await?;
+    let (start_secs, copy_secs) = match (watched.first, watched.last) {
+        (Some(first), Some(last)) => (
+            first.duration_since(started).as_secs_f64(),
+            last.duration_since(first).as_secs_f64(),
+        ),
+        _ => (f64::NAN, f64::NAN),
+    };
+    let copied = watched.counts.len() as u64;
+    eprintln!(
+        "bench: MirrorMaker 2 latency at {} events/s for {} s",
+        config.latency_rate, config.latency_secs
+    );
+    let latency = steady_latency(
+        source,
+        local,
+        (&topic, &target),
+        config.partitions,
+        n,
+        config.latency_rate,
+        steady,
+    )
+    .await;
+    mm2.stop().await;
+    let latency = latency?;
+    let sorted = latency.sorted_latencies();
+    let rate = copied.saturating_sub(1) as f64 / copy_secs;
+    Ok(PeerResult {
+        events_per_sec: rate,
+        mb_per_sec: rate * VALUE_BYTES as f64 / 1_000_000.0,
+        start_secs,
+        p50_ms: percentile(&sorted, 50.0),
+        p99_ms: percentile(&sorted, 99.0),
+        p999_ms: percentile(&sorted, 99.9),
+        lost: n.saturating_sub(copied) + steady.saturating_sub(latency.counts.len() as u64),
+        duplicated: watched.duplicated() + latency.duplicated(),
+    })
 }
 
 /// The end offset of each partition of `topic`.
@@ -392,7 +539,12 @@ const MOCK_PARTITION_BYTES: u64 = 3 * 1024 * 1024;
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let partitions = u64::try_from(config.partitions.max(1)).unwrap_or(1);
     let on_mock = config.source_brokers.is_none() || config.local_brokers.is_none();
-    let steady = LATENCY_RATE * config.latency_secs;
+    let steady = config.latency_rate * config.latency_secs;
+    if config.peer_mm2 && on_mock {
+        return Err(BenchError::Incomplete(
+            "--peer mm2 runs MirrorMaker 2 against real brokers: give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)".into(),
+        ));
+    }
     let most = MOCK_PARTITION_BYTES * partitions / VALUE_BYTES as u64;
     if on_mock && config.events + steady > most {
         return Err(BenchError::Incomplete(format!(
@@ -504,47 +656,39 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
 
     // Latency: a steady rate while the client keeps up.
     eprintln!(
-        "bench: latency at {LATENCY_RATE} events/s for {} s",
-        config.latency_secs
+        "bench: latency at {} events/s for {} s",
+        config.latency_rate, config.latency_secs
     );
-    let latency = {
-        // Watched from the current ends: only the steady events, timed as they become
-        // visible.
-        let watcher = spawn_watcher(
-            &local,
-            &topic,
-            config.partitions,
-            true,
-            steady as usize,
-            Duration::from_secs(120),
-            "latency",
-        )
-        .await?;
-        // A producer's first records wait for its id and metadata, which is the source's
-        // start-up, not replication: it is ready before the clock starts.
-        let producer = DemoProducer::new(&source, &topic, LATENCY_RATE, Some(steady))?
-            .value_bytes(VALUE_BYTES)
-            .spread_over(config.partitions)
-            .first_seq(n);
-        producer.warm_up().await?;
-        let (_, latency) = tokio::join!(producer.run(CancellationToken::new()), seen(watcher));
-        latency?
-    };
+    let latency = steady_latency(
+        &source,
+        &local,
+        (&topic, &topic),
+        config.partitions,
+        n,
+        config.latency_rate,
+        steady,
+    )
+    .await?;
     let duplicated: u64 = watched
         .counts
         .values()
         .chain(latency.counts.values())
         .map(|c| u64::from(c.saturating_sub(1)))
         .sum();
-    let mut steady_latencies = latency.latencies_ms.clone();
-    steady_latencies.sort_by(f64::total_cmp);
+    let steady_latencies = latency.sorted_latencies();
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
 
     let peak = peak_rss_mb();
+    let mirror_maker_2 = if config.peer_mm2 {
+        Some(mirror_maker_2(&stack, &config, steady).await?)
+    } else {
+        None
+    };
     stack.stop().await;
 
     Ok(BenchReport {
         events: n,
+        latency_rate: config.latency_rate,
         pipeline: PipelineResult {
             events_per_sec: n as f64 / pipeline_secs,
             mb_per_sec: mb / pipeline_secs,
@@ -560,6 +704,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             events_per_sec: n as f64 / direct_secs,
             mb_per_sec: mb / direct_secs,
         },
+        mirror_maker_2,
     })
 }
 

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;
+pub mod mm2;
 pub mod stack;
 pub mod verify;
 

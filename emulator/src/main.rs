@@ -86,6 +86,13 @@ enum Command {
     Bench(BenchArgs),
 }
 
+/// Tools the benchmark can time beside the pipeline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Peer {
+    /// Apache Kafka's MirrorMaker 2.
+    Mm2,
+}
+
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Events to copy (1 KiB JSON values, keys, two headers).
@@ -100,6 +107,13 @@ struct BenchArgs {
     /// The client's batch limit.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch_limit: u32,
+    /// Events per second of the latency phase.
+    #[arg(long, default_value_t = emulator::bench::LATENCY_RATE, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    latency_rate: u64,
+    /// Also time a peer on the same brokers: `mm2` runs Apache Kafka's MirrorMaker 2
+    /// (dedicated mode; needs --source-brokers and --local-brokers).
+    #[arg(long, value_enum)]
+    peer: Option<Peer>,
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
@@ -113,6 +127,8 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         source_brokers: args.source_brokers.clone(),
         local_brokers: args.local_brokers.clone(),
         batch_limit: bench.batch_limit,
+        latency_rate: bench.latency_rate,
+        peer_mm2: bench.peer == Some(Peer::Mm2),
     })
     .await
     .context("the benchmark could not run")?;
@@ -131,15 +147,25 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
     );
     println!(
         "latency at {} events/s: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms",
-        emulator::bench::LATENCY_RATE,
-        p.p50_ms,
-        p.p99_ms,
-        p.p999_ms
+        report.latency_rate, p.p50_ms, p.p99_ms, p.p999_ms
     );
     println!(
         "client start {:>9.0} ms (connect to local Kafka, read the committed position; not in events/s)",
         p.client_start_ms
     );
+    if let Some(m) = &report.mirror_maker_2 {
+        println!(
+            "MirrorMaker 2 {:>8.0} events/s {:>7.1} MB/s   pipeline / MirrorMaker 2: {:.2}   (first to last copy; it took {:.1} s to start)",
+            m.events_per_sec,
+            m.mb_per_sec,
+            p.events_per_sec / m.events_per_sec,
+            m.start_secs
+        );
+        println!(
+            "MirrorMaker 2 latency: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms; lost {}, duplicated {}",
+            m.p50_ms, m.p99_ms, m.p999_ms, m.lost, m.duplicated
+        );
+    }
     if bench.json {
         println!("{}", serde_json::to_string(&report)?);
     }
