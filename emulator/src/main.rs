@@ -96,7 +96,7 @@ enum Peer {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Events to copy (1 KiB JSON values, keys, two headers).
-    #[arg(long = "events", default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "events", default_value_t = 12_000, value_parser = clap::value_parser!(u64).range(1..))]
     bench_events: u64,
     /// Partitions of the benchmark topic.
     #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
