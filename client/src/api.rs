@@ -38,9 +38,17 @@ pub struct EventsApi {
 }
 
 impl EventsApi {
-    pub fn new(server_url: &str, api_prefix: &str, api_key: &str) -> Result<Self, reqwest::Error> {
+    /// `compress`: ask for zstd or gzip answers.
+    pub fn new(
+        server_url: &str,
+        api_prefix: &str,
+        api_key: &str,
+        compress: bool,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            .zstd(compress)
+            .gzip(compress)
             .user_agent(concat!(
                 "kafka-replicator-client/",
                 env!("CARGO_PKG_VERSION")

@@ -64,6 +64,7 @@ impl Replicator {
             config.server_url.as_deref().unwrap_or_default(),
             &config.api_prefix,
             config.api_key.as_deref().unwrap_or_default(),
+            config.compression,
         )
         .map_err(ClientError::Http)?;
         Ok(Self {

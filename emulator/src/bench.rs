@@ -43,6 +43,9 @@ pub struct BenchConfig {
     pub latency_rate: u64,
     /// Also time MirrorMaker 2 on the same (real) brokers.
     pub peer_mm2: bool,
+    /// Whether the client asks for compressed answers (on one machine there is no network
+    /// to save, so the benchmark leaves it off unless asked).
+    pub compression: bool,
 }
 
 /// The pipeline's figures.
@@ -563,6 +566,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         client: false,
         client_interval: Duration::from_millis(200),
         client_batch_limit: config.batch_limit,
+        client_compression: config.compression,
         group_id: format!("{topic}-group"),
         client_id: format!("{topic}-client"),
         rate_limits: shared::config::RateLimitArgs {

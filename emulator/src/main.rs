@@ -114,6 +114,10 @@ struct BenchArgs {
     /// (dedicated mode; needs --source-brokers and --local-brokers).
     #[arg(long, value_enum)]
     peer: Option<Peer>,
+    /// Let the client ask for compressed answers, as it does by default over a real
+    /// network (off here: on one machine compression only costs CPU).
+    #[arg(long)]
+    compression: bool,
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
@@ -129,6 +133,7 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         batch_limit: bench.batch_limit,
         latency_rate: bench.latency_rate,
         peer_mm2: bench.peer == Some(Peer::Mm2),
+        compression: bench.compression,
     })
     .await
     .context("the benchmark could not run")?;

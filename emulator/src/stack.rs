@@ -63,6 +63,8 @@ pub struct StackConfig {
     /// The client's poll interval.
     pub client_interval: Duration,
     pub client_batch_limit: u32,
+    /// Whether the client asks for compressed answers.
+    pub client_compression: bool,
     pub group_id: String,
     pub buffer_max_events: usize,
     pub buffer_max_bytes: usize,
@@ -96,6 +98,7 @@ impl Default for StackConfig {
             client: true,
             client_interval: Duration::from_millis(1000),
             client_batch_limit: 1000,
+            client_compression: true,
             group_id: "kafka-replicator-emulator".into(),
             buffer_max_events: 100_000,
             buffer_max_bytes: 256 * 1024 * 1024,
@@ -351,6 +354,7 @@ impl Stack {
             interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
             from: StartPosition::Earliest,
             batch_limit: config.client_batch_limit,
+            compression: config.client_compression,
             state_topic: "kafka-replicator-client-state".into(),
             client_id: config.client_id.clone(),
         })?;

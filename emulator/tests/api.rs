@@ -340,7 +340,7 @@ async fn reads_older_than_the_buffer_come_from_kafka() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn binary_batches_carry_what_the_json_carries() {
+async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiated() {
     const N: u64 = 150;
     // A small buffer: the pages come from memory and from Kafka.
     let (stack, app) = stack_with_events(N, 40).await;
@@ -389,6 +389,33 @@ async fn binary_batches_carry_what_the_json_carries() {
         }
     }
     assert_eq!(total, N, "every event, once, in either form");
+
+    // Compression is negotiated: asked for, the same page comes smaller and says how.
+    let uri = "/api/v1/events?cursor=earliest&limit=100";
+    let (_, _, plain) = call(&app, "GET", uri, Some(&key)).await;
+    for encoding in ["gzip", "zstd"] {
+        let request = Request::builder()
+            .uri(uri)
+            .header("x-api-key", &key)
+            .header("accept-encoding", encoding)
+            .body(Body::empty())
+            .expect("request");
+        let response = app.clone().oneshot(request).await.expect("answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.headers()["content-encoding"], encoding);
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        assert!(
+            body.len() * 2 < plain.len(),
+            "{encoding}: {} bytes against {} plain",
+            body.len(),
+            plain.len()
+        );
+    }
     stack.stop().await;
 }
 

@@ -273,6 +273,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
         interval_ms: 100,
         from: shared::config::StartPosition::Earliest,
         batch_limit: 100,
+        compression: true,
         state_topic: "kafka-replicator-client-state".into(),
         client_id: common::unique("client"),
     };

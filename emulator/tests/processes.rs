@@ -24,6 +24,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
         interval_ms: 100,
         from: StartPosition::Earliest,
         batch_limit: 40,
+        compression: true,
         state_topic: "kafka-replicator-client-state".into(),
         client_id: client_id.to_owned(),
     }

@@ -95,11 +95,17 @@ pub fn router(state: AppState) -> Router {
     };
     let app = app.merge(openapi::docs_router(&state.api_prefix));
     // Outermost last: security headers on everything, then metrics, CORS (preflights
-    // answered before any count), size and time limits, and the guard.
+    // answered before any count), size and time limits, compression, and the guard.
     let app = app
         .fallback(routes::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
-        .layer(middleware::from_fn(security::request_limits));
+        .layer(middleware::from_fn(security::request_limits))
+        // Negotiated by Accept-Encoding (zstd, gzip); worth most on the long way to a
+        // laptop, where 1 KiB JSON events shrink several times.
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .quality(tower_http::compression::CompressionLevel::Fastest),
+        );
     let app = match security::cors(&state.cors) {
         Some(cors) => app.layer(cors),
         None => app,

@@ -530,6 +530,10 @@ pub struct ClientConfig {
     /// Most events asked for per poll.
     #[arg(long = "batch-limit", env = "BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_limit: u32,
+    /// Ask for compressed answers (zstd or gzip, negotiated): far fewer bytes over a slow
+    /// link for some CPU at both ends. `false` only pays on a fast local network.
+    #[arg(long, env = "COMPRESSION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub compression: bool,
     /// Compacted topic in local Kafka where the client commits its position together with
     /// each batch.
     #[arg(

@@ -127,6 +127,7 @@ pub fn run_child_client_if_asked() {
         interval_ms: 50,
         from: shared::config::StartPosition::Earliest,
         batch_limit: 50,
+        compression: true,
         state_topic: "kafka-replicator-client-state".into(),
         client_id: spec.client_id,
     };
