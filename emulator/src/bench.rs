@@ -17,6 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::bench_client::{ClientProcess, ClientSettings};
 use crate::demo::{DemoProducer, now_ms};
 use crate::stack::{Stack, StackConfig, StackError};
 
@@ -60,8 +61,11 @@ pub struct PipelineResult {
     pub p999_ms: f64,
     pub lost: u64,
     pub duplicated: u64,
-    /// Peak resident memory of the emulator process (every component in one process).
+    /// Peak resident memory of the emulator process: consumer pod, handlers, the embedded
+    /// clusters (on the mock) and the benchmark's own readers and direct copy.
     pub peak_rss_mb: f64,
+    /// Peak resident memory of the client, which runs in a process of its own.
+    pub client_peak_rss_mb: f64,
     /// From the client's start to connected with its position read (not in `events_per_sec`).
     pub client_start_ms: f64,
 }
@@ -367,7 +371,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Peak resident set of this process, in MiB (Linux; 0 elsewhere).
 fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_mb_of("self")
+}
+
+/// Peak resident set of process `pid` (`self` for this one), in MiB (Linux; 0 elsewhere).
+pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -556,7 +565,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         )));
     }
     let topic = format!("bench-{:08x}", rand::random::<u32>());
-    let mut stack = Stack::start(StackConfig {
+    let stack = Stack::start(StackConfig {
         source_brokers: config.source_brokers.clone(),
         local_brokers: config.local_brokers.clone(),
         topic: topic.clone(),
@@ -616,11 +625,19 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     )
     .await?;
     let starting = Instant::now();
-    let mut progress = stack.start_client()?;
-    tokio::time::timeout(COPY_TIMEOUT, progress.wait_for(|p| p.connected))
-        .await
-        .map_err(|_| BenchError::Incomplete("the client did not connect".into()))?
-        .map_err(|_| BenchError::Incomplete("the client stopped".into()))?;
+    // The client runs in a process of its own, so its memory is measured apart.
+    let client = ClientProcess::start(
+        &ClientSettings {
+            server_url: stack.server_url.clone(),
+            api_key: stack.info.api_key.clone(),
+            local_brokers: local.clone(),
+            client_id: format!("{topic}-client"),
+            batch_limit: config.batch_limit,
+            compression: config.compression,
+        },
+        COPY_TIMEOUT,
+    )
+    .await?;
     let started = Instant::now();
     let client_start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
     let watched = seen(watcher).await?;
@@ -683,6 +700,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
 
     let peak = peak_rss_mb();
+    let client_peak = client.peak_rss_mb();
+    client.stop().await;
     let mirror_maker_2 = if config.peer_mm2 {
         Some(mirror_maker_2(&stack, &config, steady).await?)
     } else {
@@ -702,6 +721,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             lost: lost + lost_steady,
             duplicated,
             peak_rss_mb: peak,
+            client_peak_rss_mb: client_peak,
             client_start_ms,
         },
         direct_copy: DirectResult {

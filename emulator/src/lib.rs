@@ -3,6 +3,7 @@
 //! is the integration-test harness.
 
 pub mod bench;
+pub mod bench_client;
 pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;

@@ -84,6 +84,9 @@ enum Command {
     /// Times N events through the whole pipeline and through a direct Kafka-to-Kafka copy
     /// on the same clusters, then latency at 1,000 events/s.
     Bench(BenchArgs),
+    /// The benchmark's client, run by `bench` as a child process.
+    #[command(hide = true)]
+    BenchClient,
 }
 
 /// Tools the benchmark can time beside the pipeline.
@@ -141,8 +144,8 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
     let d = &report.direct_copy;
     println!("events       {}", report.events);
     println!(
-        "pipeline     {:>9.0} events/s {:>7.1} MB/s   lost {}, duplicated {}, peak RSS {:.0} MB",
-        p.events_per_sec, p.mb_per_sec, p.lost, p.duplicated, p.peak_rss_mb
+        "pipeline     {:>9.0} events/s {:>7.1} MB/s   lost {}, duplicated {}",
+        p.events_per_sec, p.mb_per_sec, p.lost, p.duplicated
     );
     println!(
         "direct copy  {:>9.0} events/s {:>7.1} MB/s   pipeline / direct copy: {:.2}",
@@ -157,6 +160,10 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
     println!(
         "client start {:>9.0} ms (connect to local Kafka, read the committed position; not in events/s)",
         p.client_start_ms
+    );
+    println!(
+        "peak RSS     client {:.0} MB; pod, handlers, embedded clusters and bench readers {:.0} MB",
+        p.client_peak_rss_mb, p.peak_rss_mb
     );
     if let Some(m) = &report.mirror_maker_2 {
         println!(
@@ -189,8 +196,14 @@ impl Validate for Args {
 async fn main() -> anyhow::Result<()> {
     let args: Args = shared::config::load();
     shared::telemetry::init();
-    if let Some(Command::Bench(bench_args)) = &args.command {
-        return bench(&args, bench_args).await;
+    match &args.command {
+        Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,
+        Some(Command::BenchClient) => {
+            return emulator::bench_client::run_child()
+                .await
+                .context("the benchmark's client failed");
+        }
+        None => {}
     }
     let shutdown = shared::shutdown::token();
     let config = StackConfig {

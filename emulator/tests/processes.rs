@@ -258,3 +258,58 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
         "emulator exits cleanly on SIGTERM: {status}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_benchmark_counts_every_copy_and_ends_with_its_json_line() {
+    // The real binary on the embedded clusters, its client in a child process.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
+        .args([
+            "bench",
+            "--events",
+            "600",
+            "--latency-secs",
+            "1",
+            "--latency-rate",
+            "300",
+            "--json",
+        ])
+        .env_remove("KAFKA_BROKERS")
+        .env_remove("LOCAL_KAFKA_BROKERS")
+        .env_remove("API_KEY")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(180), output)
+        .await
+        .expect("the bench ends")
+        .expect("the bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let last = stdout.lines().last().expect("a last line");
+    let report: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
+    assert_eq!(report["events"], 600);
+    let pipeline = &report["pipeline"];
+    assert_eq!(pipeline["lost"], 0, "{last}");
+    assert_eq!(pipeline["duplicated"], 0, "{last}");
+    for field in [
+        "events_per_sec",
+        "p50_ms",
+        "p99_ms",
+        "peak_rss_mb",
+        "client_peak_rss_mb",
+    ] {
+        let value = pipeline[field].as_f64().unwrap_or(f64::NAN);
+        assert!(value.is_finite() && value > 0.0, "{field}: {last}");
+    }
+    assert!(pipeline["p50_ms"].as_f64() <= pipeline["p99_ms"].as_f64());
+    let direct = report["direct_copy"]["events_per_sec"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(direct > 0.0, "{last}");
+    assert!(
+        report.get("mirror_maker_2").is_none(),
+        "no peer unless asked"
+    );
+}
