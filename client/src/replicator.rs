@@ -160,22 +160,22 @@ impl Replicator {
 
     /// Runs until `shutdown`; returns the totals.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
-        let Some((mut sink, mut position)) = self.connect(&shutdown).await? else {
+        let Some((mut sink, start)) = self.connect(&shutdown).await? else {
             return Ok(self.progress);
         };
         self.progress.connected = true;
         self.publish();
         let mut last_progress_log = Instant::now();
-        // What local Kafka holds: where a failed transaction starts again from.
-        let mut committed = position.clone();
-        // A transaction kept open while full batches keep coming, and its events.
+        let mut place = Place::new(start);
+        // A transaction kept open while full batches keep coming.
         let mut open: Option<Transaction> = None;
-        let mut uncommitted = 0u64;
         // The next batch, asked for while the previous one was being written.
         let mut ahead: Option<PendingFetch> = None;
         while !shutdown.is_cancelled() {
             let started = Instant::now();
-            let fetch = ahead.take().unwrap_or_else(|| self.fetch_from(&position));
+            let fetch = ahead
+                .take()
+                .unwrap_or_else(|| self.fetch_from(&place.fetch));
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = fetch => r,
@@ -184,23 +184,16 @@ impl Replicator {
             // An open transaction takes only more events: anything else closes it first.
             let more = matches!(&fetched, Ok(b) if !b.records.is_empty());
             if !more && let Some(txn) = open.take() {
-                let cursor = cursor_of(&position);
-                match finish(&sink, txn, &cursor, &shutdown).await {
+                match finish(&sink, txn, &place.cursor(), &shutdown).await {
                     None => break,
                     Some(Ok(())) => {
-                        committed = position.clone();
-                        self.committed(std::mem::take(&mut uncommitted));
+                        let events = place.commit();
+                        self.committed(events);
                     }
                     Some(Err(err)) => {
-                        uncommitted = 0;
-                        position = committed.clone();
-                        if !self
-                            .recover(err, &mut sink, &mut position, &shutdown)
-                            .await?
-                        {
+                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
                             break;
                         }
-                        committed = position.clone();
                         continue;
                     }
                 }
@@ -232,32 +225,15 @@ impl Replicator {
             let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
             let count = batch.records.len();
             let records: Vec<Record> = batch.records;
-            let moved = !matches!(&position, StartFrom::Cursor(c) if *c == next);
+            let moved = !matches!(&place.fetch, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
-                let written = match open.take() {
-                    Some(txn) => Ok(txn),
-                    None => sink.begin(),
-                };
-                let written = match written {
-                    Ok(mut txn) => match sink.write(&mut txn, &records, &next).await {
-                        Ok(()) => Ok(txn),
-                        Err(err) => Err(sink.abort(txn, err).await),
-                    },
-                    Err(err) => Err(err),
-                };
-                let txn = match written {
+                let txn = match sink.append(open.take(), &records, &next).await {
                     Ok(txn) => txn,
                     Err(err) => {
-                        uncommitted = 0;
-                        position = committed.clone();
-                        if !self
-                            .recover(err, &mut sink, &mut position, &shutdown)
-                            .await?
-                        {
+                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
                             break;
                         }
-                        committed = position.clone();
                         continue;
                     }
                 };
@@ -267,10 +243,9 @@ impl Replicator {
                     write_ms = fetched_at.elapsed().as_millis() as u64,
                     "batch handed to local Kafka"
                 );
-                uncommitted += count as u64;
-                position = StartFrom::Cursor(next.clone());
+                place.wrote(&next, count);
                 // The batch after this one is fetched while this one is written.
-                let mut next_fetch = self.fetch_from(&position);
+                let mut next_fetch = self.fetch_from(&place.fetch);
                 // A full batch means a backlog: keep the transaction open for the next one
                 // (bounded), so local Kafka works on this one meanwhile.
                 if count == self.limit as usize
@@ -296,13 +271,13 @@ impl Replicator {
                 match delivered {
                     None => break,
                     Some(Ok(())) => {
+                        let events = place.commit();
                         tracing::debug!(
-                            events = uncommitted,
+                            events,
                             commit_ms = committing.elapsed().as_millis() as u64,
                             "committed"
                         );
-                        committed = position.clone();
-                        self.committed(std::mem::take(&mut uncommitted));
+                        self.committed(events);
                         // Used only now that this batch is committed: a failed write never
                         // skips anything.
                         ahead = Some(match fetched_ahead {
@@ -311,15 +286,9 @@ impl Replicator {
                         });
                     }
                     Some(Err(err)) => {
-                        uncommitted = 0;
-                        position = committed.clone();
-                        if !self
-                            .recover(err, &mut sink, &mut position, &shutdown)
-                            .await?
-                        {
+                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
                             break;
                         }
-                        committed = position.clone();
                         continue;
                     }
                 }
@@ -343,12 +312,59 @@ impl Replicator {
         }
         if let Some(txn) = open.take() {
             // Stopping between two full batches: commit what is written.
-            if let Some(Ok(())) = finish(&sink, txn, &cursor_of(&position), &shutdown).await {
-                self.committed(uncommitted);
+            if let Some(Ok(())) = finish(&sink, txn, &place.cursor(), &shutdown).await {
+                let events = place.commit();
+                self.committed(events);
             }
         }
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
+    }
+}
+
+/// Where the client stands: the position the next fetch starts from, and the position
+/// local Kafka holds, with the events written since in a transaction still open.
+#[derive(Debug)]
+struct Place {
+    fetch: StartFrom,
+    committed: StartFrom,
+    uncommitted: u64,
+}
+
+impl Place {
+    fn new(start: StartFrom) -> Self {
+        Self {
+            fetch: start.clone(),
+            committed: start,
+            uncommitted: 0,
+        }
+    }
+
+    /// A batch of `events` ending before `next` is in the open transaction.
+    fn wrote(&mut self, next: &Cursor, events: usize) {
+        self.fetch = StartFrom::Cursor(next.clone());
+        self.uncommitted += events as u64;
+    }
+
+    /// The open transaction committed; returns its events.
+    fn commit(&mut self) -> u64 {
+        self.committed = self.fetch.clone();
+        std::mem::take(&mut self.uncommitted)
+    }
+
+    /// The open transaction failed: fetch again from what local Kafka holds.
+    fn rewind(&mut self) {
+        self.fetch = self.committed.clone();
+        self.uncommitted = 0;
+    }
+
+    /// The cursor the open transaction ends with (one is only open after a batch, so the
+    /// fetch position is a cursor).
+    fn cursor(&self) -> Cursor {
+        match &self.fetch {
+            StartFrom::Cursor(c) => c.clone(),
+            _ => Cursor::new(),
+        }
     }
 }
 
@@ -381,15 +397,6 @@ async fn finish(
     done
 }
 
-/// The cursor a position stands for (a transaction is only open after a batch, so always
-/// a cursor).
-fn cursor_of(position: &StartFrom) -> Cursor {
-    match position {
-        StartFrom::Cursor(c) => c.clone(),
-        _ => Cursor::new(),
-    }
-}
-
 /// A fetch that owns what it needs, so it can run while the loop writes a batch.
 type PendingFetch = Pin<Box<dyn Future<Output = Result<Batch, FetchError>> + Send>>;
 
@@ -402,18 +409,19 @@ impl Replicator {
         self.backoff.reset();
     }
 
-    /// After a failed write: waits, rebuilds the producer if it is gone and re-reads the
-    /// committed position into `position`. `false`: stopping.
+    /// After a failed write: goes back to the committed position, waits, and rebuilds the
+    /// producer (re-reading the committed position) if it is gone. `false`: stopping.
     async fn recover(
         &mut self,
         err: SinkError,
         sink: &mut LocalKafka,
-        position: &mut StartFrom,
+        place: &mut Place,
         shutdown: &CancellationToken,
     ) -> Result<bool, ClientError> {
         if matches!(err, SinkError::Fenced) {
             return Err(SinkError::Fenced.into());
         }
+        place.rewind();
         let rebuild = err.needs_new_producer();
         self.set_health(Health::LocalKafkaFailing(err.to_string()));
         let pause = self.backoff.next_delay();
@@ -423,7 +431,7 @@ impl Replicator {
                 return Ok(false);
             };
             *sink = fresh;
-            *position = committed;
+            *place = Place::new(committed);
         }
         Ok(!shutdown.is_cancelled())
     }

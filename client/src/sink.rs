@@ -246,18 +246,30 @@ impl LocalKafka {
         plan
     }
 
-    /// Writes the records and `next` (the cursor after them) in one transaction.
-    pub async fn deliver(&self, records: &[Record], next: &Cursor) -> Result<(), SinkError> {
-        let mut txn = self.begin()?;
-        if let Err(err) = self.write(&mut txn, records, next).await {
+    /// Adds a batch to `open` (a new transaction when `None`) and hands it to the producer
+    /// without waiting for local Kafka: the acknowledgements are awaited at
+    /// [`LocalKafka::commit`], so the next batch can be fetched and written meanwhile. On
+    /// failure the transaction is aborted.
+    pub async fn append(
+        &self,
+        open: Option<Transaction>,
+        records: &[Record],
+        next: &Cursor,
+    ) -> Result<Transaction, SinkError> {
+        let mut txn = match open {
+            Some(txn) => txn,
+            None => self.begin()?,
+        };
+        txn.acks.reserve(records.len());
+        if let Err(err) = self.produce_all(records, next, &mut txn.acks).await {
+            drop(txn);
             return Err(self.abandon(err).await);
         }
-        self.commit(txn, next).await
+        txn.events += records.len();
+        Ok(txn)
     }
 
-    /// Opens a transaction; [`LocalKafka::write`] adds batches, [`LocalKafka::commit`]
-    /// ends it with the cursor after the last one.
-    pub fn begin(&self) -> Result<Transaction, SinkError> {
+    fn begin(&self) -> Result<Transaction, SinkError> {
         self.producer
             .begin_transaction()
             .map_err(|e| self.classify(e))?;
@@ -266,21 +278,6 @@ impl LocalKafka {
             events: 0,
             opened: std::time::Instant::now(),
         })
-    }
-
-    /// Hands a batch to the producer without waiting for local Kafka: the acknowledgements
-    /// are awaited at commit, so the next batch can be fetched and written meanwhile. On an
-    /// error the transaction must be given up ([`LocalKafka::abort`]).
-    pub async fn write(
-        &self,
-        txn: &mut Transaction,
-        records: &[Record],
-        next: &Cursor,
-    ) -> Result<(), SinkError> {
-        txn.acks.reserve(records.len());
-        self.produce_all(records, next, &mut txn.acks).await?;
-        txn.events += records.len();
-        Ok(())
     }
 
     /// Writes `next` (the cursor after the last batch) to the state topic, waits for every
@@ -315,12 +312,6 @@ impl LocalKafka {
             Ok(()) => Ok(()),
             Err(err) => Err(self.abandon(err).await),
         }
-    }
-
-    /// Gives up an open transaction after `err`: nothing of it becomes visible.
-    pub async fn abort(&self, txn: Transaction, err: SinkError) -> SinkError {
-        drop(txn);
-        self.abandon(err).await
     }
 
     /// Aborts the open transaction unless `err` means the producer itself is gone; returns

@@ -5,6 +5,8 @@
 //! steady 1,000 events/s. Every copy is counted, so loss and duplicates show.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -157,11 +159,14 @@ impl Watcher {
     }
 
     /// Reads until `expected` distinct `seq`s arrived or `timeout`.
-    fn watch(&self, expected: usize, timeout: Duration, progress: &str) -> Seen {
+    fn watch(&self, expected: usize, timeout: Duration, progress: &str, stop: &AtomicBool) -> Seen {
         let deadline = Instant::now() + timeout;
         let mut seen = Seen::default();
         let mut reported = Instant::now();
-        while seen.counts.len() < expected && Instant::now() < deadline {
+        while seen.counts.len() < expected
+            && Instant::now() < deadline
+            && !stop.load(Ordering::Relaxed)
+        {
             let Some(Ok(message)) = self.consumer.poll(Duration::from_millis(100)) else {
                 continue;
             };
@@ -184,8 +189,21 @@ impl Watcher {
     }
 }
 
-/// Starts a [`Watcher`] on the blocking pool once it is positioned; the returned task ends
-/// with what it saw.
+/// A [`Watcher`] at work on the blocking pool. Dropped unfinished (a run failing
+/// elsewhere), it stops within its 100 ms poll, so it never holds the process open.
+struct WatchTask {
+    handle: tokio::task::JoinHandle<Seen>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for WatchTask {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Starts a [`Watcher`] on the blocking pool once it is positioned; [`seen`] gives what it
+/// saw.
 async fn spawn_watcher(
     brokers: &str,
     topic: &str,
@@ -194,19 +212,21 @@ async fn spawn_watcher(
     expected: usize,
     timeout: Duration,
     progress: &'static str,
-) -> Result<tokio::task::JoinHandle<Seen>, BenchError> {
+) -> Result<WatchTask, BenchError> {
     let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
     let watcher =
         tokio::task::spawn_blocking(move || Watcher::new(&brokers, &topic, partitions, from_end))
             .await
             .map_err(|e| BenchError::Incomplete(e.to_string()))??;
-    Ok(tokio::task::spawn_blocking(move || {
-        watcher.watch(expected, timeout, progress)
-    }))
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let handle =
+        tokio::task::spawn_blocking(move || watcher.watch(expected, timeout, progress, &stopped));
+    Ok(WatchTask { handle, stop })
 }
 
-async fn seen(watcher: tokio::task::JoinHandle<Seen>) -> Result<Seen, BenchError> {
-    watcher
+async fn seen(mut watcher: WatchTask) -> Result<Seen, BenchError> {
+    (&mut watcher.handle)
         .await
         .map_err(|e| BenchError::Incomplete(e.to_string()))
 }
@@ -290,13 +310,23 @@ async fn mirror_maker_2(
     )
     .await?;
     let started = Instant::now();
-    let mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, 2)
+    let mut mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, 2)
         .map_err(|e| BenchError::Incomplete(e.to_string()))?;
     eprintln!(
         "bench: MirrorMaker 2 started (log: {}), copying the backlog",
         mm2.log.display()
     );
-    let watched = seen(watcher).await?;
+    // One that dies (no Java, no jars, a bad setting) fails the run now, not at the timeout.
+    let watched = tokio::select! {
+        watched = seen(watcher) => watched?,
+        status = mm2.exited() => {
+            return Err(BenchError::Incomplete(format!(
+                "MirrorMaker 2 exited ({}); its log: {}",
+                status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                mm2.log.display()
+            )));
+        }
+    };
     let (start_secs, copy_secs) = match (watched.first, watched.last) {
         (Some(first), Some(last)) => (
             first.duration_since(started).as_secs_f64(),
@@ -435,14 +465,7 @@ impl DirectCopy {
         })
         .await
         .map_err(|e| BenchError::Incomplete(e.to_string()))??;
-        // Not a demo event (no `seq`): watchers skip it.
-        let warm_up: FutureRecord<'_, str, str> = FutureRecord::to(to)
-            .key("warm-up")
-            .payload("{\"warm_up\":true}");
-        producer
-            .send(warm_up, CONNECT_TIMEOUT)
-            .await
-            .map_err(|(err, _)| err)?;
+        crate::demo::warm_up(&producer, to).await?;
         Ok(Self { consumer, producer })
     }
 
@@ -662,11 +685,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         "direct copy",
     )
     .await?;
-    let fetch_wait_ms = if on_mock {
-        crate::stack::MOCK_FETCH_WAIT_MS
-    } else {
-        shared::config::DEFAULT_FETCH_WAIT_MS
-    };
+    let fetch_wait_ms = stack.source.fetch_wait_ms();
     let copy = DirectCopy::connect(&source, &local, &topic, &direct_topic, fetch_wait_ms).await?;
     let started = Instant::now();
     copy.run(&topic, &direct_topic, backlog_ends, n).await?;
@@ -703,11 +722,13 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let client_peak = client.peak_rss_mb();
     client.stop().await;
     let mirror_maker_2 = if config.peer_mm2 {
-        Some(mirror_maker_2(&stack, &config, steady).await?)
+        Some(mirror_maker_2(&stack, &config, steady).await)
     } else {
         None
     };
+    // Stopped whatever MirrorMaker 2 did: a stack dropped unstopped holds the process.
     stack.stop().await;
+    let mirror_maker_2 = mirror_maker_2.transpose()?;
 
     Ok(BenchReport {
         events: n,

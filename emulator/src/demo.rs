@@ -100,17 +100,9 @@ impl DemoProducer {
         self
     }
 
-    /// Sends one record that is not a demo event (no `seq`) and waits for it, so the
-    /// producer has its id, metadata and connection before timed events go out.
+    /// Readies the producer before timed events go out; see [`warm_up`].
     pub async fn warm_up(&self) -> Result<(), KafkaError> {
-        let record: FutureRecord<'_, str, str> = FutureRecord::to(&self.topic)
-            .key("warm-up")
-            .payload("{\"warm_up\":true}");
-        self.producer
-            .send(record, Timeout::After(Duration::from_secs(30)))
-            .await
-            .map(drop)
-            .map_err(|(err, _)| err)
+        warm_up(&self.producer, &self.topic).await
     }
 
     /// Produces until `total` is reached or `shutdown`; returns how many were acknowledged.
@@ -181,6 +173,19 @@ impl DemoProducer {
         tracing::info!(events = acked, "demo producer finished");
         acked
     }
+}
+
+/// Sends `topic` one record that is not a demo event (no `seq`, so counting readers skip
+/// it) and waits for it, so the producer has its id, metadata and connection.
+pub async fn warm_up(producer: &FutureProducer, topic: &str) -> Result<(), KafkaError> {
+    let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
+        .key("warm-up")
+        .payload("{\"warm_up\":true}");
+    producer
+        .send(record, Timeout::After(Duration::from_secs(30)))
+        .await
+        .map(drop)
+        .map_err(|(err, _)| err)
 }
 
 fn count_ack(

@@ -11,6 +11,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+/// `fetch.wait.max.ms` on the mock cluster; see [`KafkaCluster::fetch_wait_ms`].
+const MOCK_FETCH_WAIT_MS: u32 = 5;
+
 /// A Kafka cluster the emulator uses.
 #[derive(Debug)]
 pub enum KafkaCluster {
@@ -37,9 +40,14 @@ impl KafkaCluster {
         }
     }
 
-    /// Whether this is the in-process mock cluster.
-    pub fn is_mock(&self) -> bool {
-        matches!(self, Self::Mock(_))
+    /// The `fetch.wait.max.ms` its consumers should use. The mock cluster holds an empty
+    /// fetch this long even when data arrives meanwhile (real brokers answer at once), so
+    /// there it is kept short: it bounds the latency it adds.
+    pub fn fetch_wait_ms(&self) -> u32 {
+        match self {
+            Self::Mock(_) => MOCK_FETCH_WAIT_MS,
+            Self::External(_) => shared::config::DEFAULT_FETCH_WAIT_MS,
+        }
     }
 
     /// `mock` or `external`, for logs and test output.

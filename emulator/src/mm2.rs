@@ -96,6 +96,11 @@ impl MirrorMaker2 {
         Ok(Self { child, log })
     }
 
+    /// Waits until it exits on its own (it should not), with its status.
+    pub async fn exited(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
+
     /// Stops it.
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

@@ -20,10 +20,6 @@ use crate::demo::DemoProducer;
 use crate::kafka::KafkaCluster;
 use crate::lambda_bridge::LambdaBridge;
 
-/// The pod's fetch wait on the mock cluster, which holds an empty fetch this long even when
-/// data arrives meanwhile (real brokers answer at once), so it bounds the added latency.
-pub const MOCK_FETCH_WAIT_MS: u32 = 5;
-
 /// How long the stack may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -216,11 +212,7 @@ impl Stack {
                 brokers: Some(source.bootstrap().to_owned()),
                 topics,
                 group_id: config.group_id.clone(),
-                fetch_wait_ms: if source.is_mock() {
-                    MOCK_FETCH_WAIT_MS
-                } else {
-                    shared::config::DEFAULT_FETCH_WAIT_MS
-                },
+                fetch_wait_ms: source.fetch_wait_ms(),
             },
             buffer: BufferArgs {
                 buffer_max_events: config.buffer_max_events,
@@ -333,10 +325,8 @@ impl Stack {
     }
 
     /// Starts the client replicating into the local cluster, as configured (the stack starts
-    /// it itself when `client` is set); the receiver follows its progress.
-    pub fn start_client(
-        &mut self,
-    ) -> Result<tokio::sync::watch::Receiver<client::Progress>, StackError> {
+    /// it itself when `client` is set).
+    pub fn start_client(&mut self) -> Result<(), StackError> {
         let config = &self.config;
         let client = client::Replicator::new(&ClientConfig {
             server_url: Some(self.server_url.clone()),
@@ -358,14 +348,13 @@ impl Stack {
             state_topic: "kafka-replicator-client-state".into(),
             client_id: config.client_id.clone(),
         })?;
-        let progress = client.watch();
         let stop = self.shutdown.clone();
         self.tasks.spawn(async move {
             if let Err(err) = client.run(stop).await {
                 tracing::error!(error = %err, "client stopped on an error");
             }
         });
-        Ok(progress)
+        Ok(())
     }
 
     /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new

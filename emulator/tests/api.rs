@@ -28,9 +28,23 @@ async fn call(
     uri: &str,
     key: Option<&str>,
 ) -> (StatusCode, http::HeaderMap, Vec<u8>) {
+    call_with(app, method, uri, key, &[]).await
+}
+
+/// [`call`] with more request headers.
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    key: Option<&str>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, http::HeaderMap, Vec<u8>) {
     let mut request = Request::builder().method(method).uri(uri);
     if let Some(key) = key {
         request = request.header("x-api-key", key);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     let response = app
         .clone()
@@ -350,25 +364,20 @@ async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiate
     for _ in 0..20 {
         let uri = format!("/api/v1/events?cursor={cursor}&limit=60");
         let page = json(&app, &uri, &key).await;
-        let request = Request::builder()
-            .uri(&uri)
-            .header("x-api-key", &key)
-            .header("accept", "application/vnd.kafka-replicator.batch")
-            .body(Body::empty())
-            .expect("request");
-        let response = app.clone().oneshot(request).await.expect("answer");
-        assert_eq!(response.status(), StatusCode::OK);
+        let (status, headers, body) = call_with(
+            &app,
+            "GET",
+            &uri,
+            Some(&key),
+            &[("accept", "application/vnd.kafka-replicator.batch")],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
         assert_eq!(
-            response.headers()["content-type"],
+            headers["content-type"],
             "application/vnd.kafka-replicator.batch"
         );
-        assert_eq!(response.headers()["vary"], "accept");
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        assert_eq!(headers["vary"], "accept");
         let batch = shared::wire::decode(&body).expect("a valid batch");
         let from_json: Vec<shared::Record> =
             serde_json::from_value::<Vec<shared::Event>>(page["events"].clone())
@@ -394,21 +403,16 @@ async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiate
     let uri = "/api/v1/events?cursor=earliest&limit=100";
     let (_, _, plain) = call(&app, "GET", uri, Some(&key)).await;
     for encoding in ["gzip", "zstd"] {
-        let request = Request::builder()
-            .uri(uri)
-            .header("x-api-key", &key)
-            .header("accept-encoding", encoding)
-            .body(Body::empty())
-            .expect("request");
-        let response = app.clone().oneshot(request).await.expect("answer");
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(response.headers()["content-encoding"], encoding);
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
+        let (status, headers, body) = call_with(
+            &app,
+            "GET",
+            uri,
+            Some(&key),
+            &[("accept-encoding", encoding)],
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(headers["content-encoding"], encoding);
         assert!(
             body.len() * 2 < plain.len(),
             "{encoding}: {} bytes against {} plain",
