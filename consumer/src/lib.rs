@@ -145,7 +145,7 @@ impl ConsumerPod {
         let stop = shutdown.clone();
         let served = match self.listener {
             Listener::Tcp(l) => {
-                axum::serve(l, app)
+                axum::serve(shared::listen::no_delay(l), app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
             }

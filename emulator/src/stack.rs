@@ -274,7 +274,7 @@ impl Stack {
             .into_make_service_with_connect_info::<SocketAddr>();
         let stop = shutdown.clone();
         tasks.spawn(async move {
-            if let Err(err) = axum::serve(listener, app)
+            if let Err(err) = axum::serve(shared::listen::no_delay(listener), app)
                 .with_graceful_shutdown(stop.cancelled_owned())
                 .await
             {

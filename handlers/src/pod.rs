@@ -16,11 +16,14 @@ use shared::internal::{
 
 /// The pod's answer to a fetch, already in its public form — the JSON of
 /// [`shared::api::EventsResponse`] or the binary batch of [`shared::wire`] — so the handlers
-/// pass it on without decoding and encoding the events again.
-#[derive(Debug, Clone)]
+/// pass it on without decoding and encoding the events again. The body streams through as
+/// it arrives: the caller receives the start of a large batch while the pod sends the rest.
+/// Should the pod's connection break midway, the caller gets a body cut short, which the
+/// client retries like any other failed fetch.
+#[derive(Debug)]
 pub struct EventsBody {
     pub content_type: axum::http::HeaderValue,
-    pub body: bytes::Bytes,
+    pub body: axum::body::Body,
 }
 
 impl axum::response::IntoResponse for EventsBody {
@@ -131,11 +134,11 @@ impl PodClient {
                 .get(reqwest::header::CONTENT_TYPE)
                 .and_then(|v| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok())
                 .unwrap_or_else(|| axum::http::HeaderValue::from_static("application/json"));
-            return response
-                .bytes()
-                .await
-                .map(|body| EventsBody { content_type, body })
-                .map_err(|e| self.unreachable(&e));
+            let body = http::Response::<reqwest::Body>::from(response).into_body();
+            return Ok(EventsBody {
+                content_type,
+                body: axum::body::Body::new(body),
+            });
         }
         Err(self.error_from(response).await)
     }

@@ -48,7 +48,7 @@ pub async fn serve(
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         tracing::info!(addr = %local, tls = false, prefix = %config.api_prefix, pod = %config.consumer_addr, "handlers serving");
-        return axum::serve(listener, app)
+        return axum::serve(shared::listen::no_delay(listener), app)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServeError::Serve);
