@@ -175,10 +175,11 @@ impl Replicator {
             let started = Instant::now();
             let fetch = ahead
                 .take()
-                .unwrap_or_else(|| self.fetch_from(&place.fetch));
+                .unwrap_or_else(|| self.fetch_from(&place.fetch, true));
+            let long_polled = fetch.long_poll;
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
-                r = fetch => r,
+                r = fetch.answer => r,
             };
             self.progress.polls += 1;
             // An open transaction takes only more events: anything else closes it first.
@@ -228,9 +229,23 @@ impl Replicator {
             let moved = !matches!(&place.fetch, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
+                // A full batch means a backlog: keep the transaction open for the next one
+                // (bounded), so local Kafka works on this one meanwhile. That next fetch does
+                // not long-poll: if the backlog ended here, the transaction commits at once
+                // instead of a poll interval later.
+                let keep_open = count == self.limit as usize
+                    && open.as_ref().map_or(0, Transaction::events) + count
+                        < MAX_TRANSACTION_EVENTS
+                    && open
+                        .as_ref()
+                        .is_none_or(|txn| txn.age() < MAX_TRANSACTION_AGE);
+                // The batch after this one is on its way while this one is written; a failed
+                // write drops (aborts) it.
+                let next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()), !keep_open);
                 let txn = match sink.append(open.take(), &records, &next).await {
                     Ok(txn) => txn,
                     Err(err) => {
+                        drop(next_fetch);
                         if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
                             break;
                         }
@@ -244,31 +259,13 @@ impl Replicator {
                     "batch handed to local Kafka"
                 );
                 place.wrote(&next, count);
-                // The batch after this one is fetched while this one is written.
-                let mut next_fetch = self.fetch_from(&place.fetch);
-                // A full batch means a backlog: keep the transaction open for the next one
-                // (bounded), so local Kafka works on this one meanwhile.
-                if count == self.limit as usize
-                    && txn.events() < MAX_TRANSACTION_EVENTS
-                    && txn.age() < MAX_TRANSACTION_AGE
-                {
+                if keep_open {
                     open = Some(txn);
                     ahead = Some(next_fetch);
                     continue;
                 }
-                let mut fetched_ahead = None;
                 let committing = Instant::now();
-                let delivered = {
-                    let commit = finish(&sink, txn, &next, &shutdown);
-                    tokio::pin!(commit);
-                    loop {
-                        tokio::select! {
-                            r = &mut commit => break r,
-                            r = &mut next_fetch, if fetched_ahead.is_none() => fetched_ahead = Some(r),
-                        }
-                    }
-                };
-                match delivered {
+                match finish(&sink, txn, &next, &shutdown).await {
                     None => break,
                     Some(Ok(())) => {
                         let events = place.commit();
@@ -280,10 +277,7 @@ impl Replicator {
                         self.committed(events);
                         // Used only now that this batch is committed: a failed write never
                         // skips anything.
-                        ahead = Some(match fetched_ahead {
-                            Some(answer) => Box::pin(std::future::ready(answer)),
-                            None => next_fetch,
-                        });
+                        ahead = Some(next_fetch);
                     }
                     Some(Err(err)) => {
                         if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
@@ -306,7 +300,7 @@ impl Replicator {
             // Events mean more may follow: fetch again at once (the next long-poll waits on
             // the server). An empty answer came after the server waited; only if it answered
             // sooner than the interval does the client make up the difference.
-            if count == 0 {
+            if count == 0 && long_polled {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
@@ -397,8 +391,40 @@ async fn finish(
     done
 }
 
-/// A fetch that owns what it needs, so it can run while the loop writes a batch.
-type PendingFetch = Pin<Box<dyn Future<Output = Result<Batch, FetchError>> + Send>>;
+/// A fetch under way on its own task, so it runs while the loop writes a batch.
+struct PendingFetch {
+    answer: Pin<Box<dyn Future<Output = Result<Batch, FetchError>> + Send>>,
+    /// Whether the server may hold it for the poll interval (else it answers at once).
+    long_poll: bool,
+}
+
+/// A spawned fetch, aborted when dropped unfinished: nothing fetched after a failed write
+/// is used.
+struct FetchTask(tokio::task::JoinHandle<Result<Batch, FetchError>>);
+
+impl Drop for FetchTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for FetchTask {
+    type Output = Result<Batch, FetchError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| {
+            joined.unwrap_or_else(|err| {
+                Err(FetchError::Transient {
+                    message: format!("the fetch stopped: {err}"),
+                    retry_after: None,
+                })
+            })
+        })
+    }
+}
 
 impl Replicator {
     /// Counts `events` as committed.
@@ -436,10 +462,22 @@ impl Replicator {
         Ok(!shutdown.is_cancelled())
     }
 
-    fn fetch_from(&self, start: &StartFrom) -> PendingFetch {
-        let (api, start, limit, wait) =
-            (self.api.clone(), start.clone(), self.limit, self.interval);
-        Box::pin(async move { api.fetch(&start, limit, wait).await })
+    /// Starts a fetch from `start`; `long_poll`: the server may wait for events up to the
+    /// poll interval.
+    fn fetch_from(&self, start: &StartFrom, long_poll: bool) -> PendingFetch {
+        let wait = if long_poll {
+            self.interval
+        } else {
+            Duration::ZERO
+        };
+        let (api, start, limit) = (self.api.clone(), start.clone(), self.limit);
+        let task = FetchTask(tokio::spawn(
+            async move { api.fetch(&start, limit, wait).await },
+        ));
+        PendingFetch {
+            answer: Box::pin(task),
+            long_poll,
+        }
     }
 }
 

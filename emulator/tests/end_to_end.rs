@@ -189,3 +189,63 @@ async fn replicates_exactly_once_on_apache_kafka() {
     )
     .await;
 }
+
+/// A backlog that ends exactly on a full batch is committed at once, not a poll interval
+/// later: the fetch that continues an open transaction answers without long-polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() {
+    const N: u64 = 400;
+    const LIMIT: u32 = 100;
+    const POLL: Duration = Duration::from_secs(30);
+    let mut config = common::config();
+    config.events = Some(N);
+    let stack = common::start(config).await;
+    let info = stack.info.clone();
+    // The whole backlog is in the pod first, so every batch comes back full.
+    let http = reqwest::Client::new();
+    common::wait_for("the backlog in the pod", Duration::from_secs(30), || {
+        let request = http
+            .get(format!("{}/events", info.api_base))
+            .header("x-api-key", &info.api_key)
+            .query(&[("cursor", "earliest"), ("limit", "1000")]);
+        async move {
+            let Ok(response) = request.send().await else {
+                return false;
+            };
+            let answer: serde_json::Value = response.json().await.unwrap_or_default();
+            answer["events"].as_array().map_or(0, Vec::len) as u64 == N
+        }
+    })
+    .await;
+
+    let replicator = client::Replicator::new(&shared::config::ClientConfig {
+        server_url: Some(stack.server_url.clone()),
+        api_key: Some(info.api_key.clone()),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(info.local_brokers.clone()),
+        kafka_topic: None,
+        topic_prefix: None,
+        interval_ms: POLL.as_millis() as u64,
+        from: shared::config::StartPosition::Earliest,
+        batch_limit: LIMIT,
+        compression: false,
+        state_topic: "kafka-replicator-client-state".into(),
+        client_id: common::unique("client"),
+    })
+    .expect("client");
+    let mut progress = replicator.watch();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(replicator.run(stop.clone()));
+    // The guard `wait_for` returns is dropped at once: it holds the client's next update.
+    let committed = tokio::time::timeout(POLL / 3, progress.wait_for(|p| p.events >= N))
+        .await
+        .is_ok_and(|seen| seen.is_ok());
+    stop.cancel();
+    let _ = run.await;
+    stack.stop().await;
+    assert!(
+        committed,
+        "{N} events in {} full batches committed well before one poll interval ({POLL:?})",
+        N / u64::from(LIMIT)
+    );
+}
