@@ -6,17 +6,15 @@
 //! and every copy names its source topic, partition and offset in three more headers.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::future::try_join_all;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::{Cursor, Record};
 
@@ -65,9 +63,87 @@ impl SinkError {
     }
 }
 
+/// Local Kafka's acknowledgements of the open transaction's records, counted as the
+/// producer's poll thread reports them: no allocation or task wake-up per record. Each
+/// record carries its transaction's number, so late reports of an aborted one are ignored.
+#[derive(Default)]
+struct Deliveries {
+    /// Number of the open transaction.
+    current: AtomicUsize,
+    /// Its records acknowledged so far.
+    acknowledged: AtomicU64,
+    /// The count the committer waits for (`u64::MAX` while nobody waits).
+    awaited: AtomicU64,
+    /// Its first refused record: the topic and why.
+    refused: Mutex<Option<(String, KafkaError)>>,
+    done: tokio::sync::Notify,
+}
+
+impl Deliveries {
+    /// Starts counting for transaction `number`.
+    fn reset(&self, number: usize) {
+        self.current.store(number, Ordering::SeqCst);
+        self.acknowledged.store(0, Ordering::SeqCst);
+        self.awaited.store(u64::MAX, Ordering::SeqCst);
+        *self.refused.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    /// Waits until `sent` records are acknowledged, or one is refused.
+    async fn all(&self, sent: u64) -> Result<(), SinkError> {
+        loop {
+            let done = self.done.notified();
+            tokio::pin!(done);
+            done.as_mut().enable();
+            self.awaited.store(sent, Ordering::SeqCst);
+            if let Some((topic, source)) = self
+                .refused
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+            {
+                return Err(SinkError::Delivery { topic, source });
+            }
+            if self.acknowledged.load(Ordering::SeqCst) >= sent {
+                self.awaited.store(u64::MAX, Ordering::SeqCst);
+                return Ok(());
+            }
+            done.await;
+        }
+    }
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, transaction: usize) {
+        if transaction != self.current.load(Ordering::SeqCst) {
+            return;
+        }
+        match result {
+            Ok(_) => {
+                let acknowledged = self.acknowledged.fetch_add(1, Ordering::SeqCst) + 1;
+                if acknowledged >= self.awaited.load(Ordering::SeqCst) {
+                    self.done.notify_one();
+                }
+            }
+            Err((err, message)) => {
+                self.refused
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| (message.topic().to_owned(), err.clone()));
+                self.done.notify_one();
+            }
+        }
+    }
+}
+
 /// The local Kafka, as a transactional destination for replicated records.
 pub struct LocalKafka {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
+    /// Number of the last transaction begun.
+    transactions: AtomicUsize,
     brokers: String,
     destination: Destination,
     topics: Arc<LocalTopics>,
@@ -98,10 +174,10 @@ async fn blocking<T: Send + 'static>(
 /// Waits, briefly, until librdkafka has retired the delivery reports already awaited.
 ///
 /// `commit_transaction` flushes first, and rust-rdkafka's flush polls for up to 100 ms
-/// whenever the queue is not yet empty. A report whose future has resolved can still be
-/// counted for a few microseconds, until the producer's poll thread drops it; the flush
+/// whenever the queue is not yet empty. A report already counted by [`Deliveries`] stays in
+/// flight for a few microseconds, until the producer's poll thread drops it; the flush
 /// then sleeps a whole 100 ms for an event that never comes, about once a second.
-fn settle(producer: &FutureProducer) {
+fn settle(producer: &ThreadedProducer<Deliveries>) {
     let deadline = std::time::Instant::now() + SETTLE_AT_MOST;
     while producer.in_flight_count() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_micros(100));
@@ -115,13 +191,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest [`settle`] waits before leaving the rest to the flush.
 const SETTLE_AT_MOST: Duration = Duration::from_millis(50);
 
-/// Local Kafka's acknowledgement of one record, still to come.
-type PendingAck = Pin<Box<dyn Future<Output = Result<(), SinkError>> + Send>>;
-
 /// A local Kafka transaction being filled: batches handed to the producer, their
 /// acknowledgements awaited at commit.
 pub struct Transaction {
-    acks: Vec<PendingAck>,
+    number: usize,
+    /// Records handed to the producer in it.
+    sent: u64,
     events: usize,
     opened: std::time::Instant,
 }
@@ -156,7 +231,7 @@ impl LocalKafka {
         state_topic: &str,
         client_id: &str,
     ) -> Result<Self, SinkError> {
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("transactional.id", client_id)
             .set("enable.idempotence", "true")
@@ -173,7 +248,7 @@ impl LocalKafka {
             // records enqueued while a request is in flight still go out together.
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
-            .create()
+            .create_with_context(Deliveries::default())
             .map_err(SinkError::Create)?;
         let topics = Arc::new(LocalTopics::new(brokers).map_err(SinkError::Create)?);
         // Created in the background: a cluster that cannot create topics through the admin
@@ -192,6 +267,7 @@ impl LocalKafka {
         .map_err(SinkError::Init)?;
         Ok(Self {
             producer,
+            transactions: AtomicUsize::new(0),
             brokers: brokers.to_owned(),
             destination,
             topics,
@@ -260,9 +336,7 @@ impl LocalKafka {
             Some(txn) => txn,
             None => self.begin()?,
         };
-        txn.acks.reserve(records.len());
-        if let Err(err) = self.produce_all(records, next, &mut txn.acks).await {
-            drop(txn);
+        if let Err(err) = self.produce_all(records, next, &mut txn).await {
             return Err(self.abandon(err).await);
         }
         txn.events += records.len();
@@ -270,11 +344,14 @@ impl LocalKafka {
     }
 
     fn begin(&self) -> Result<Transaction, SinkError> {
+        let number = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
+        self.producer.context().reset(number);
         self.producer
             .begin_transaction()
             .map_err(|e| self.classify(e))?;
         Ok(Transaction {
-            acks: Vec::new(),
+            number,
+            sent: 0,
             events: 0,
             opened: std::time::Instant::now(),
         })
@@ -282,18 +359,15 @@ impl LocalKafka {
 
     /// Writes `next` (the cursor after the last batch) to the state topic, waits for every
     /// record of the transaction and commits it; on failure aborts it.
-    pub async fn commit(&self, txn: Transaction, next: &Cursor) -> Result<(), SinkError> {
-        let mut acks = txn.acks;
+    pub async fn commit(&self, mut txn: Transaction, next: &Cursor) -> Result<(), SinkError> {
         let cursor = next.encode();
-        let state: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.state_topic)
-            .key(self.client_id.as_bytes())
-            .payload(cursor.as_bytes())
-            .partition(0);
-        let written = match self.enqueue(state).await {
-            Ok(ack) => {
-                acks.push(ack);
-                try_join_all(acks).await.map(drop)
-            }
+        let state: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&self.state_topic, txn.number)
+                .key(self.client_id.as_bytes())
+                .payload(cursor.as_bytes())
+                .partition(0);
+        let written = match self.enqueue(state, &mut txn).await {
+            Ok(()) => self.producer.context().all(txn.sent).await,
             Err(err) => Err(err),
         };
         let result = match written {
@@ -346,7 +420,7 @@ impl LocalKafka {
         &self,
         records: &[Record],
         next: &Cursor,
-        pending: &mut Vec<PendingAck>,
+        txn: &mut Transaction,
     ) -> Result<(), SinkError> {
         let plan = self.plan(records, next).await;
         for record in records {
@@ -373,7 +447,8 @@ impl LocalKafka {
                     key: SOURCE_OFFSET_HEADER,
                     value: Some(offset.as_str()),
                 });
-            let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+            let mut out: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(topic, txn.number).headers(headers);
             if let Some(key) = record.key.as_deref() {
                 out = out.key(key);
             }
@@ -387,38 +462,36 @@ impl LocalKafka {
             if record.partition < partitions {
                 out = out.partition(record.partition);
             }
-            pending.push(self.enqueue(out).await?);
+            self.enqueue(out, txn).await?;
         }
         Ok(())
     }
 
-    /// Enqueues one record in order, waiting while the local queue is full; the returned
-    /// future resolves when local Kafka acknowledged it.
+    /// Enqueues one record of `txn` in order, waiting while the local queue is full; its
+    /// acknowledgement is counted by [`Deliveries`].
     async fn enqueue<'a>(
         &self,
-        mut out: FutureRecord<'a, [u8], [u8]>,
-    ) -> Result<PendingAck, SinkError> {
-        let topic = out.topic.to_owned();
-        let delivery = loop {
-            match self.producer.send_result(out) {
-                Ok(delivery) => break delivery,
+        mut out: BaseRecord<'a, [u8], [u8], usize>,
+        txn: &mut Transaction,
+    ) -> Result<(), SinkError> {
+        loop {
+            match self.producer.send(out) {
+                Ok(()) => {
+                    txn.sent += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     out = back;
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                Err((source, _)) => return Err(SinkError::Delivery { topic, source }),
+                Err((source, back)) => {
+                    return Err(SinkError::Delivery {
+                        topic: back.topic.to_owned(),
+                        source,
+                    });
+                }
             }
-        };
-        Ok(Box::pin(async move {
-            match delivery.await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err((source, _))) => Err(SinkError::Delivery { topic, source }),
-                Err(_) => Err(SinkError::Delivery {
-                    topic,
-                    source: KafkaError::Canceled,
-                }),
-            }
-        }))
+        }
     }
 }
 
