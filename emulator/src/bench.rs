@@ -1,8 +1,9 @@
 //! `emulator bench`: N realistic events (1 KiB JSON values, keys, two headers, over six
 //! partitions) copied from source to local Kafka through the whole pipeline (pod → API over
 //! HTTP → client, transactions and all) and, on the same clusters in the same run, by a
-//! direct rdkafka consumer → producer copy as the yardstick; then end-to-end latency at a
-//! steady 1,000 events/s. Every copy is counted, so loss and duplicates show.
+//! direct rdkafka consumer → producer copy as the yardstick, in rounds that take turns (the
+//! mock cluster holds a few MiB per partition); then end-to-end latency at a steady 1,000
+//! events/s. Every copy is counted, so loss and duplicates show.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -49,6 +50,9 @@ pub struct BenchConfig {
     /// Whether the client asks for compressed answers (on one machine there is no network
     /// to save, so the benchmark leaves it off unless asked).
     pub compression: bool,
+    /// Most events per round (default: [`MOCK_ROUND_EVENTS`] on the mock cluster, all in one
+    /// round on real Kafka).
+    pub round_events: Option<u64>,
 }
 
 /// The pipeline's figures.
@@ -293,7 +297,7 @@ async fn mirror_maker_2(
     stack.source.create_topic(&topic, config.partitions).await?;
     stack.local.create_topic(&target, config.partitions).await?;
     eprintln!("bench: MirrorMaker 2: producing {n} events into {topic}");
-    let produced = produce(source, &topic, config.partitions, n).await?;
+    let produced = produce(source, &topic, config.partitions, n, 0).await?;
     if produced < n {
         return Err(BenchError::Incomplete(format!(
             "the source took {produced} of {n}"
@@ -416,16 +420,28 @@ pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// Produces `events` demo events numbered from `first_seq`; returns how many were taken.
 async fn produce(
     brokers: &str,
     topic: &str,
     partitions: i32,
     events: u64,
+    first_seq: u64,
 ) -> Result<u64, BenchError> {
     let demo = DemoProducer::new(brokers, topic, 0, Some(events))?
         .value_bytes(VALUE_BYTES)
-        .spread_over(partitions);
+        .spread_over(partitions)
+        .first_seq(first_seq);
     Ok(demo.run(CancellationToken::new()).await)
+}
+
+/// [`log_ends`], off the runtime.
+async fn log_ends_of(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>, BenchError> {
+    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || log_ends(&brokers, &topic, partitions))
+        .await
+        .map_err(|e| BenchError::Incomplete(e.to_string()))?
+        .map_err(BenchError::from)
 }
 
 /// The yardstick: a plain rdkafka consumer → producer copy, partition for partition, no
@@ -469,20 +485,20 @@ impl DirectCopy {
         Ok(Self { consumer, producer })
     }
 
-    /// Copies the records of `from` below `ends` (one end offset per partition, `events`
-    /// records in all) into `to` and waits until local Kafka acknowledged them all.
+    /// Copies the records of `from` from `starts` to below `ends` (one offset per partition,
+    /// `events` records in all) into `to` and waits until local Kafka acknowledged them all.
     async fn run(
         self,
         from: &str,
         to: &str,
+        starts: Vec<i64>,
         ends: Vec<i64>,
         events: u64,
     ) -> Result<(), BenchError> {
-        let partitions = i32::try_from(ends.len()).unwrap_or(i32::MAX);
         let Self { consumer, producer } = self;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition_offset(from, p, Offset::Beginning)?;
+        for (p, start) in (0..).zip(&starts) {
+            tpl.add_partition_offset(from, p, Offset::Offset(*start))?;
         }
         consumer.assign(&tpl)?;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<rdkafka::message::OwnedMessage>>(8);
@@ -566,9 +582,103 @@ impl DirectCopy {
     }
 }
 
-/// Most bytes per partition a run may put on librdkafka's mock cluster, which drops the
+/// Most bytes per partition a round may put on librdkafka's mock cluster, which drops the
 /// oldest records of a partition beyond a few MiB.
 const MOCK_PARTITION_BYTES: u64 = 3 * 1024 * 1024;
+/// Events per round on the mock cluster, unless told.
+pub const MOCK_ROUND_EVENTS: u64 = 12_000;
+
+/// Splits `events` into rounds of at most `cap` each, as even as they come.
+fn rounds(events: u64, cap: u64) -> Vec<u64> {
+    let count = events.div_ceil(cap.max(1)).max(1);
+    (0..count)
+        .map(|i| events / count + u64::from(i < events % count))
+        .collect()
+}
+
+/// What one round of the backlog copy measured.
+struct RoundResult {
+    pipeline_secs: f64,
+    direct_secs: f64,
+    /// Pipeline copies per `seq`.
+    counts: HashMap<u64, u32>,
+    client_start_ms: f64,
+    client_peak_rss_mb: f64,
+}
+
+/// One round: `events` new events (numbered from `first_seq`) into the source, then copied
+/// by the pipeline (its client started afresh, resuming from its committed position, and
+/// stopped after) and by the direct copy.
+async fn round(
+    stack: &Stack,
+    config: &BenchConfig,
+    settings: &ClientSettings,
+    events: u64,
+    first_seq: u64,
+) -> Result<RoundResult, BenchError> {
+    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let topic = &stack.info.topic;
+    let starts = log_ends_of(source, topic, config.partitions).await?;
+    let produced = produce(source, topic, config.partitions, events, first_seq).await?;
+    if produced < events {
+        return Err(BenchError::Incomplete(format!(
+            "the source took {produced} of {events}"
+        )));
+    }
+    // Where this round's backlog ends in each partition: the direct copy takes exactly it.
+    let ends = log_ends_of(source, topic, config.partitions).await?;
+
+    // Timed from the client being connected (as the direct copy is before its clock
+    // starts) to the last copy seen.
+    let expected = usize::try_from(events).unwrap_or(usize::MAX);
+    let watcher = spawn_watcher(
+        local,
+        topic,
+        config.partitions,
+        true,
+        expected,
+        COPY_TIMEOUT,
+        "pipeline",
+    )
+    .await?;
+    let starting = Instant::now();
+    let client = ClientProcess::start(settings, COPY_TIMEOUT).await?;
+    let started = Instant::now();
+    let watched = seen(watcher).await;
+    let client_peak_rss_mb = client.peak_rss_mb();
+    client.stop().await;
+    let watched = watched?;
+    let pipeline_secs = watched
+        .last
+        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+
+    let direct_topic = format!("{topic}-direct");
+    let watcher = spawn_watcher(
+        local,
+        &direct_topic,
+        config.partitions,
+        true,
+        expected,
+        COPY_TIMEOUT,
+        "direct copy",
+    )
+    .await?;
+    let fetch_wait_ms = stack.source.fetch_wait_ms();
+    let copy = DirectCopy::connect(source, local, topic, &direct_topic, fetch_wait_ms).await?;
+    let started = Instant::now();
+    copy.run(topic, &direct_topic, starts, ends, events).await?;
+    let direct_seen = seen(watcher).await?;
+    let direct_secs = direct_seen
+        .last
+        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+    Ok(RoundResult {
+        pipeline_secs,
+        direct_secs,
+        counts: watched.counts,
+        client_start_ms: started.duration_since(starting).as_secs_f64() * 1000.0,
+        client_peak_rss_mb,
+    })
+}
 
 /// Runs the benchmark.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
@@ -580,13 +690,23 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             "--peer mm2 runs MirrorMaker 2 against real brokers: give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)".into(),
         ));
     }
+    // The mock keeps a few MiB per partition: the backlog is copied in rounds that fit, each
+    // copied by both before the next is produced. Real Kafka takes it in one.
     let most = MOCK_PARTITION_BYTES * partitions / VALUE_BYTES as u64;
-    if on_mock && config.events + steady > most {
-        return Err(BenchError::Incomplete(format!(
-            "the embedded (mock) clusters keep only a few MiB per partition: with {} partitions at most {} events in all ({} for the latency phase); use --source-brokers and --local-brokers with real Kafka for more",
-            config.partitions, most, steady
-        )));
-    }
+    let cap = if on_mock {
+        let round = config.round_events.unwrap_or(MOCK_ROUND_EVENTS);
+        if steady >= most {
+            return Err(BenchError::Incomplete(format!(
+                "the embedded (mock) clusters keep only a few MiB per partition: with {} partitions the latency phase may have at most {} events, not {steady}; use --source-brokers and --local-brokers with real Kafka for more",
+                config.partitions,
+                most.saturating_sub(1)
+            )));
+        }
+        (most - steady).min(round)
+    } else {
+        config.round_events.unwrap_or(config.events)
+    };
+    let plan = rounds(config.events, cap);
     let topic = format!("bench-{:08x}", rand::random::<u32>());
     let stack = Stack::start(StackConfig {
         source_brokers: config.source_brokers.clone(),
@@ -609,127 +729,97 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ..StackConfig::default()
     })
     .await?;
-    let (source, local) = (
-        stack.info.source_brokers.clone(),
-        stack.info.local_brokers.clone(),
-    );
+    let result = measure(&stack, &config, &plan, steady).await;
+    // Stopped whatever happened: a stack dropped unstopped holds the process.
+    stack.stop().await;
+    result
+}
+
+/// The rounds, the latency phase and the peer, on a started stack.
+async fn measure(
+    stack: &Stack,
+    config: &BenchConfig,
+    plan: &[u64],
+    steady: u64,
+) -> Result<BenchReport, BenchError> {
+    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let topic = &stack.info.topic;
     let n = config.events;
-    let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
-
-    eprintln!(
-        "bench: producing {n} events of {VALUE_BYTES} B into {topic} ({} partitions)",
-        config.partitions
-    );
-    let produced = produce(&source, &topic, config.partitions, n).await?;
-    if produced < n {
-        return Err(BenchError::Incomplete(format!(
-            "the source took {produced} of {n}"
-        )));
-    }
-    // Where the backlog ends in each partition: the direct copy takes exactly these records.
-    let backlog_ends = {
-        let (source, topic, partitions) = (source.clone(), topic.clone(), config.partitions);
-        tokio::task::spawn_blocking(move || log_ends(&source, &topic, partitions))
-            .await
-            .map_err(|e| BenchError::Incomplete(e.to_string()))??
+    let settings = ClientSettings {
+        server_url: stack.server_url.clone(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: local.clone(),
+        client_id: format!("{topic}-client"),
+        batch_limit: config.batch_limit,
+        compression: config.compression,
     };
-
-    // The pipeline copies the backlog: time from the client being connected (as the direct
-    // copy is before its clock starts) to the last copy seen.
-    eprintln!("bench: pipeline (pod → HTTP → client → local Kafka)");
-    let watcher = spawn_watcher(
-        &local,
-        &topic,
-        config.partitions,
-        false,
-        n as usize,
-        COPY_TIMEOUT,
-        "pipeline",
-    )
-    .await?;
-    let starting = Instant::now();
-    // The client runs in a process of its own, so its memory is measured apart.
-    let client = ClientProcess::start(
-        &ClientSettings {
-            server_url: stack.server_url.clone(),
-            api_key: stack.info.api_key.clone(),
-            local_brokers: local.clone(),
-            client_id: format!("{topic}-client"),
-            batch_limit: config.batch_limit,
-            compression: config.compression,
-        },
-        COPY_TIMEOUT,
-    )
-    .await?;
-    let started = Instant::now();
-    let client_start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
-    let watched = seen(watcher).await?;
-    let pipeline_secs = watched
-        .last
-        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
-    let lost = n.saturating_sub(watched.counts.len() as u64);
-
-    eprintln!("bench: direct copy (rdkafka consumer → producer, no HTTP)");
-    let direct_topic = format!("{topic}-direct");
     stack
         .local
-        .create_topic(&direct_topic, config.partitions)
+        .create_topic(&format!("{topic}-direct"), config.partitions)
         .await?;
-    let watcher = spawn_watcher(
-        &local,
-        &direct_topic,
+    eprintln!(
+        "bench: {n} events of {VALUE_BYTES} B over {} partitions, in {} round(s); each copied by the pipeline (pod → HTTP → client → local Kafka), then by the direct copy (rdkafka consumer → producer, no HTTP)",
         config.partitions,
-        false,
-        n as usize,
-        COPY_TIMEOUT,
-        "direct copy",
-    )
-    .await?;
-    let fetch_wait_ms = stack.source.fetch_wait_ms();
-    let copy = DirectCopy::connect(&source, &local, &topic, &direct_topic, fetch_wait_ms).await?;
-    let started = Instant::now();
-    copy.run(&topic, &direct_topic, backlog_ends, n).await?;
-    let direct_seen = seen(watcher).await?;
-    let direct_secs = direct_seen
-        .last
-        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+        plan.len()
+    );
+    let (mut pipeline_secs, mut direct_secs) = (0.0, 0.0);
+    let mut counts: HashMap<u64, u32> = HashMap::new();
+    let mut client_start_ms = None;
+    let mut client_peak = 0.0f64;
+    let mut first_seq = 0;
+    for (i, &events) in plan.iter().enumerate() {
+        let r = round(stack, config, &settings, events, first_seq).await?;
+        eprintln!(
+            "bench: round {}/{}: {events} events: pipeline {:.0} events/s, direct copy {:.0} events/s",
+            i + 1,
+            plan.len(),
+            events as f64 / r.pipeline_secs,
+            events as f64 / r.direct_secs
+        );
+        pipeline_secs += r.pipeline_secs;
+        direct_secs += r.direct_secs;
+        for (seq, c) in r.counts {
+            *counts.entry(seq).or_default() += c;
+        }
+        client_start_ms.get_or_insert(r.client_start_ms);
+        client_peak = client_peak.max(r.client_peak_rss_mb);
+        first_seq += events;
+    }
+    let lost = n.saturating_sub(counts.len() as u64);
 
     // Latency: a steady rate while the client keeps up.
     eprintln!(
         "bench: latency at {} events/s for {} s",
         config.latency_rate, config.latency_secs
     );
+    let client = ClientProcess::start(&settings, COPY_TIMEOUT).await?;
     let latency = steady_latency(
-        &source,
-        &local,
-        (&topic, &topic),
+        source,
+        local,
+        (topic, topic),
         config.partitions,
         n,
         config.latency_rate,
         steady,
     )
-    .await?;
-    let duplicated: u64 = watched
-        .counts
+    .await;
+    client_peak = client_peak.max(client.peak_rss_mb());
+    client.stop().await;
+    let latency = latency?;
+    let duplicated: u64 = counts
         .values()
         .chain(latency.counts.values())
         .map(|c| u64::from(c.saturating_sub(1)))
         .sum();
     let steady_latencies = latency.sorted_latencies();
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
-
     let peak = peak_rss_mb();
-    let client_peak = client.peak_rss_mb();
-    client.stop().await;
     let mirror_maker_2 = if config.peer_mm2 {
-        Some(mirror_maker_2(&stack, &config, steady).await)
+        Some(mirror_maker_2(stack, config, steady).await?)
     } else {
         None
     };
-    // Stopped whatever MirrorMaker 2 did: a stack dropped unstopped holds the process.
-    stack.stop().await;
-    let mirror_maker_2 = mirror_maker_2.transpose()?;
-
+    let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
     Ok(BenchReport {
         events: n,
         latency_rate: config.latency_rate,
@@ -743,7 +833,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             duplicated,
             peak_rss_mb: peak,
             client_peak_rss_mb: client_peak,
-            client_start_ms,
+            client_start_ms: client_start_ms.unwrap_or(f64::NAN),
         },
         direct_copy: DirectResult {
             events_per_sec: n as f64 / direct_secs,
@@ -756,6 +846,20 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounds_split_evenly_within_the_cap() {
+        assert_eq!(rounds(600, 250), vec![200, 200, 200]);
+        assert_eq!(rounds(60_000, 12_000), vec![12_000; 5]);
+        assert_eq!(rounds(10, 3), vec![3, 3, 2, 2]);
+        assert_eq!(rounds(5, 100), vec![5]);
+        assert_eq!(
+            rounds(7, 0),
+            vec![1; 7],
+            "a zero cap means one event per round"
+        );
+        assert_eq!(rounds(10, 3).iter().sum::<u64>(), 10);
+    }
 
     #[test]
     fn reads_the_seq_of_demo_values() {

@@ -99,8 +99,13 @@ enum Peer {
 #[derive(Debug, clap::Args)]
 struct BenchArgs {
     /// Events to copy (1 KiB JSON values, keys, two headers).
-    #[arg(long = "events", default_value_t = 12_000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long = "events", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
     bench_events: u64,
+    /// Most events per round: each round is produced, then copied by the pipeline and by
+    /// the direct copy before the next (default: 12,000 on the embedded clusters, which keep
+    /// only a few MiB per partition; all in one round on real Kafka).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    round_events: Option<u64>,
     /// Partitions of the benchmark topic.
     #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     bench_partitions: i32,
@@ -137,6 +142,7 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         latency_rate: bench.latency_rate,
         peer_mm2: bench.peer == Some(Peer::Mm2),
         compression: bench.compression,
+        round_events: bench.round_events,
     })
     .await
     .context("the benchmark could not run")?;

@@ -261,12 +261,15 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_benchmark_counts_every_copy_and_ends_with_its_json_line() {
-    // The real binary on the embedded clusters, its client in a child process.
+    // The real binary on the embedded clusters, its client in a child process: three rounds,
+    // so the client stops and resumes twice and the direct copy takes three ranges.
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
         .args([
             "bench",
             "--events",
             "600",
+            "--round-events",
+            "250",
             "--latency-secs",
             "1",
             "--latency-rate",
@@ -286,6 +289,11 @@ async fn the_benchmark_counts_every_copy_and_ends_with_its_json_line() {
         output.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("round 3/3: 200 events"),
+        "600 events in three rounds of 200: {stderr}"
     );
     let last = stdout.lines().last().expect("a last line");
     let report: serde_json::Value = serde_json::from_str(last).expect("the last line is JSON");
