@@ -4,8 +4,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use rdkafka::error::KafkaError;
 use shared::config::{ClientConfig, StartPosition};
 use shared::wire::Batch;
 use shared::{Cursor, Record, StartFrom};
@@ -118,18 +120,19 @@ impl Replicator {
     async fn connect(
         &mut self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<(LocalKafka, StartFrom)>, ClientError> {
+    ) -> Result<Option<(Lanes, StartFrom)>, ClientError> {
         loop {
             let attempt = async {
-                let sink = LocalKafka::connect(
+                let sinks = LocalKafka::connect_lanes(
                     &self.brokers,
                     self.destination.clone(),
                     &self.state_topic,
                     &self.client_id,
                 )
                 .await?;
-                let cursor = sink.load_cursor().await?;
-                Ok::<_, SinkError>((sink, cursor))
+                // Read once both lanes are initialised: what either left open is settled.
+                let cursor = sinks[0].load_cursor().await?;
+                Ok::<_, SinkError>((Lanes { sinks, turn: 0 }, cursor))
             };
             let result = tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
@@ -160,14 +163,17 @@ impl Replicator {
 
     /// Runs until `shutdown`; returns the totals.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
-        let Some((mut sink, start)) = self.connect(&shutdown).await? else {
+        let Some((mut lanes, start)) = self.connect(&shutdown).await? else {
             return Ok(self.progress);
         };
         self.progress.connected = true;
         self.publish();
         let mut last_progress_log = Instant::now();
-        let mut place = Place::new(start);
-        // A transaction kept open while full batches keep coming.
+        let mut at = Position {
+            place: Place::new(start),
+            committing: None,
+        };
+        // A transaction kept open (on the current lane) while full batches keep coming.
         let mut open: Option<Transaction> = None;
         // The next batch, asked for while the previous one was being written.
         let mut ahead: Option<PendingFetch> = None;
@@ -175,28 +181,28 @@ impl Replicator {
             let started = Instant::now();
             let fetch = ahead
                 .take()
-                .unwrap_or_else(|| self.fetch_from(&place.fetch, true));
+                .unwrap_or_else(|| self.fetch_from(&at.place.fetch, true));
             let long_polled = fetch.long_poll;
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = fetch.answer => r,
             };
             self.progress.polls += 1;
-            // An open transaction takes only more events: anything else closes it first.
+            // An open transaction takes only more events: anything else closes it first, and
+            // with nothing to write the commit in flight is seen through.
             let more = matches!(&fetched, Ok(b) if !b.records.is_empty());
-            if !more && let Some(txn) = open.take() {
-                match finish(&sink, txn, &place.cursor(), &shutdown).await {
-                    None => break,
-                    Some(Ok(())) => {
-                        let events = place.commit();
-                        self.committed(events);
+            if !more {
+                if let Some(txn) = open.take() {
+                    match self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? {
+                        Step::Go => {}
+                        Step::Retry => continue,
+                        Step::Stop => break,
                     }
-                    Some(Err(err)) => {
-                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
-                            break;
-                        }
-                        continue;
-                    }
+                }
+                match self.settle(&mut lanes, &mut at, &shutdown).await? {
+                    Step::Go => {}
+                    Step::Retry => continue,
+                    Step::Stop => break,
                 }
             }
             let batch = match fetched {
@@ -226,7 +232,7 @@ impl Replicator {
             let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
             let count = batch.records.len();
             let records: Vec<Record> = batch.records;
-            let moved = !matches!(&place.fetch, StartFrom::Cursor(c) if *c == next);
+            let moved = !matches!(&at.place.fetch, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
                 // A full batch means a backlog: keep the transaction open for the next one
@@ -242,11 +248,11 @@ impl Replicator {
                 // The batch after this one is on its way while this one is written; a failed
                 // write drops (aborts) it.
                 let next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()), !keep_open);
-                let txn = match sink.append(open.take(), &records, &next).await {
+                let txn = match lanes.current().append(open.take(), &records, &next).await {
                     Ok(txn) => txn,
                     Err(err) => {
                         drop(next_fetch);
-                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
+                        if !self.fail(err, &mut lanes, &mut at, &shutdown).await? {
                             break;
                         }
                         continue;
@@ -258,33 +264,18 @@ impl Replicator {
                     write_ms = fetched_at.elapsed().as_millis() as u64,
                     "batch handed to local Kafka"
                 );
-                place.wrote(&next, count);
+                at.place.wrote(&next, count);
                 if keep_open {
                     open = Some(txn);
                     ahead = Some(next_fetch);
                     continue;
                 }
-                let committing = Instant::now();
-                match finish(&sink, txn, &next, &shutdown).await {
-                    None => break,
-                    Some(Ok(())) => {
-                        let events = place.commit();
-                        tracing::debug!(
-                            events,
-                            commit_ms = committing.elapsed().as_millis() as u64,
-                            "committed"
-                        );
-                        self.committed(events);
-                        // Used only now that this batch is committed: a failed write never
-                        // skips anything.
-                        ahead = Some(next_fetch);
-                    }
-                    Some(Err(err)) => {
-                        if !self.recover(err, &mut sink, &mut place, &shutdown).await? {
-                            break;
-                        }
-                        continue;
-                    }
+                match self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? {
+                    // Should a commit before it fail, the client rewinds to what local
+                    // Kafka holds and drops this fetch: nothing is ever skipped.
+                    Step::Go => ahead = Some(next_fetch),
+                    Step::Retry => continue,
+                    Step::Stop => break,
                 }
             } else {
                 self.committed(0);
@@ -304,16 +295,86 @@ impl Replicator {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
-        if let Some(txn) = open.take() {
-            // Stopping between two full batches: commit what is written.
-            if let Some(Ok(())) = finish(&sink, txn, &place.cursor(), &shutdown).await {
-                let events = place.commit();
-                self.committed(events);
-            }
+        // Stopping: commit what is written, and see the commit in flight through.
+        if let Some(txn) = open.take()
+            && self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? != Step::Go
+        {
+            at.committing = None;
         }
+        self.settle(&mut lanes, &mut at, &shutdown).await?;
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
     }
+}
+
+/// What the loop does after a step that may have failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    Go,
+    /// A write or commit failed; the client went back to what local Kafka holds.
+    Retry,
+    Stop,
+}
+
+/// The two transactional producers the client takes turns with: one commits a transaction
+/// while the other writes the next, and a transaction commits only after the one before.
+struct Lanes {
+    sinks: [Arc<LocalKafka>; 2],
+    turn: usize,
+}
+
+impl Lanes {
+    /// The lane the next batch is written on.
+    fn current(&self) -> &Arc<LocalKafka> {
+        &self.sinks[self.turn]
+    }
+}
+
+/// A commit under way on its own task, with the position and events it makes durable.
+struct Committing {
+    task: tokio::task::JoinHandle<Result<(), SinkError>>,
+    cursor: Cursor,
+    events: u64,
+    started: Instant,
+}
+
+impl Committing {
+    fn start(sink: Arc<LocalKafka>, txn: Transaction, cursor: Cursor, events: u64) -> Self {
+        Self {
+            task: tokio::spawn(async move { sink.commit(txn).await }),
+            cursor,
+            events,
+            started: Instant::now(),
+        }
+    }
+
+    /// Its outcome; when stopping, waited for only [`SHUTDOWN_DRAIN`]. `None`: not finished
+    /// in time, so the broker aborts it and the next start fetches it again.
+    async fn outcome(&mut self, shutdown: &CancellationToken) -> Option<Result<(), SinkError>> {
+        let Some(joined) = drained(&mut self.task, shutdown).await else {
+            tracing::warn!(
+                events = self.events,
+                "stopping with a batch uncommitted; it will be fetched again"
+            );
+            return None;
+        };
+        Some(joined.unwrap_or(Err(SinkError::Transaction(KafkaError::Canceled))))
+    }
+}
+
+/// `work`'s outcome; once `shutdown` is asked, waited for only [`SHUTDOWN_DRAIN`] more.
+async fn drained<T>(work: impl Future<Output = T>, shutdown: &CancellationToken) -> Option<T> {
+    tokio::pin!(work);
+    tokio::select! {
+        r = &mut work => Some(r),
+        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut work).await.ok(),
+    }
+}
+
+/// The client's position and the commit in flight, which moves it on success.
+struct Position {
+    place: Place,
+    committing: Option<Committing>,
 }
 
 /// Where the client stands: the position the next fetch starts from, and the position
@@ -322,6 +383,7 @@ impl Replicator {
 struct Place {
     fetch: StartFrom,
     committed: StartFrom,
+    /// Events in the open transaction (not those of the commit in flight).
     uncommitted: u64,
 }
 
@@ -340,9 +402,8 @@ impl Place {
         self.uncommitted += events as u64;
     }
 
-    /// The open transaction committed; returns its events.
-    fn commit(&mut self) -> u64 {
-        self.committed = self.fetch.clone();
+    /// The open transaction goes to be committed: returns its events.
+    fn hand_over(&mut self) -> u64 {
         std::mem::take(&mut self.uncommitted)
     }
 
@@ -366,30 +427,6 @@ impl Place {
 const MAX_TRANSACTION_EVENTS: usize = 20_000;
 /// Longest one local transaction stays open while a backlog is copied.
 const MAX_TRANSACTION_AGE: Duration = Duration::from_millis(250);
-
-/// Commits `txn` with `cursor`; when stopping, waits for it only [`SHUTDOWN_DRAIN`]. `None`:
-/// not finished in time, so the broker aborts it and the next start fetches it again.
-async fn finish(
-    sink: &LocalKafka,
-    txn: Transaction,
-    cursor: &Cursor,
-    shutdown: &CancellationToken,
-) -> Option<Result<(), SinkError>> {
-    let events = txn.events();
-    let commit = sink.commit(txn, cursor);
-    tokio::pin!(commit);
-    let done = tokio::select! {
-        r = &mut commit => Some(r),
-        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut commit).await.ok(),
-    };
-    if done.is_none() {
-        tracing::warn!(
-            events,
-            "stopping with a batch uncommitted; it will be fetched again"
-        );
-    }
-    done
-}
 
 /// A fetch under way on its own task, so it runs while the loop writes a batch.
 struct PendingFetch {
@@ -435,31 +472,131 @@ impl Replicator {
         self.backoff.reset();
     }
 
-    /// After a failed write: goes back to the committed position, waits, and rebuilds the
-    /// producer (re-reading the committed position) if it is gone. `false`: stopping.
+    /// Commits `txn` (written on the current lane) once the commit before it succeeded, and
+    /// once local Kafka holds its records turns to the other lane for the next batch, so
+    /// each partition's order is kept.
+    async fn hand_over(
+        &mut self,
+        mut txn: Transaction,
+        lanes: &mut Lanes,
+        at: &mut Position,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, ClientError> {
+        if let Some(mut previous) = at.committing.take() {
+            match previous.outcome(shutdown).await {
+                None => return Ok(Step::Stop),
+                Some(Ok(())) => self.commit_done(&previous, at),
+                Some(Err(err)) => {
+                    // Its batch and this one are fetched again.
+                    lanes.current().abort(txn).await;
+                    return self.recover(err, lanes, at, shutdown).await;
+                }
+            }
+        }
+        let events = at.place.hand_over();
+        let cursor = at.place.cursor();
+        match drained(lanes.current().seal(&mut txn, &cursor), shutdown).await {
+            None => {
+                tracing::warn!(
+                    events,
+                    "stopping with a batch uncommitted; it will be fetched again"
+                );
+                return Ok(Step::Stop);
+            }
+            Some(Ok(())) => {}
+            Some(Err(err)) => return self.recover(err, lanes, at, shutdown).await,
+        }
+        at.committing = Some(Committing::start(
+            Arc::clone(lanes.current()),
+            txn,
+            cursor,
+            events,
+        ));
+        lanes.turn = 1 - lanes.turn;
+        Ok(Step::Go)
+    }
+
+    /// Waits for the commit in flight, if any.
+    async fn settle(
+        &mut self,
+        lanes: &mut Lanes,
+        at: &mut Position,
+        shutdown: &CancellationToken,
+    ) -> Result<Step, ClientError> {
+        let Some(mut previous) = at.committing.take() else {
+            return Ok(Step::Go);
+        };
+        match previous.outcome(shutdown).await {
+            None => Ok(Step::Stop),
+            Some(Ok(())) => {
+                self.commit_done(&previous, at);
+                Ok(Step::Go)
+            }
+            Some(Err(err)) => self.recover(err, lanes, at, shutdown).await,
+        }
+    }
+
+    /// A write failed (its transaction is aborted): sees the commit in flight through, then
+    /// recovers. `false`: stopping.
+    async fn fail(
+        &mut self,
+        err: SinkError,
+        lanes: &mut Lanes,
+        at: &mut Position,
+        shutdown: &CancellationToken,
+    ) -> Result<bool, ClientError> {
+        let mut err = err;
+        if let Some(mut previous) = at.committing.take() {
+            match previous.outcome(shutdown).await {
+                Some(Ok(())) => self.commit_done(&previous, at),
+                // The worse of the two decides whether the producers are built again.
+                Some(Err(earlier)) if earlier.needs_new_producer() => err = earlier,
+                _ => {}
+            }
+        }
+        Ok(self.recover(err, lanes, at, shutdown).await? == Step::Retry)
+    }
+
+    fn commit_done(&mut self, done: &Committing, at: &mut Position) {
+        at.place.committed = StartFrom::Cursor(done.cursor.clone());
+        tracing::debug!(
+            events = done.events,
+            commit_ms = done.started.elapsed().as_millis() as u64,
+            "committed"
+        );
+        self.committed(done.events);
+    }
+
+    /// After a failed write or commit (nothing left open): goes back to the committed
+    /// position, waits, and rebuilds the producers (re-reading the committed position) if
+    /// they are gone.
     async fn recover(
         &mut self,
         err: SinkError,
-        sink: &mut LocalKafka,
-        place: &mut Place,
+        lanes: &mut Lanes,
+        at: &mut Position,
         shutdown: &CancellationToken,
-    ) -> Result<bool, ClientError> {
+    ) -> Result<Step, ClientError> {
         if matches!(err, SinkError::Fenced) {
             return Err(SinkError::Fenced.into());
         }
-        place.rewind();
+        at.place.rewind();
         let rebuild = err.needs_new_producer();
         self.set_health(Health::LocalKafkaFailing(err.to_string()));
         let pause = self.backoff.next_delay();
         sleep(pause, shutdown).await;
         if rebuild {
             let Some((fresh, committed)) = self.connect(shutdown).await? else {
-                return Ok(false);
+                return Ok(Step::Stop);
             };
-            *sink = fresh;
-            *place = Place::new(committed);
+            *lanes = fresh;
+            at.place = Place::new(committed);
         }
-        Ok(!shutdown.is_cancelled())
+        Ok(if shutdown.is_cancelled() {
+            Step::Stop
+        } else {
+            Step::Retry
+        })
     }
 
     /// Starts a fetch from `start`; `long_poll`: the server may wait for events up to the

@@ -4,6 +4,9 @@
 //! moved past it. A crash at any point leaves either both or neither. Key, value, headers
 //! and timestamp are kept, on the source's partition number when the destination has it,
 //! and every copy names its source topic, partition and offset in three more headers.
+//! A client writes through two lanes, two transactional producers taking turns: once local
+//! Kafka holds a transaction's records, the other lane writes the next batch while this one
+//! commits, and the client commits them in order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +28,12 @@ use crate::topics::LocalTopics;
 pub const SOURCE_TOPIC_HEADER: &str = "kafka-replicator.source.topic";
 pub const SOURCE_PARTITION_HEADER: &str = "kafka-replicator.source.partition";
 pub const SOURCE_OFFSET_HEADER: &str = "kafka-replicator.source.offset";
+
+/// Appended to the client id for the transactional id of the second lane.
+pub const SECOND_LANE_SUFFIX: &str = ".lane2";
+
+/// Most KiB of records one lane holds before local Kafka acknowledges them.
+const QUEUE_MAX_KBYTES: usize = 4 * 1024;
 
 /// How long a transaction may stay open before the broker aborts it.
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(60);
@@ -223,17 +232,55 @@ impl Transaction {
 }
 
 impl LocalKafka {
-    /// Connects as `client_id` (the transactional id: one per client), fencing any
-    /// earlier instance with the same id and aborting what it left open.
-    pub async fn connect(
+    /// Connects both lanes of client `client_id` (transactional ids `client_id` and
+    /// `client_id` + [`SECOND_LANE_SUFFIX`]), fencing any earlier instance and aborting what
+    /// it left open.
+    pub async fn connect_lanes(
         brokers: &str,
         destination: Destination,
         state_topic: &str,
         client_id: &str,
+    ) -> Result<[Arc<Self>; 2], SinkError> {
+        let topics = Arc::new(LocalTopics::new(brokers).map_err(SinkError::Create)?);
+        // Created in the background: a cluster that cannot create topics through the admin
+        // API (or is slow to) must not hold up the start; the first write auto-creates it.
+        let (admin, name) = (Arc::clone(&topics), state_topic.to_owned());
+        tokio::spawn(async move { admin.ensure_state_topic(&name).await });
+        let second = format!("{client_id}{SECOND_LANE_SUFFIX}");
+        let (first, second) = tokio::try_join!(
+            Self::connect(
+                brokers,
+                destination.clone(),
+                Arc::clone(&topics),
+                state_topic,
+                client_id,
+                client_id,
+            ),
+            Self::connect(
+                brokers,
+                destination,
+                topics,
+                state_topic,
+                client_id,
+                &second,
+            ),
+        )?;
+        Ok([Arc::new(first), Arc::new(second)])
+    }
+
+    /// Connects one lane as `transactional_id`, fencing any earlier instance with that id
+    /// and aborting what it left open.
+    async fn connect(
+        brokers: &str,
+        destination: Destination,
+        topics: Arc<LocalTopics>,
+        state_topic: &str,
+        client_id: &str,
+        transactional_id: &str,
     ) -> Result<Self, SinkError> {
         let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
-            .set("transactional.id", client_id)
+            .set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set(
@@ -248,13 +295,11 @@ impl LocalKafka {
             // records enqueued while a request is in flight still go out together.
             .set("linger.ms", "1")
             .set("compression.type", "lz4")
+            // Bounds what a lane holds unacknowledged (librdkafka's default is 1 GiB): when
+            // local Kafka lags, the client waits instead of growing.
+            .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
             .create_with_context(Deliveries::default())
             .map_err(SinkError::Create)?;
-        let topics = Arc::new(LocalTopics::new(brokers).map_err(SinkError::Create)?);
-        // Created in the background: a cluster that cannot create topics through the admin
-        // API (or is slow to) must not hold up the start; the first write auto-creates it.
-        let (admin, name) = (Arc::clone(&topics), state_topic.to_owned());
-        tokio::spawn(async move { admin.ensure_state_topic(&name).await });
         let p = producer.clone();
         blocking(move || {
             // The coordinator is looked up through a connected broker; asked before any is
@@ -357,34 +402,46 @@ impl LocalKafka {
         })
     }
 
-    /// Writes `next` (the cursor after the last batch) to the state topic, waits for every
-    /// record of the transaction and commits it; on failure aborts it.
-    pub async fn commit(&self, mut txn: Transaction, next: &Cursor) -> Result<(), SinkError> {
+    /// Writes `next` (the cursor after the last batch) to the state topic and waits until
+    /// local Kafka holds every record of `txn`, so another lane may write after them; on
+    /// failure aborts it.
+    pub async fn seal(&self, txn: &mut Transaction, next: &Cursor) -> Result<(), SinkError> {
         let cursor = next.encode();
         let state: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(&self.state_topic, txn.number)
                 .key(self.client_id.as_bytes())
                 .payload(cursor.as_bytes())
                 .partition(0);
-        let written = match self.enqueue(state, &mut txn).await {
+        let written = match self.enqueue(state, txn).await {
             Ok(()) => self.producer.context().all(txn.sent).await,
             Err(err) => Err(err),
         };
-        let result = match written {
-            Ok(()) => {
-                let p = self.producer.clone();
-                blocking(move || {
-                    settle(&p);
-                    p.commit_transaction(CALL_TIMEOUT)
-                })
-                .await
-                .map_err(|e| self.classify(e))
-            }
-            Err(err) => Err(err),
-        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.abandon(err).await),
+        }
+    }
+
+    /// Commits `txn`, [sealed](Self::seal) before; on failure aborts it.
+    pub async fn commit(&self, _txn: Transaction) -> Result<(), SinkError> {
+        let p = self.producer.clone();
+        let result = blocking(move || {
+            settle(&p);
+            p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+        .map_err(|e| self.classify(e));
         match result {
             Ok(()) => Ok(()),
             Err(err) => Err(self.abandon(err).await),
+        }
+    }
+
+    /// Aborts `txn`, written but not committed, because the transaction before it failed.
+    pub async fn abort(&self, _txn: Transaction) {
+        let p = self.producer.clone();
+        if let Err(err) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+            tracing::warn!(error = %err, "aborting a transaction after the one before it failed, failed too");
         }
     }
 
@@ -482,7 +539,7 @@ impl LocalKafka {
                 }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     out = back;
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 Err((source, back)) => {
                     return Err(SinkError::Delivery {
