@@ -644,6 +644,7 @@ async fn round(
     let starting = Instant::now();
     let client = ClientProcess::start(settings, COPY_TIMEOUT).await?;
     let started = Instant::now();
+    let client_start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
     let watched = seen(watcher).await;
     let client_peak_rss_mb = client.peak_rss_mb();
     client.stop().await;
@@ -675,7 +676,7 @@ async fn round(
         pipeline_secs,
         direct_secs,
         counts: watched.counts,
-        client_start_ms: started.duration_since(starting).as_secs_f64() * 1000.0,
+        client_start_ms,
         client_peak_rss_mb,
     })
 }
