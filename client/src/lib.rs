@@ -5,6 +5,7 @@
 pub mod api;
 pub mod backoff;
 pub mod destination;
+pub mod memory;
 pub mod replicator;
 pub mod sink;
 pub mod topics;

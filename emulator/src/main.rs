@@ -198,9 +198,18 @@ impl Validate for Args {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args: Args = shared::config::load();
+    if matches!(args.command, Some(Command::BenchClient)) {
+        // The benchmark's client process, as the client binary runs.
+        client::memory::limit_malloc_arenas();
+    }
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     shared::telemetry::init();
     match &args.command {
         Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,

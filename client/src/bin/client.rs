@@ -4,8 +4,14 @@
 use anyhow::Context;
 use shared::config::{self, ClientConfig};
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    client::memory::limit_malloc_arenas();
+    tokio::runtime::Runtime::new()
+        .context("cannot start the async runtime")?
+        .block_on(run())
+}
+
+async fn run() -> anyhow::Result<()> {
     let config: ClientConfig = config::load();
     shared::telemetry::init();
     let replicator = client::Replicator::new(&config).context("client could not start")?;
