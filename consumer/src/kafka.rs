@@ -27,6 +27,8 @@ use crate::metrics::ConsumerMetrics;
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Catch-up consumers kept open for reuse; also the most catch-up reads at once.
 const READER_POOL: usize = 4;
+/// Most KiB librdkafka fetches ahead of the buffer.
+const PREFETCH_MAX_KBYTES: usize = 8 * 1024;
 
 /// Settings every Kafka client of the pod shares.
 pub fn base_config(brokers: &str) -> ClientConfig {
@@ -218,6 +220,14 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000")
+            // What librdkafka fetches ahead of the buffer: its default (64 MiB) would sit on
+            // top of BUFFER_MAX_BYTES while the pod catches up.
+            .set(
+                "queued.max.messages.kbytes",
+                PREFETCH_MAX_KBYTES.to_string(),
+            )
+            // Fetch again as soon as the buffer took some (the default waits a second).
+            .set("fetch.queue.backoff.ms", "5")
             .create_with_context(context)?;
         let topics = source.topics();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();

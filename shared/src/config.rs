@@ -542,8 +542,9 @@ pub struct ClientConfig {
         default_value = "kafka-replicator-client-state"
     )]
     pub state_topic: String,
-    /// This client's identity (its Kafka transactional id): one per client writing to the
-    /// same local Kafka. A second client with the same id takes over from the first.
+    /// This client's identity (its Kafka transactional ids are this and this + `.lane2`):
+    /// one per client writing to the same local Kafka. A second client with the same id
+    /// takes over from the first.
     #[arg(
         long = "client-id",
         env = "CLIENT_ID",
