@@ -67,9 +67,11 @@ pub struct PipelineResult {
     pub p999_ms: f64,
     pub lost: u64,
     pub duplicated: u64,
-    /// Peak resident memory of the emulator process: consumer pod, handlers, the embedded
-    /// clusters (on the mock) and the benchmark's own readers and direct copy.
+    /// Peak resident memory of the emulator process: handlers, the embedded clusters (on
+    /// the mock) and the benchmark's own readers and direct copy.
     pub peak_rss_mb: f64,
+    /// Peak resident memory of the consumer pod, which runs in a process of its own.
+    pub pod_peak_rss_mb: f64,
     /// Peak resident memory of the client, which runs in a process of its own.
     pub client_peak_rss_mb: f64,
     /// From the client's start to connected with its position read (not in `events_per_sec`).
@@ -722,6 +724,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         client_compression: config.compression,
         group_id: format!("{topic}-group"),
         client_id: format!("{topic}-client"),
+        pod_process: true,
         rate_limits: shared::config::RateLimitArgs {
             rate_limit_max: 0,
             rate_limit_key_max: 0,
@@ -815,6 +818,7 @@ async fn measure(
     let steady_latencies = latency.sorted_latencies();
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
     let peak = peak_rss_mb();
+    let pod_peak = stack.pod_peak_rss_mb().unwrap_or(f64::NAN);
     let mirror_maker_2 = if config.peer_mm2 {
         Some(mirror_maker_2(stack, config, steady).await?)
     } else {
@@ -833,6 +837,7 @@ async fn measure(
             lost: lost + lost_steady,
             duplicated,
             peak_rss_mb: peak,
+            pod_peak_rss_mb: pod_peak,
             client_peak_rss_mb: client_peak,
             client_start_ms: client_start_ms.unwrap_or(f64::NAN),
         },

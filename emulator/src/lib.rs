@@ -8,6 +8,7 @@ pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;
 pub mod mm2;
+pub mod pod_process;
 pub mod stack;
 pub mod verify;
 

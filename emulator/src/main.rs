@@ -87,6 +87,9 @@ enum Command {
     /// The benchmark's client, run by `bench` as a child process.
     #[command(hide = true)]
     BenchClient,
+    /// The consumer pod in a process of its own, run by `bench`.
+    #[command(hide = true)]
+    PodProcess,
 }
 
 /// Tools the benchmark can time beside the pipeline.
@@ -168,8 +171,8 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         p.client_start_ms
     );
     println!(
-        "peak RSS     client {:.0} MB; pod, handlers, embedded clusters and bench readers {:.0} MB",
-        p.client_peak_rss_mb, p.peak_rss_mb
+        "peak RSS     client {:.0} MB; consumer pod {:.0} MB; handlers, embedded clusters and bench readers {:.0} MB",
+        p.client_peak_rss_mb, p.pod_peak_rss_mb, p.peak_rss_mb
     );
     if let Some(m) = &report.mirror_maker_2 {
         println!(
@@ -213,6 +216,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shared::telemetry::init();
     match &args.command {
         Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,
+        Some(Command::PodProcess) => {
+            return emulator::pod_process::run_child()
+                .await
+                .context("the consumer pod process failed");
+        }
         Some(Command::BenchClient) => {
             return emulator::bench_client::run_child()
                 .await

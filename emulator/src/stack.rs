@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use crate::demo::DemoProducer;
 use crate::kafka::KafkaCluster;
 use crate::lambda_bridge::LambdaBridge;
+use crate::pod_process::PodProcess;
 
 /// How long the stack may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,6 +69,9 @@ pub struct StackConfig {
     pub client_id: String,
     /// The consumer pod's internal socket; `None`: a free TCP port on 127.0.0.1.
     pub consumer_addr: Option<ConsumerAddr>,
+    /// Run the consumer pod in a process of its own (the `emulator` binary only), so its
+    /// memory is measured apart; it listens on a free TCP port.
+    pub pod_process: bool,
     /// `ALLOWED_ORIGINS` of the handlers.
     pub allowed_origins: Vec<String>,
     /// The handlers' rate limits.
@@ -100,6 +104,7 @@ impl Default for StackConfig {
             buffer_max_bytes: 256 * 1024 * 1024,
             client_id: "kafka-replicator-emulator-client".into(),
             consumer_addr: None,
+            pod_process: false,
             allowed_origins: Vec::new(),
             rate_limits: RateLimitArgs::default(),
         }
@@ -136,6 +141,10 @@ pub enum StackError {
     Io(#[from] std::io::Error),
     #[error("the stack was not ready within {0:?}: {1}")]
     NotReady(Duration, String),
+    #[error("consumer pod process: {0}")]
+    PodProcess(String),
+    #[error("the consumer pod runs in a process of its own here; it is not restarted")]
+    PodNotRestartable,
 }
 
 /// What a ready stack tells the outside (the `--ready-file` JSON).
@@ -162,19 +171,35 @@ pub struct Stack {
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
     pod_config: ConsumerConfig,
-    pod_task: PodTask,
+    pod_task: PodRun,
     balancer: RoundRobin,
     handler_metrics: Vec<handlers::HandlerMetrics>,
 }
 
-/// The running consumer pod: its own stop token (a child of the stack's) and its task.
+/// The running consumer pod: a task with its own stop token (a child of the stack's), or a
+/// process of its own.
 #[derive(Debug)]
-struct PodTask {
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+enum PodRun {
+    Task {
+        stop: CancellationToken,
+        task: tokio::task::JoinHandle<()>,
+    },
+    Process(Box<PodProcess>),
 }
 
-fn spawn_pod(pod: consumer::ConsumerPod, shutdown: &CancellationToken) -> PodTask {
+impl PodRun {
+    async fn stop(self) {
+        match self {
+            Self::Task { stop, task } => {
+                stop.cancel();
+                let _ = task.await;
+            }
+            Self::Process(process) => process.stop().await,
+        }
+    }
+}
+
+fn spawn_pod(pod: consumer::ConsumerPod, shutdown: &CancellationToken) -> PodRun {
     let stop = shutdown.child_token();
     let run_stop = stop.clone();
     let task = tokio::spawn(async move {
@@ -182,7 +207,7 @@ fn spawn_pod(pod: consumer::ConsumerPod, shutdown: &CancellationToken) -> PodTas
             tracing::error!(error = %err, "consumer pod failed");
         }
     });
-    PodTask { stop, task }
+    PodRun::Task { stop, task }
 }
 
 impl Stack {
@@ -223,8 +248,13 @@ impl Stack {
                 .clone()
                 .unwrap_or_else(|| ConsumerAddr::Tcp("127.0.0.1:0".into())),
         };
-        let pod = consumer::ConsumerPod::bind(pod_config.clone()).await?;
-        let pod_addr = pod.local_addr().clone();
+        let (pod_addr, pod_task) = if config.pod_process {
+            let process = PodProcess::start(&pod_config).await?;
+            (process.addr.clone(), PodRun::Process(Box::new(process)))
+        } else {
+            let pod = consumer::ConsumerPod::bind(pod_config.clone()).await?;
+            (pod.local_addr().clone(), spawn_pod(pod, &shutdown))
+        };
         // A restarted pod comes back on the same address.
         pod_config.consumer_addr = pod_addr.clone();
         let handlers_config = HandlersConfig {
@@ -242,7 +272,6 @@ impl Stack {
             limits: config.rate_limits.clone(),
             tls: TlsArgs::default(),
         };
-        let pod_task = spawn_pod(pod, &shutdown);
 
         let keys = shared::ApiKeys::parse(&api_key)?;
         let replicas = (0..config.handler_replicas.max(1))
@@ -360,11 +389,22 @@ impl Stack {
     /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new
     /// one on the same address, as Kubernetes would after a crash.
     pub async fn restart_pod(&mut self) -> Result<(), StackError> {
-        self.pod_task.stop.cancel();
-        let _ = (&mut self.pod_task.task).await;
+        let PodRun::Task { stop, task } = &mut self.pod_task else {
+            return Err(StackError::PodNotRestartable);
+        };
+        stop.cancel();
+        let _ = task.await;
         let pod = consumer::ConsumerPod::bind(self.pod_config.clone()).await?;
         self.pod_task = spawn_pod(pod, &self.shutdown);
         Ok(())
+    }
+
+    /// Peak resident memory of the consumer pod in MiB, when it runs in a process of its own.
+    pub fn pod_peak_rss_mb(&self) -> Option<f64> {
+        match &self.pod_task {
+            PodRun::Process(process) => Some(process.peak_rss_mb()),
+            PodRun::Task { .. } => None,
+        }
     }
 
     /// Requests each handler replica has answered so far.
@@ -389,7 +429,7 @@ impl Stack {
     /// Stops every part and waits for them.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
-        let _ = self.pod_task.task.await;
+        self.pod_task.stop().await;
         while self.tasks.join_next().await.is_some() {}
     }
 }

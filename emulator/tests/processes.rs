@@ -306,6 +306,7 @@ async fn the_benchmark_counts_every_copy_and_ends_with_its_json_line() {
         "p50_ms",
         "p99_ms",
         "peak_rss_mb",
+        "pod_peak_rss_mb",
         "client_peak_rss_mb",
     ] {
         let value = pipeline[field].as_f64().unwrap_or(f64::NAN);
