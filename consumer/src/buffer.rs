@@ -59,6 +59,15 @@ struct Entry {
     record: Arc<Record>,
 }
 
+/// What holding one record costs the buffer beyond the record itself: its entry, and the
+/// shared block (counts and allocator header) the record lives in.
+const ENTRY_BYTES: usize = std::mem::size_of::<Entry>() + 32;
+
+/// Bytes `record` takes in the buffer, as counted against `BUFFER_MAX_BYTES`.
+fn cost(record: &Record) -> usize {
+    record.size_bytes() + ENTRY_BYTES
+}
+
 #[derive(Debug, Default)]
 struct PartitionBuffer {
     records: VecDeque<Entry>,
@@ -144,7 +153,7 @@ impl RecordBuffer {
     fn push_locked(&self, state: &mut State, record: Record) -> bool {
         let tp = TopicPartition::new(record.topic.as_str(), record.partition);
         let offset = record.offset;
-        let size = record.size_bytes();
+        let size = cost(&record);
         state.seq += 1;
         let seq = state.seq;
         let part = state.partitions.entry(tp).or_default();
@@ -380,11 +389,11 @@ mod tests {
             (vec![0, 1], 2)
         );
 
-        let buf = buffer(1000, 3 * record(0, 0, 1000).size_bytes());
+        let buf = buffer(1000, 3 * cost(&record(0, 0, 1000)));
         buf.push_batch((0..10).map(|o| record(0, o, 1000)));
         let (events, bytes, _) = buf.stats();
         assert_eq!(events, 3);
-        assert!(bytes <= 3 * record(0, 0, 1000).size_bytes());
+        assert!(bytes <= 3 * cost(&record(0, 0, 1000)));
         assert_eq!(
             offsets(buf.read(&TopicPartition::new("t", 0), 7, 10)),
             (vec![7, 8, 9], 10)

@@ -26,21 +26,30 @@ pub struct RecordHeader {
     pub value: Option<Vec<u8>>,
 }
 
+/// What the allocator adds to each heap block of a record, on average: its header and the
+/// rounding up of the size.
+const ALLOCATION_OVERHEAD: usize = 32;
+
 impl Record {
-    /// Bytes this record occupies in memory, for buffer accounting.
+    /// Bytes this record occupies in memory, for buffer accounting: its fields, their heap
+    /// blocks and what the allocator adds to each.
     pub fn size_bytes(&self) -> usize {
-        let payload =
-            self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len);
+        let block = |len: usize| {
+            if len == 0 {
+                0
+            } else {
+                len + ALLOCATION_OVERHEAD
+            }
+        };
+        let payload = self.key.as_ref().map_or(0, |k| block(k.len()))
+            + self.value.as_ref().map_or(0, |v| block(v.len()));
         let headers: usize = self
             .headers
             .iter()
-            .map(|h| {
-                h.key.len()
-                    + h.value.as_ref().map_or(0, Vec::len)
-                    + std::mem::size_of::<RecordHeader>()
-            })
-            .sum();
-        std::mem::size_of::<Self>() + self.topic.len() + payload + headers
+            .map(|h| block(h.key.len()) + h.value.as_ref().map_or(0, |v| block(v.len())))
+            .sum::<usize>()
+            + block(self.headers.len() * std::mem::size_of::<RecordHeader>());
+        std::mem::size_of::<Self>() + block(self.topic.len()) + payload + headers
     }
 }
 
