@@ -299,12 +299,7 @@ async fn mirror_maker_2(
     stack.source.create_topic(&topic, config.partitions).await?;
     stack.local.create_topic(&target, config.partitions).await?;
     eprintln!("bench: MirrorMaker 2: producing {n} events into {topic}");
-    let produced = produce(source, &topic, config.partitions, n, 0).await?;
-    if produced < n {
-        return Err(BenchError::Incomplete(format!(
-            "the source took {produced} of {n}"
-        )));
-    }
+    produce(source, &topic, config.partitions, n, 0).await?;
     let watcher = spawn_watcher(
         local,
         &target,
@@ -422,19 +417,26 @@ pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
-/// Produces `events` demo events numbered from `first_seq`; returns how many were taken.
+/// Produces `events` demo events numbered from `first_seq`; an error unless the source took
+/// them all.
 async fn produce(
     brokers: &str,
     topic: &str,
     partitions: i32,
     events: u64,
     first_seq: u64,
-) -> Result<u64, BenchError> {
+) -> Result<(), BenchError> {
     let demo = DemoProducer::new(brokers, topic, 0, Some(events))?
         .value_bytes(VALUE_BYTES)
         .spread_over(partitions)
         .first_seq(first_seq);
-    Ok(demo.run(CancellationToken::new()).await)
+    let produced = demo.run(CancellationToken::new()).await;
+    if produced < events {
+        return Err(BenchError::Incomplete(format!(
+            "the source took {produced} of {events}"
+        )));
+    }
+    Ok(())
 }
 
 /// [`log_ends`], off the runtime.
@@ -621,12 +623,7 @@ async fn round(
     let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
     let topic = &stack.info.topic;
     let starts = log_ends_of(source, topic, config.partitions).await?;
-    let produced = produce(source, topic, config.partitions, events, first_seq).await?;
-    if produced < events {
-        return Err(BenchError::Incomplete(format!(
-            "the source took {produced} of {events}"
-        )));
-    }
+    produce(source, topic, config.partitions, events, first_seq).await?;
     // Where this round's backlog ends in each partition: the direct copy takes exactly it.
     let ends = log_ends_of(source, topic, config.partitions).await?;
 

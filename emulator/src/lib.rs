@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod bench_client;
+pub mod child;
 pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;

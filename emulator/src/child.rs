@@ -1,0 +1,95 @@
+//! A part of the system in a process of its own, so the benchmark measures its memory
+//! apart: the `emulator` binary run with a hidden subcommand, configured by its usual
+//! environment variables. The child prints one line once it is ready and stops when its
+//! standard input closes.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// How long a stopping child may take before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A child process, seen from the parent.
+#[derive(Debug)]
+pub struct ChildProcess {
+    child: Child,
+}
+
+impl ChildProcess {
+    /// Runs `emulator <subcommand>` with the environment `configure` sets, and waits up to
+    /// `timeout` for a line of its output that `ready` accepts; returns the child and what
+    /// `ready` made of that line. `what` names the child in errors.
+    pub async fn start<T>(
+        what: &str,
+        subcommand: &str,
+        configure: impl FnOnce(&mut Command),
+        timeout: Duration,
+        mut ready: impl FnMut(&str) -> Option<T>,
+    ) -> Result<(Self, T), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot start the {what}: {e}"))?;
+        let mut command = Command::new(exe);
+        command.arg(subcommand);
+        configure(&mut command);
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start the {what}: {e}"))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| format!("the {what} has no output"))?;
+        let mut lines = BufReader::new(stdout).lines();
+        let answer = tokio::time::timeout(timeout, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(answer) = ready(line.trim()) {
+                    return Some(answer);
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(answer)) => Ok((Self { child }, answer)),
+            _ => Err(format!("the {what} did not get ready (its log is above)")),
+        }
+    }
+
+    /// Peak resident memory so far, in MiB (Linux; 0 elsewhere).
+    pub fn peak_rss_mb(&self) -> f64 {
+        self.child
+            .id()
+            .map_or(0.0, |pid| crate::bench::peak_rss_mb_of(&pid.to_string()))
+    }
+
+    /// Closes its input so it stops gracefully; kills it if it does not in time.
+    pub async fn stop(mut self) {
+        drop(self.child.stdin.take());
+        if tokio::time::timeout(STOP_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+/// The child's side: its configuration, from the environment as its own binary reads it.
+pub fn config_from_env<T: clap::Parser + shared::config::Validate>(
+    name: &str,
+) -> Result<T, String> {
+    let config = T::try_parse_from([name]).map_err(|e| e.to_string())?;
+    config.validate().map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
+/// The child's side: returns once the parent closes our standard input, its way of asking
+/// us to stop.
+pub async fn stop_asked() {
+    let mut rest = Vec::new();
+    let _ = tokio::io::stdin().read_to_end(&mut rest).await;
+}
