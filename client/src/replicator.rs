@@ -295,11 +295,10 @@ impl Replicator {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
-        // Stopping: commit what is written, and see the commit in flight through.
-        if let Some(txn) = open.take()
-            && self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? != Step::Go
-        {
-            at.committing = None;
+        // Stopping: commit what is written, and see the commit in flight through (a hand-over
+        // that did not go ahead leaves none).
+        if let Some(txn) = open.take() {
+            self.hand_over(txn, &mut lanes, &mut at, &shutdown).await?;
         }
         self.settle(&mut lanes, &mut at, &shutdown).await?;
         tracing::info!(events = self.progress.events, "client stopped");
@@ -430,7 +429,7 @@ const MAX_TRANSACTION_AGE: Duration = Duration::from_millis(250);
 
 /// A fetch under way on its own task, so it runs while the loop writes a batch.
 struct PendingFetch {
-    answer: Pin<Box<dyn Future<Output = Result<Batch, FetchError>> + Send>>,
+    answer: FetchTask,
     /// Whether the server may hold it for the poll interval (else it answers at once).
     long_poll: bool,
 }
@@ -612,7 +611,7 @@ impl Replicator {
             async move { api.fetch(&start, limit, wait).await },
         ));
         PendingFetch {
-            answer: Box::pin(task),
+            answer: task,
             long_poll,
         }
     }
