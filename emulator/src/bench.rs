@@ -53,6 +53,9 @@ pub struct BenchConfig {
     /// Most events per round (default: [`MOCK_ROUND_EVENTS`] on the mock cluster, all in one
     /// round on real Kafka).
     pub round_events: Option<u64>,
+    /// Delays every answer of the embedded local Kafka by this long, as a busy or distant
+    /// local Kafka would (the embedded cluster only).
+    pub local_delay: Option<Duration>,
 }
 
 /// The pipeline's figures.
@@ -690,6 +693,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             "--peer mm2 runs MirrorMaker 2 against real brokers: give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)".into(),
         ));
     }
+    if config.local_delay.is_some() && config.local_brokers.is_some() {
+        return Err(BenchError::Incomplete(
+            "--local-delay-ms slows the embedded local Kafka down; a real one (--local-brokers) is timed as it is".into(),
+        ));
+    }
     // The mock keeps a few MiB per partition: the backlog is copied in rounds that fit, each
     // copied by both before the next is produced. Real Kafka takes it in one.
     let most = MOCK_PARTITION_BYTES * partitions / VALUE_BYTES as u64;
@@ -730,7 +738,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ..StackConfig::default()
     })
     .await?;
-    let result = measure(&stack, &config, &plan, steady).await;
+    let result = match config.local_delay {
+        Some(delay) => stack.local.slow_down(delay).map_err(BenchError::from),
+        None => Ok(()),
+    };
+    let result = match result {
+        Ok(()) => measure(&stack, &config, &plan, steady).await,
+        Err(err) => Err(err),
+    };
     // Stopped whatever happened: a stack dropped unstopped holds the process.
     stack.stop().await;
     result

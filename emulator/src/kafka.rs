@@ -11,6 +11,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseProducer, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
+/// Id of the mock cluster's only broker.
+const MOCK_BROKER_ID: i32 = 1;
+
 /// `fetch.wait.max.ms` on the mock cluster; see [`KafkaCluster::fetch_wait_ms`].
 const MOCK_FETCH_WAIT_MS: u32 = 5;
 
@@ -47,6 +50,15 @@ impl KafkaCluster {
         match self {
             Self::Mock(_) => MOCK_FETCH_WAIT_MS,
             Self::External(_) => shared::config::DEFAULT_FETCH_WAIT_MS,
+        }
+    }
+
+    /// Delays every answer of the mock cluster's broker by `delay`, as a busy or distant
+    /// Kafka would. A real cluster is left as it is: it is refused.
+    pub fn slow_down(&self, delay: Duration) -> Result<(), KafkaError> {
+        match self {
+            Self::Mock(m) => m.slow_down(delay),
+            Self::External(_) => Err(KafkaError::MockCluster(RDKafkaErrorCode::InvalidArgument)),
         }
     }
 
@@ -118,6 +130,15 @@ impl MockKafka {
             .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
         cluster.create_topic(name, partitions, 1)
     }
+
+    fn slow_down(&self, delay: Duration) -> Result<(), KafkaError> {
+        let cluster = self
+            .handle
+            .client()
+            .mock_cluster()
+            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
+        cluster.broker_round_trip_time(MOCK_BROKER_ID, delay)
+    }
 }
 
 /// The mock cluster makes every group join wait 3 s (as `group.initial.rebalance.delay.ms`
@@ -134,5 +155,37 @@ fn no_rebalance_delay(handle: &BaseProducer) {
         if !cluster.is_null() {
             rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slowed_mock_answers_no_sooner_than_its_delay() {
+        let cluster = KafkaCluster::mock_or(None).unwrap();
+        let delay = Duration::from_millis(300);
+        cluster.slow_down(delay).unwrap();
+        let client: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap())
+            .create()
+            .unwrap();
+        let asked = std::time::Instant::now();
+        client
+            .client()
+            .fetch_metadata(None, Duration::from_secs(10))
+            .unwrap();
+        assert!(
+            asked.elapsed() >= delay,
+            "answered in {:?}",
+            asked.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_real_cluster_is_not_slowed() {
+        let cluster = KafkaCluster::mock_or(Some("127.0.0.1:9")).unwrap();
+        assert!(cluster.slow_down(Duration::from_millis(1)).is_err());
     }
 }

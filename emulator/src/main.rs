@@ -109,6 +109,10 @@ struct BenchArgs {
     /// only a few MiB per partition; all in one round on real Kafka).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     round_events: Option<u64>,
+    /// Delay every answer of the embedded local Kafka by this many milliseconds, as a busy
+    /// or distant local Kafka would (embedded clusters only).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    local_delay_ms: Option<u64>,
     /// Partitions of the benchmark topic.
     #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
     bench_partitions: i32,
@@ -146,6 +150,7 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         peer_mm2: bench.peer == Some(Peer::Mm2),
         compression: bench.compression,
         round_events: bench.round_events,
+        local_delay: bench.local_delay_ms.map(Duration::from_millis),
     })
     .await
     .context("the benchmark could not run")?;
