@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use shared::StartFrom;
 use shared::api::EventsResponse;
 use shared::error::ErrorBody;
-use shared::wire::Batch;
+use shared::wire::BatchView;
 
 /// Why a poll got no events.
 #[derive(Debug, thiserror::Error)]
@@ -68,7 +68,7 @@ impl EventsApi {
         start: &StartFrom,
         limit: u32,
         wait: Duration,
-    ) -> Result<Batch, FetchError> {
+    ) -> Result<BatchView, FetchError> {
         let wait_ms = wait
             .as_millis()
             .min(u128::from(shared::api::MAX_WAIT_MS))
@@ -132,7 +132,7 @@ impl EventsApi {
 const ACCEPT: &str = "application/vnd.kafka-replicator.batch, application/json;q=0.5";
 
 /// Reads a `200` answer in whichever form the server chose.
-async fn read_batch(response: reqwest::Response) -> Result<Batch, FetchError> {
+async fn read_batch(response: reqwest::Response) -> Result<BatchView, FetchError> {
     let unreadable = |why: String| FetchError::Transient {
         message: format!("answer cut off or unreadable: {why}"),
         retry_after: None,
@@ -147,20 +147,19 @@ async fn read_batch(response: reqwest::Response) -> Result<Batch, FetchError> {
         .await
         .map_err(|e| unreadable(root_cause(&e)))?;
     if binary {
-        return shared::wire::decode(&body).map_err(|e| unreadable(e.to_string()));
+        return BatchView::parse(body).map_err(|e| unreadable(e.to_string()));
     }
     let answer: EventsResponse =
         serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
-    Ok(Batch {
-        records: answer
-            .events
-            .into_iter()
-            .map(shared::Event::into_record)
-            .collect::<Result<_, _>>()
-            .map_err(|e| unreadable(e.to_string()))?,
-        next_cursor: answer.next_cursor,
-        gaps: answer.gaps,
-    })
+    let records: Vec<shared::Record> = answer
+        .events
+        .into_iter()
+        .map(shared::Event::into_record)
+        .collect::<Result<_, _>>()
+        .map_err(|e| unreadable(e.to_string()))?;
+    shared::wire::encode(records.iter(), &answer.next_cursor, &answer.gaps)
+        .and_then(|body| BatchView::parse(body.into()))
+        .map_err(|e| unreadable(e.to_string()))
 }
 
 /// The innermost error's text: the useful part of reqwest's layered errors.

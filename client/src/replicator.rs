@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 use shared::config::{ClientConfig, StartPosition};
-use shared::wire::Batch;
-use shared::{Cursor, Record, StartFrom};
+use shared::wire::BatchView;
+use shared::{Cursor, StartFrom};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -190,7 +190,7 @@ impl Replicator {
             self.progress.polls += 1;
             // An open transaction takes only more events: anything else closes it first, and
             // with nothing to write the commit in flight is seen through.
-            let more = matches!(&fetched, Ok(b) if !b.records.is_empty());
+            let more = matches!(&fetched, Ok(b) if !b.is_empty());
             if !more {
                 if let Some(txn) = open.take() {
                     match self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? {
@@ -225,13 +225,12 @@ impl Replicator {
                     continue;
                 }
             };
-            for gap in &batch.gaps {
+            for gap in batch.gaps() {
                 tracing::warn!(topic = %gap.topic, partition = gap.partition, from = gap.from, to = gap.to,
                     "source no longer holds these offsets (retention); skipped");
             }
-            let next = Cursor::decode(&batch.next_cursor).map_err(ClientError::BadCursor)?;
-            let count = batch.records.len();
-            let records: Vec<Record> = batch.records;
+            let next = Cursor::decode(batch.next_cursor()).map_err(ClientError::BadCursor)?;
+            let count = batch.len();
             let moved = !matches!(&at.place.fetch, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
@@ -248,7 +247,7 @@ impl Replicator {
                 // The batch after this one is on its way while this one is written; a failed
                 // write drops (aborts) it.
                 let next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()), !keep_open);
-                let txn = match lanes.current().append(open.take(), &records, &next).await {
+                let txn = match lanes.current().append(open.take(), &batch, &next).await {
                     Ok(txn) => txn,
                     Err(err) => {
                         drop(next_fetch);
@@ -436,7 +435,7 @@ struct PendingFetch {
 
 /// A spawned fetch, aborted when dropped unfinished: nothing fetched after a failed write
 /// is used.
-struct FetchTask(tokio::task::JoinHandle<Result<Batch, FetchError>>);
+struct FetchTask(tokio::task::JoinHandle<Result<BatchView, FetchError>>);
 
 impl Drop for FetchTask {
     fn drop(&mut self) {
@@ -445,7 +444,7 @@ impl Drop for FetchTask {
 }
 
 impl Future for FetchTask {
-    type Output = Result<Batch, FetchError>;
+    type Output = Result<BatchView, FetchError>;
 
     fn poll(
         mut self: Pin<&mut Self>,

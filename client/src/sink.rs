@@ -19,7 +19,8 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use shared::{Cursor, Record};
+use shared::Cursor;
+use shared::wire::{BatchView, RecordRef};
 
 use crate::destination::Destination;
 use crate::topics::LocalTopics;
@@ -347,22 +348,22 @@ impl LocalKafka {
     /// missing destinations with the partition count the cursor shows for the source.
     async fn plan<'a>(
         &self,
-        records: &'a [Record],
+        records: impl Iterator<Item = RecordRef<'a>>,
         next: &Cursor,
     ) -> HashMap<&'a str, (String, i32)> {
         let mut plan: HashMap<&'a str, (String, i32)> = HashMap::new();
         let mut needed = None;
         for record in records {
-            if plan.contains_key(record.topic.as_str()) {
+            if plan.contains_key(record.topic) {
                 continue;
             }
-            let topic = self.destination.topic_for(&record.topic);
+            let topic = self.destination.topic_for(record.topic);
             let wanted = *needed
                 .get_or_insert_with(|| self.destination.partitions_needed(next))
                 .get(&topic)
                 .unwrap_or(&(record.partition + 1));
             let partitions = self.topics.partitions(&topic, wanted).await;
-            plan.insert(&record.topic, (topic, partitions));
+            plan.insert(record.topic, (topic, partitions));
         }
         plan
     }
@@ -374,17 +375,17 @@ impl LocalKafka {
     pub async fn append(
         &self,
         open: Option<Transaction>,
-        records: &[Record],
+        batch: &BatchView,
         next: &Cursor,
     ) -> Result<Transaction, SinkError> {
         let mut txn = match open {
             Some(txn) => txn,
             None => self.begin()?,
         };
-        if let Err(err) = self.produce_all(records, next, &mut txn).await {
+        if let Err(err) = self.produce_all(batch, next, &mut txn).await {
             return Err(self.abandon(err).await);
         }
-        txn.events += records.len();
+        txn.events += batch.len();
         Ok(txn)
     }
 
@@ -475,41 +476,38 @@ impl LocalKafka {
 
     async fn produce_all(
         &self,
-        records: &[Record],
+        batch: &BatchView,
         next: &Cursor,
         txn: &mut Transaction,
     ) -> Result<(), SinkError> {
-        let plan = self.plan(records, next).await;
-        for record in records {
-            let (topic, partitions) = &plan[record.topic.as_str()];
+        let plan = self.plan(batch.records(), next).await;
+        let (mut partition_text, mut offset_text) = (Decimal::default(), Decimal::default());
+        for record in batch.records() {
+            let (topic, partitions) = &plan[record.topic];
             let partitions = *partitions;
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + 3);
-            for h in &record.headers {
-                headers = headers.insert(Header {
-                    key: &h.key,
-                    value: h.value.as_deref(),
-                });
+            let mut headers = OwnedHeaders::new_with_capacity(record.header_count() + 3);
+            for (key, value) in record.headers() {
+                headers = headers.insert(Header { key, value });
             }
-            let (partition, offset) = (record.partition.to_string(), record.offset.to_string());
             headers = headers
                 .insert(Header {
                     key: SOURCE_TOPIC_HEADER,
-                    value: Some(record.topic.as_str()),
+                    value: Some(record.topic),
                 })
                 .insert(Header {
                     key: SOURCE_PARTITION_HEADER,
-                    value: Some(partition.as_str()),
+                    value: Some(partition_text.format(record.partition.into())),
                 })
                 .insert(Header {
                     key: SOURCE_OFFSET_HEADER,
-                    value: Some(offset.as_str()),
+                    value: Some(offset_text.format(record.offset)),
                 });
             let mut out: BaseRecord<'_, [u8], [u8], usize> =
                 BaseRecord::with_opaque_to(topic, txn.number).headers(headers);
-            if let Some(key) = record.key.as_deref() {
+            if let Some(key) = record.key {
                 out = out.key(key);
             }
-            if let Some(value) = record.value.as_deref() {
+            if let Some(value) = record.value {
                 out = out.payload(value);
             }
             if let Some(ts) = record.timestamp {
@@ -549,6 +547,31 @@ impl LocalKafka {
                 }
             }
         }
+    }
+}
+
+/// A number written out in decimal without allocating, for the source headers.
+#[derive(Default)]
+struct Decimal([u8; 20]);
+
+impl Decimal {
+    fn format(&mut self, n: i64) -> &[u8] {
+        let mut at = self.0.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            // A digit: `rest % 10` is below 10.
+            self.0[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            at -= 1;
+            self.0[at] = b'-';
+        }
+        &self.0[at..]
     }
 }
 
@@ -608,6 +631,19 @@ fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, 
             Some(Ok(_)) | None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
             Some(Err(err)) => return Err(err),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Decimal;
+
+    #[test]
+    fn decimal_writes_what_to_string_does() {
+        let mut text = Decimal::default();
+        for n in [0, 7, 10, 42, -1, -10, 1_000_000_007, i64::MAX, i64::MIN] {
+            assert_eq!(text.format(n), n.to_string().as_bytes(), "{n}");
         }
     }
 }

@@ -77,61 +77,213 @@ pub fn encode<'a>(
     Ok(out.0)
 }
 
-/// Decodes a body made by [`encode`].
+/// Decodes a body made by [`encode`] into owned records.
 pub fn decode(body: &[u8]) -> Result<Batch, WireError> {
-    let mut r = Reader { body, at: 0 };
-    if r.take(4)? != MAGIC {
-        return Err(WireError::Magic);
+    let view = BatchView::parse(bytes::Bytes::copy_from_slice(body))?;
+    Ok(Batch {
+        records: view.records().map(|r| r.to_record()).collect(),
+        next_cursor: view.next_cursor,
+        gaps: view.gaps,
+    })
+}
+
+/// An answer read in place: the body as it came and where each record lies in it, so its
+/// records are handed on without an allocation or a copy each. Checked whole when parsed.
+#[derive(Debug, Clone)]
+pub struct BatchView {
+    body: bytes::Bytes,
+    records: Vec<RecordSpan>,
+    headers: Vec<HeaderSpan>,
+    next_cursor: String,
+    gaps: Vec<Gap>,
+}
+
+/// Where one field lies in the body.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    len: u32,
+}
+
+impl Span {
+    fn of(self, body: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        &body[start..start + self.len as usize]
     }
-    let count = r.u32()?;
-    // Every record takes at least 33 bytes: no allocation beyond what the body can hold.
-    let mut records = Vec::with_capacity(count.min(body.len() / 33));
-    for _ in 0..count {
-        let topic = r.str16()?;
-        let partition = r.i32()?;
-        let offset = r.i64()?;
-        let has_timestamp = r.take(1)?[0] != 0;
-        let timestamp = r.i64()?;
-        let key = r.bytes32()?;
-        let value = r.bytes32()?;
-        let header_count = r.u16()?;
-        let mut headers = Vec::with_capacity(header_count);
-        for _ in 0..header_count {
-            headers.push(RecordHeader {
-                key: r.str16()?,
-                value: r.bytes32()?,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordSpan {
+    topic: Span,
+    partition: i32,
+    offset: i64,
+    timestamp: Option<i64>,
+    key: Option<Span>,
+    value: Option<Span>,
+    /// Its headers: `headers[first..first + count]` of the view.
+    first_header: u32,
+    header_count: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct HeaderSpan {
+    key: Span,
+    value: Option<Span>,
+}
+
+impl BatchView {
+    /// Checks `body` whole and notes where each record lies; nothing is copied.
+    pub fn parse(body: bytes::Bytes) -> Result<Self, WireError> {
+        if u32::try_from(body.len()).is_err() {
+            return Err(WireError::TooLong(body.len()));
+        }
+        let mut r = Reader { body: &body, at: 0 };
+        if r.take(4)? != MAGIC {
+            return Err(WireError::Magic);
+        }
+        let count = r.u32()?;
+        // Every record takes at least 33 bytes: no allocation beyond what the body can hold.
+        let mut records = Vec::with_capacity(count.min(body.len() / 33));
+        let mut headers = Vec::new();
+        for _ in 0..count {
+            let topic = r.str16()?;
+            let partition = r.i32()?;
+            let offset = r.i64()?;
+            let has_timestamp = r.take(1)?[0] != 0;
+            let timestamp = r.i64()?;
+            let key = r.bytes32()?;
+            let value = r.bytes32()?;
+            let header_count = r.u16()?;
+            let first_header =
+                u32::try_from(headers.len()).map_err(|_| WireError::TooLong(headers.len()))?;
+            for _ in 0..header_count {
+                headers.push(HeaderSpan {
+                    key: r.str16()?,
+                    value: r.bytes32()?,
+                });
+            }
+            records.push(RecordSpan {
+                topic,
+                partition,
+                offset,
+                timestamp: has_timestamp.then_some(timestamp),
+                key,
+                value,
+                first_header,
+                // At most u16::MAX: it was read as a u16.
+                header_count: header_count as u32,
             });
         }
-        records.push(Record {
-            topic,
-            partition,
-            offset,
-            timestamp: has_timestamp.then_some(timestamp),
-            key,
-            value,
+        let len = r.u32()?;
+        let next_cursor = r.string(len)?;
+        let gap_count = r.u32()?;
+        let mut gaps = Vec::with_capacity(gap_count.min(body.len() / 22));
+        for _ in 0..gap_count {
+            let len = r.u16()?;
+            gaps.push(Gap {
+                topic: r.string(len)?,
+                partition: r.i32()?,
+                from: r.i64()?,
+                to: r.i64()?,
+            });
+        }
+        if r.at != body.len() {
+            return Err(WireError::Trailing(body.len() - r.at));
+        }
+        Ok(Self {
+            body,
+            records,
             headers,
-        });
+            next_cursor,
+            gaps,
+        })
     }
-    let len = r.u32()?;
-    let next_cursor = r.utf8(len)?;
-    let gap_count = r.u32()?;
-    let mut gaps = Vec::with_capacity(gap_count.min(body.len() / 22));
-    for _ in 0..gap_count {
-        gaps.push(Gap {
-            topic: r.str16()?,
-            partition: r.i32()?,
-            from: r.i64()?,
-            to: r.i64()?,
-        });
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.records.len()
     }
-    if r.at != body.len() {
-        return Err(WireError::Trailing(body.len() - r.at));
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
     }
-    Ok(Batch {
-        records,
-        next_cursor,
-        gaps,
-    })
+
+    /// The records, in order, borrowed from the body.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = RecordRef<'_>> + Clone + '_ {
+        self.records.iter().map(|span| RecordRef {
+            topic: text(span.topic.of(&self.body)),
+            partition: span.partition,
+            offset: span.offset,
+            timestamp: span.timestamp,
+            key: span.key.map(|k| k.of(&self.body)),
+            value: span.value.map(|v| v.of(&self.body)),
+            headers: &self.headers[span.first_header as usize
+                ..span.first_header as usize + span.header_count as usize],
+            body: &self.body,
+        })
+    }
+
+    /// The cursor after these records.
+    pub fn next_cursor(&self) -> &str {
+        &self.next_cursor
+    }
+
+    /// Offsets the source no longer held, skipped.
+    pub fn gaps(&self) -> &[Gap] {
+        &self.gaps
+    }
+}
+
+/// Text [`BatchView::parse`] found to be UTF-8.
+fn text(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap_or_default()
+}
+
+/// One record of a [`BatchView`], borrowed from its body.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    headers: &'a [HeaderSpan],
+    body: &'a [u8],
+}
+
+impl<'a> RecordRef<'a> {
+    /// Number of headers.
+    pub fn header_count(&self) -> usize {
+        self.headers.len()
+    }
+
+    /// Its headers in order: key and value (`None`: a header without one).
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let body = self.body;
+        self.headers
+            .iter()
+            .map(move |h| (text(h.key.of(body)), h.value.map(|v| v.of(body))))
+    }
+
+    /// An owned copy.
+    pub fn to_record(&self) -> Record {
+        Record {
+            topic: self.topic.to_owned(),
+            partition: self.partition,
+            offset: self.offset,
+            timestamp: self.timestamp,
+            key: self.key.map(<[u8]>::to_vec),
+            value: self.value.map(<[u8]>::to_vec),
+            headers: self
+                .headers()
+                .map(|(key, value)| RecordHeader {
+                    key: key.to_owned(),
+                    value: value.map(<[u8]>::to_vec),
+                })
+                .collect(),
+        }
+    }
 }
 
 struct Writer(Vec<u8>);
@@ -209,24 +361,43 @@ impl<'a> Reader<'a> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
-    fn utf8(&mut self, len: usize) -> Result<String, WireError> {
+    /// Where the next `len` bytes lie.
+    fn span(&mut self, len: usize) -> Result<Span, WireError> {
+        let start = self.at;
+        self.take(len)?;
+        // `parse` refuses bodies of 4 GiB and more.
+        Ok(Span {
+            start: start as u32,
+            len: len as u32,
+        })
+    }
+
+    /// UTF-8 text of `len` bytes, copied.
+    fn string(&mut self, len: usize) -> Result<String, WireError> {
         let at = self.at;
         let bytes = self.take(len)?;
-        String::from_utf8(bytes.to_vec()).map_err(|_| WireError::NotUtf8(at))
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|_| WireError::NotUtf8(at))
     }
 
-    fn str16(&mut self) -> Result<String, WireError> {
+    /// UTF-8 text with a u16 length, in place.
+    fn str16(&mut self) -> Result<Span, WireError> {
         let len = self.u16()?;
-        self.utf8(len)
+        let at = self.at;
+        let span = self.span(len)?;
+        std::str::from_utf8(span.of(self.body)).map_err(|_| WireError::NotUtf8(at))?;
+        Ok(span)
     }
 
-    fn bytes32(&mut self) -> Result<Option<Vec<u8>>, WireError> {
+    /// Bytes with an i32 length (-1: null), in place.
+    fn bytes32(&mut self) -> Result<Option<Span>, WireError> {
         let len = self.i32()?;
         if len < 0 {
             return Ok(None);
         }
         let len = usize::try_from(len).map_err(|_| WireError::Truncated(self.at))?;
-        Ok(Some(self.take(len)?.to_vec()))
+        self.span(len).map(Some)
     }
 }
 
@@ -289,6 +460,23 @@ mod tests {
         assert_eq!(batch.records, records);
         assert_eq!(batch.next_cursor, "AgAAAA-cursor");
         assert_eq!(batch.gaps, gaps);
+    }
+
+    #[test]
+    fn the_view_lends_fields_from_the_body_itself() {
+        let records = sample();
+        let body = bytes::Bytes::from(encode(records.iter(), "c", &[]).unwrap());
+        let range = body.as_ptr_range();
+        let view = BatchView::parse(body.clone()).unwrap();
+        assert_eq!(view.len(), records.len());
+        for (r, expected) in view.records().zip(&records) {
+            assert_eq!(r.to_record(), *expected);
+            assert_eq!(r.header_count(), expected.headers.len());
+            for field in [r.key, r.value].into_iter().flatten() {
+                assert!(range.contains(&field.as_ptr()) || field.is_empty());
+            }
+            assert!(range.contains(&r.topic.as_ptr()));
+        }
     }
 
     #[test]
