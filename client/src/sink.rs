@@ -299,6 +299,10 @@ impl LocalKafka {
             // Bounds what a lane holds unacknowledged (librdkafka's default is 1 GiB): when
             // local Kafka lags, the client waits instead of growing.
             .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
+            // Records go into requests by reference, not copied into them once more: with
+            // acknowledgements lagging, that copy of everything in flight was a quarter of
+            // the client's heap.
+            .set("message.copy.max.bytes", "0")
             .create_with_context(Deliveries::default())
             .map_err(SinkError::Create)?;
         let p = producer.clone();

@@ -210,7 +210,7 @@ fn main() -> anyhow::Result<()> {
     let args: Args = shared::config::load();
     if matches!(args.command, Some(Command::BenchClient)) {
         // The benchmark's client process, as the client binary runs.
-        client::memory::limit_malloc_arenas();
+        client::memory::tune_malloc();
     }
     tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")?

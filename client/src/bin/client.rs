@@ -5,7 +5,7 @@ use anyhow::Context;
 use shared::config::{self, ClientConfig};
 
 fn main() -> anyhow::Result<()> {
-    client::memory::limit_malloc_arenas();
+    client::memory::tune_malloc();
     tokio::runtime::Runtime::new()
         .context("cannot start the async runtime")?
         .block_on(run())
