@@ -1,6 +1,7 @@
 //! The compact binary form of a `GET /events` answer, for clients that ask for it with
 //! `Accept: application/vnd.kafka-replicator.batch`: records as raw bytes with length
-//! prefixes, no JSON escaping or base64. JSON stays the default.
+//! prefixes, no JSON escaping or base64. JSON stays the default. [`BatchView`] reads a body
+//! in place (the client); [`decode`] makes owned records of it.
 //!
 //! Layout, integers big-endian: `KRB1`, record count (u32), then per record topic (str16),
 //! partition (i32), offset (i64), timestamp flag (u8) + i64, key (bytes32), value (bytes32),
