@@ -374,7 +374,7 @@ impl LocalKafka {
 
     /// Adds a batch to `open` (a new transaction when `None`) and hands it to the producer
     /// without waiting for local Kafka: the acknowledgements are awaited at
-    /// [`LocalKafka::commit`], so the next batch can be fetched and written meanwhile. On
+    /// [`LocalKafka::seal`], so the next batch can be fetched and written meanwhile. On
     /// failure the transaction is aborted.
     pub async fn append(
         &self,

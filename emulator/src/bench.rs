@@ -738,26 +738,23 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ..StackConfig::default()
     })
     .await?;
-    let result = match config.local_delay {
-        Some(delay) => stack.local.slow_down(delay).map_err(BenchError::from),
-        None => Ok(()),
-    };
-    let result = match result {
-        Ok(()) => measure(&stack, &config, &plan, steady).await,
-        Err(err) => Err(err),
-    };
+    let result = measure(&stack, &config, &plan, steady).await;
     // Stopped whatever happened: a stack dropped unstopped holds the process.
     stack.stop().await;
     result
 }
 
-/// The rounds, the latency phase and the peer, on a started stack.
+/// The rounds, the latency phase and the peer, on a started stack (its local Kafka slowed
+/// down first when asked).
 async fn measure(
     stack: &Stack,
     config: &BenchConfig,
     plan: &[u64],
     steady: u64,
 ) -> Result<BenchReport, BenchError> {
+    if let Some(delay) = config.local_delay {
+        stack.local.slow_down(delay)?;
+    }
     let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
     let topic = &stack.info.topic;
     let n = config.events;

@@ -8,7 +8,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
-use rdkafka::producer::{BaseProducer, Producer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 /// Id of the mock cluster's only broker.
@@ -112,33 +113,28 @@ impl MockKafka {
         let handle: BaseProducer = ClientConfig::new()
             .set("test.mock.num.brokers", "1")
             .create()?;
-        let cluster = handle
-            .client()
-            .mock_cluster()
-            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
-        let bootstrap = cluster.bootstrap_servers();
-        drop(cluster);
+        let bootstrap = cluster_of(&handle)?.bootstrap_servers();
         no_rebalance_delay(&handle);
         Ok(Self { handle, bootstrap })
     }
 
     fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
-        let cluster = self
-            .handle
-            .client()
-            .mock_cluster()
-            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
-        cluster.create_topic(name, partitions, 1)
+        cluster_of(&self.handle)?.create_topic(name, partitions, 1)
     }
 
     fn slow_down(&self, delay: Duration) -> Result<(), KafkaError> {
-        let cluster = self
-            .handle
-            .client()
-            .mock_cluster()
-            .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))?;
-        cluster.broker_round_trip_time(MOCK_BROKER_ID, delay)
+        cluster_of(&self.handle)?.broker_round_trip_time(MOCK_BROKER_ID, delay)
     }
+}
+
+/// The mock cluster `handle` created.
+fn cluster_of(
+    handle: &BaseProducer,
+) -> Result<MockCluster<'_, DefaultProducerContext>, KafkaError> {
+    handle
+        .client()
+        .mock_cluster()
+        .ok_or(KafkaError::MockCluster(RDKafkaErrorCode::Fail))
 }
 
 /// The mock cluster makes every group join wait 3 s (as `group.initial.rebalance.delay.ms`
