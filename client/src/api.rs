@@ -128,8 +128,8 @@ impl EventsApi {
     }
 }
 
-/// Binary batches first; JSON from a server that does not offer them.
-const ACCEPT: &str = "application/vnd.kafka-replicator.batch, application/json;q=0.5";
+/// Binary batches (`KRB2`) first; JSON from a server that does not offer them.
+const ACCEPT: &str = "application/vnd.kafka-replicator.batch; v=2, application/json;q=0.5";
 
 /// Reads a `200` answer in whichever form the server chose.
 async fn read_batch(response: reqwest::Response) -> Result<BatchView, FetchError> {

@@ -491,7 +491,7 @@ impl LocalKafka {
             let partitions = *partitions;
             let mut headers = OwnedHeaders::new_with_capacity(record.header_count() + 3);
             for (key, value) in record.headers() {
-                headers = headers.insert(Header { key, value });
+                headers = shared::kafka::add_header(headers, key, value);
             }
             headers = headers
                 .insert(Header {

@@ -11,12 +11,11 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::config::SourceArgs;
-use shared::event::RecordHeader;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -41,27 +40,9 @@ pub fn base_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// Copies a Kafka message into a [`Record`].
+/// Copies a Kafka message into a [`Record`], every field as the bytes Kafka holds.
 pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
-    Record {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-        timestamp: message.timestamp().to_millis(),
-        key: message.key().map(<[u8]>::to_vec),
-        value: message.payload().map(<[u8]>::to_vec),
-        headers: message
-            .headers()
-            .map(|hs| {
-                hs.iter()
-                    .map(|h| RecordHeader {
-                        key: h.key.to_owned(),
-                        value: h.value.map(<[u8]>::to_vec),
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-    }
+    shared::kafka::record_of(message)
 }
 
 /// Whether the source answers and the pod holds partitions: what `/ready` reports.

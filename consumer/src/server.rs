@@ -58,7 +58,7 @@ async fn fetch(
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,
-            axum::http::HeaderValue::from_static(shared::wire::BATCH_CONTENT_TYPE),
+            axum::http::HeaderValue::from_static(shared::wire::BATCH_CONTENT_TYPE_V2),
         )],
         body,
     )

@@ -369,7 +369,7 @@ async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiate
             "GET",
             &uri,
             Some(&key),
-            &[("accept", "application/vnd.kafka-replicator.batch")],
+            &[("accept", "application/vnd.kafka-replicator.batch; v=2")],
         )
         .await;
         assert_eq!(status, StatusCode::OK);
@@ -398,6 +398,29 @@ async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiate
         }
     }
     assert_eq!(total, N, "every event, once, in either form");
+
+    // An earlier client names the media type without the version: it reads only the first
+    // layout, so it gets JSON, which it reads too.
+    let (status, headers, body) = call_with(
+        &app,
+        "GET",
+        "/api/v1/events?cursor=earliest&limit=5",
+        Some(&key),
+        &[(
+            "accept",
+            "application/vnd.kafka-replicator.batch, application/json;q=0.5",
+        )],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .expect("text")
+            .starts_with("application/json"),
+        "{headers:?}"
+    );
+    assert!(serde_json::from_slice::<serde_json::Value>(&body).is_ok());
 
     // Compression is negotiated: asked for, the same page comes smaller and says how.
     let uri = "/api/v1/events?cursor=earliest&limit=100";

@@ -59,7 +59,7 @@ fn content(r: &Record) -> Record {
     let headers = r
         .headers
         .iter()
-        .filter(|h| !h.key.starts_with("kafka-replicator.source."))
+        .filter(|h| !h.key.starts_with(b"kafka-replicator.source."))
         .cloned()
         .collect();
     Record {
@@ -147,7 +147,7 @@ async fn replicates_exactly_once(
     let seqs: HashSet<u64> = copied
         .values()
         .flatten()
-        .filter(|r| r.headers.iter().any(|h| h.key == "seq"))
+        .filter(|r| r.headers.iter().any(|h| h.key == b"seq"))
         .map(|r| common::seq_of(r.value.as_deref().expect("demo events have values")))
         .collect();
     assert_eq!(seqs.len() as u64, N, "every demo seq present once");
@@ -230,6 +230,7 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
         batch_limit: LIMIT,
         compression: false,
         state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
         client_id: common::unique("client"),
     })
     .expect("client");
@@ -248,4 +249,120 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
         "{N} events in {} full batches committed well before one poll interval ({POLL:?})",
         N / u64::from(LIMIT)
     );
+}
+
+/// Every byte sequence Kafka can hold, in every field, through the whole pipeline: random
+/// keys, values, header keys and header values (NULs, invalid UTF-8, JSON's special
+/// characters), null and empty ones, a header key that is not UTF-8 (which once panicked
+/// the pod's consumer), and a record with more headers than a u16 counts. Each copy must
+/// equal its source byte for byte, in order, once; and the pod must still be ready.
+async fn every_byte_sequence_is_copied_exactly(
+    test: &str,
+    source: Option<String>,
+    local: Option<String>,
+) {
+    const N: usize = 400;
+    let seed: u64 = rand::random();
+    eprintln!("{test}: seed {seed} (KAFKA_REPLICATOR_TEST_SEED replays it)");
+    let seed = std::env::var("KAFKA_REPLICATOR_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(seed);
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.partitions = 3;
+    config.client = true;
+    let stack = common::start(config).await;
+    let info = stack.info.clone();
+    let mut records = common::random_records(seed, N, 3);
+    records.push(Record {
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        timestamp: Some(1_700_000_000_000),
+        key: Some(b"not-utf8-header-key".to_vec()),
+        value: Some(b"{}".to_vec()),
+        headers: vec![shared::event::RecordHeader {
+            key: vec![0xff, 0xfe, 0x00, b'k'],
+            value: Some(vec![0xc3, 0x28]),
+        }],
+    });
+    records.push(Record {
+        topic: String::new(),
+        partition: 1,
+        offset: 0,
+        timestamp: Some(1_700_000_000_001),
+        key: None,
+        value: None,
+        headers: (0..70_000u32)
+            .map(|i| shared::event::RecordHeader {
+                key: format!("h{}", i % 7).into_bytes(),
+                value: (i % 3 != 0).then(|| vec![(i % 251) as u8]),
+            })
+            .collect(),
+    });
+    common::produce_records(&info.source_brokers, &info.topic, &records).await;
+    let expected = records.len();
+
+    let source = read_topic(
+        &info.source_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read source");
+    let copied = read_topic(
+        &info.local_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("read local");
+    let ready = reqwest::get(format!("{}/ready", info.api_base))
+        .await
+        .expect("ready")
+        .status();
+    stack.stop().await;
+
+    let total = |m: &BTreeMap<i32, Vec<Record>>| m.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        total(&source),
+        expected,
+        "the source holds what was produced"
+    );
+    assert_eq!(
+        total(&copied),
+        expected,
+        "every record copied once (seed {seed})"
+    );
+    for (partition, originals) in &source {
+        let got = &copied[partition];
+        for (i, (copy, original)) in got.iter().zip(originals).enumerate() {
+            assert!(
+                content(copy) == content(original),
+                "partition {partition}, record {i}: the copy differs from the source (seed {seed})"
+            );
+        }
+    }
+    assert_eq!(ready, 200, "the pod is still ready after every record");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_byte_sequence_is_copied_exactly_on_mock_cluster() {
+    every_byte_sequence_is_copied_exactly(
+        "every_byte_sequence_is_copied_exactly_on_mock_cluster",
+        None,
+        None,
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_byte_sequence_is_copied_exactly_on_apache_kafka() {
+    const TEST: &str = "every_byte_sequence_is_copied_exactly_on_apache_kafka";
+    let (source, local) = common::apache_or_mock(TEST);
+    every_byte_sequence_is_copied_exactly(TEST, source, local).await;
 }

@@ -89,11 +89,12 @@ pub struct MaxWait(pub std::time::Duration);
     params(
         ("cursor" = Option<String>, Query, description = "A `next_cursor` from an earlier answer, or `earliest` (the oldest retained offsets) or `latest` (the end of the log). Absent: the newest buffered events.", example = "earliest"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 10000, description = "Most events to return (default 500).", example = 500),
+        ("max_bytes" = Option<u32>, Query, minimum = 1024, maximum = 16777216, description = "Most bytes the events take in the answer, as written there (JSON escaping or base64 included), so at most this many of keys, values and headers; always at least one event. Default 4194304 (4 MiB); the AWS Lambda deployment caps it at 4 MiB.", example = 4194304),
         ("wait_ms" = Option<u32>, Query, minimum = 0, maximum = 30000, description = "Long-poll: wait up to this many milliseconds for an event (default 0).", example = 1000),
         ("topic" = Option<String>, Query, description = "Only these topics: one carried topic, or several comma-separated. Default: all.", example = "orders"),
     ),
     responses(
-        (status = 200, description = "Events, the next cursor and any gaps. JSON unless the request sends `Accept: application/vnd.kafka-replicator.batch`, which gets the same answer in the compact binary form the client uses (README, \"Binary batches\")", body = EventsResponse,
+        (status = 200, description = "Events, the next cursor and any gaps. JSON unless the request sends `Accept: application/vnd.kafka-replicator.batch; v=2`, which gets the same answer in the compact binary form the client uses (README, \"Binary batches\")", body = EventsResponse,
             headers(
                 ("RateLimit-Limit" = u32, description = "Requests allowed per window for this key"),
                 ("RateLimit-Remaining" = u32, description = "Requests left in this window"),
@@ -134,10 +135,16 @@ pub async fn events(
         let max_ms = u32::try_from(max.as_millis()).unwrap_or(u32::MAX);
         request.wait_ms = request.wait_ms.min(max_ms);
     }
+    if let Some(Extension(MaxBytes(max))) = max_bytes {
+        request.max_bytes = request.max_bytes.min(max);
+    }
     state.pod.fetch(&request).await
 }
 
-/// Whether the caller asked for the binary batch form (`Accept` names it, not with `q=0`).
+/// Whether the caller asked for the binary batch form this build writes (`Accept` names it
+/// with its version, `v=2`, and not with `q=0`). A caller that names the media type
+/// without the version is an earlier client, which reads only `KRB1`: it gets JSON, which
+/// it reads too.
 fn accepts_batch(headers: &HeaderMap) -> bool {
     headers
         .get_all(header::ACCEPT)
@@ -146,12 +153,14 @@ fn accepts_batch(headers: &HeaderMap) -> bool {
         .flat_map(|v| v.split(','))
         .any(|item| {
             let mut parts = item.split(';').map(str::trim);
-            parts
-                .next()
-                .is_some_and(|media| media.eq_ignore_ascii_case(shared::wire::BATCH_CONTENT_TYPE))
-                && !parts.any(|p| {
-                    p.replace(' ', "").starts_with("q=0")
-                        && !p.contains(|c: char| ('1'..='9').contains(&c))
+            let media = parts.next().unwrap_or_default();
+            let params: Vec<String> = parts.map(|p| p.replace(' ', "")).collect();
+            media.eq_ignore_ascii_case(shared::wire::BATCH_CONTENT_TYPE)
+                && params
+                    .iter()
+                    .any(|p| p.eq_ignore_ascii_case(shared::wire::BATCH_VERSION_PARAM))
+                && !params.iter().any(|p| {
+                    p.starts_with("q=0") && !p.contains(|c: char| ('1'..='9').contains(&c))
                 })
         })
 }
@@ -205,18 +214,22 @@ mod tests {
     }
 
     #[test]
-    fn binary_only_when_asked_for() {
+    fn binary_only_when_asked_for_with_its_version() {
         assert!(accepts_batch(&accept(
-            "application/vnd.kafka-replicator.batch"
+            "application/vnd.kafka-replicator.batch; v=2"
         )));
         assert!(accepts_batch(&accept(
-            "application/json;q=0.5, application/vnd.kafka-replicator.batch"
+            "application/json;q=0.5, application/vnd.kafka-replicator.batch;v=2"
         )));
         assert!(accepts_batch(&accept(
-            "application/vnd.kafka-replicator.batch; q=0.8"
+            "application/vnd.kafka-replicator.batch; v=2; q=0.8"
         )));
         assert!(!accepts_batch(&accept(
-            "application/vnd.kafka-replicator.batch;q=0"
+            "application/vnd.kafka-replicator.batch;v=2;q=0"
+        )));
+        // An earlier client: the media type without the version.
+        assert!(!accepts_batch(&accept(
+            "application/vnd.kafka-replicator.batch, application/json;q=0.5"
         )));
         assert!(!accepts_batch(&accept("application/json")));
         assert!(!accepts_batch(&accept("*/*")));

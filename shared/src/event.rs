@@ -19,11 +19,22 @@ pub struct Record {
     pub headers: Vec<RecordHeader>,
 }
 
-/// A record header; Kafka allows a header without a value.
+/// A record header. Kafka holds its key as bytes (clients in most languages write UTF-8,
+/// but nothing enforces it) and allows a header without a value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordHeader {
-    pub key: String,
+    pub key: Vec<u8>,
     pub value: Option<Vec<u8>>,
+}
+
+impl RecordHeader {
+    /// A header with a text key.
+    pub fn new(key: &str, value: Option<&[u8]>) -> Self {
+        Self {
+            key: key.as_bytes().to_vec(),
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
 }
 
 /// What the allocator adds to each heap block of a record, on average: its header and the
@@ -53,17 +64,67 @@ impl Record {
     }
 }
 
+impl Record {
+    /// Whether key, value, header keys and header values are all UTF-8: its [`Event`] then
+    /// gives them as strings, else all base64.
+    pub fn is_utf8(&self) -> bool {
+        [self.key.as_deref(), self.value.as_deref()]
+            .into_iter()
+            .chain(
+                self.headers
+                    .iter()
+                    .flat_map(|h| [Some(h.key.as_slice()), h.value.as_deref()]),
+            )
+            .flatten()
+            .all(|bytes| std::str::from_utf8(bytes).is_ok())
+    }
+
+    /// At least as many bytes as its [`Event`] takes in a JSON answer, so an answer sized by
+    /// it never exceeds its bound (the fields' own escaping or base64 included).
+    pub fn json_len(&self) -> usize {
+        /// Everything but the payloads: field names, numbers at their longest, `encoding`.
+        const FIXED: usize = 160;
+        /// A header's braces, names and separators.
+        const PER_HEADER: usize = 24;
+        let utf8 = self.is_utf8();
+        let text = |bytes: Option<&[u8]>| match bytes {
+            None => 4,
+            Some(b) if utf8 => 2 + b.iter().map(|&c| escaped_len(c)).sum::<usize>(),
+            Some(b) => 2 + b.len().div_ceil(3) * 4,
+        };
+        FIXED
+            + self.topic.len()
+            + text(self.key.as_deref())
+            + text(self.value.as_deref())
+            + self
+                .headers
+                .iter()
+                .map(|h| PER_HEADER + text(Some(&h.key)) + text(h.value.as_deref()))
+                .sum::<usize>()
+    }
+}
+
+/// Bytes one byte of UTF-8 text takes in a JSON string.
+fn escaped_len(byte: u8) -> usize {
+    match byte {
+        b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+        0..0x20 => 6,
+        _ => 1,
+    }
+}
+
 /// How the payloads of an [`Event`] are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
-    /// Key, value and header values are UTF-8 text, given as JSON strings.
+    /// Key, value, header keys and header values are UTF-8 text, given as JSON strings.
     Utf8,
-    /// Key, value and header values are given base64 (standard alphabet, padded).
+    /// Key, value, header keys and header values are given base64 (standard alphabet,
+    /// padded): at least one of them is not UTF-8.
     Base64,
 }
 
-/// A header of an [`Event`], its value written per the event's [`Encoding`].
+/// A header of an [`Event`], its key and value written per the event's [`Encoding`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Header {
     pub key: String,
@@ -95,11 +156,7 @@ pub struct DecodeError {
 
 impl From<&Record> for Event {
     fn from(record: &Record) -> Self {
-        let all_utf8 = [record.key.as_deref(), record.value.as_deref()]
-            .into_iter()
-            .chain(record.headers.iter().map(|h| h.value.as_deref()))
-            .flatten()
-            .all(|bytes| std::str::from_utf8(bytes).is_ok());
+        let all_utf8 = record.is_utf8();
         let (encoding, text): (Encoding, fn(&[u8]) -> String) = if all_utf8 {
             (Encoding::Utf8, |b| String::from_utf8_lossy(b).into_owned())
         } else {
@@ -116,7 +173,7 @@ impl From<&Record> for Event {
                 .headers
                 .iter()
                 .map(|h| Header {
-                    key: h.key.clone(),
+                    key: text(&h.key),
                     value: h.value.as_deref().map(text),
                 })
                 .collect(),
@@ -151,8 +208,8 @@ impl Event {
             .into_iter()
             .map(|h| {
                 Ok(RecordHeader {
+                    key: decode("header key", Some(h.key))?.unwrap_or_default(),
                     value: decode("header value", h.value)?,
-                    key: h.key,
                 })
             })
             .collect::<Result<Vec<_>, DecodeError>>()?;
@@ -180,10 +237,7 @@ mod tests {
             timestamp: Some(1_700_000_000_000),
             key: key.map(<[u8]>::to_vec),
             value: value.map(<[u8]>::to_vec),
-            headers: vec![RecordHeader {
-                key: "trace".into(),
-                value: header.map(<[u8]>::to_vec),
-            }],
+            headers: vec![RecordHeader::new("trace", header)],
         }
     }
 
@@ -219,6 +273,50 @@ mod tests {
             let json = serde_json::to_string(&Event::from(&original)).expect("serialize");
             let back: Event = serde_json::from_str(&json).expect("deserialize");
             assert_eq!(back.into_record().expect("decode"), original);
+        }
+    }
+
+    #[test]
+    fn a_header_key_that_is_not_utf8_makes_everything_base64() {
+        let mut original = record(Some(b"k"), Some(b"v"), Some(b"t"));
+        original.headers.push(RecordHeader {
+            key: vec![0xff, 0x00, b'k'],
+            value: None,
+        });
+        let event = Event::from(&original);
+        assert_eq!(event.encoding, Encoding::Base64);
+        assert_eq!(event.headers[0].key, "dHJhY2U=", "every key is base64 then");
+        assert_eq!(event.headers[1].key, "/wBr");
+        let json = serde_json::to_string(&event).expect("serialize");
+        let back: Event = serde_json::from_str(&json).expect("deserialize");
+        assert_eq!(back.into_record().expect("decode"), original);
+    }
+
+    #[test]
+    fn json_len_is_never_below_the_json() {
+        let mut worst = record(
+            Some(b"\"\\\n\x01\x1f"),
+            Some("é\u{7f}\x00".as_bytes()),
+            Some(b"\t"),
+        );
+        worst.timestamp = Some(i64::MIN);
+        worst.partition = i32::MIN;
+        worst.offset = i64::MIN;
+        let mut binary = worst.clone();
+        binary.value = Some(vec![0xff; 7]);
+        for r in [
+            worst,
+            binary,
+            record(None, None, None),
+            record(Some(b""), Some(&[0u8; 1000]), Some(&[0x80])),
+        ] {
+            let json = serde_json::to_vec(&Event::from(&r)).expect("serialize");
+            assert!(
+                json.len() <= r.json_len(),
+                "{} > {}: {r:?}",
+                json.len(),
+                r.json_len()
+            );
         }
     }
 

@@ -9,6 +9,8 @@ pub mod cursor;
 pub mod error;
 pub mod event;
 pub mod internal;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "axum")]
 pub mod listen;
 pub mod metrics;

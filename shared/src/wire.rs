@@ -1,13 +1,19 @@
 //! The compact binary form of a `GET /events` answer, for clients that ask for it with
-//! `Accept: application/vnd.kafka-replicator.batch`: records as raw bytes with length
+//! `Accept: application/vnd.kafka-replicator.batch; v=2`: records as raw bytes with length
 //! prefixes, no JSON escaping or base64. JSON stays the default. [`BatchView`] reads a body
-//! in place (the client); [`decode`] makes owned records of it.
+//! in place (the client); [`decode`] makes owned records of it; [`record_len`] is what one
+//! record adds to a body, for answers bounded by `max_bytes`.
 //!
-//! Layout, integers big-endian: `KRB1`, record count (u32), then per record topic (str16),
-//! partition (i32), offset (i64), timestamp flag (u8) + i64, key (bytes32), value (bytes32),
-//! header count (u16) and per header key (str16) + value (bytes32); then the next cursor
-//! (str32) and the gaps: count (u32), each topic (str16), partition (i32), from and to (i64).
-//! `str16`/`str32` are UTF-8 with a u16/u32 length; `bytes32` has an i32 length, -1 = null.
+//! Layout `KRB2`, integers big-endian: `KRB2`, record count (u32), then per record topic
+//! (str16), partition (i32), offset (i64), timestamp flag (u8) + i64, key (bytes32), value
+//! (bytes32), header count (u32) and per header key (bytes32, never null) + value (bytes32);
+//! then the next cursor (str32) and the gaps: count (u32), each topic (str16), partition
+//! (i32), from and to (i64). `str16`/`str32` are UTF-8 with a u16/u32 length; `bytes32` has
+//! an i32 length, -1 = null. Every byte sequence Kafka holds fits: header keys are bytes and
+//! a record may have any number of headers.
+//!
+//! `KRB1`, written by earlier servers and still read: the same, but a u16 header count and
+//! header keys as str16 (UTF-8 only).
 
 use crate::api::Gap;
 use crate::event::{Record, RecordHeader};
@@ -15,7 +21,32 @@ use crate::event::{Record, RecordHeader};
 /// Media type of the binary form.
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.kafka-replicator.batch";
 
-const MAGIC: &[u8; 4] = b"KRB1";
+/// The media type parameter of the version this build writes: a client that sends it reads
+/// `KRB2`; one that asks for the media type without it (an earlier client) gets JSON.
+pub const BATCH_VERSION_PARAM: &str = "v=2";
+
+/// The `Content-Type` of a `KRB2` answer.
+pub const BATCH_CONTENT_TYPE_V2: &str = "application/vnd.kafka-replicator.batch; v=2";
+
+const MAGIC_V1: &[u8; 4] = b"KRB1";
+const MAGIC: &[u8; 4] = b"KRB2";
+
+/// Bytes a record takes in a `KRB2` body.
+pub fn record_len(r: &Record) -> usize {
+    let bytes = |b: Option<&Vec<u8>>| 4 + b.map_or(0, Vec::len);
+    2 + r.topic.len()
+        + 4
+        + 8
+        + 1
+        + 8
+        + bytes(r.key.as_ref())
+        + bytes(r.value.as_ref())
+        + 4
+        + r.headers
+            .iter()
+            .map(|h| 4 + h.key.len() + bytes(h.value.as_ref()))
+            .sum::<usize>()
+}
 
 /// A decoded answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,9 +91,9 @@ pub fn encode<'a>(
             .extend_from_slice(&r.timestamp.unwrap_or_default().to_be_bytes());
         out.bytes32(r.key.as_deref())?;
         out.bytes32(r.value.as_deref())?;
-        out.u16(r.headers.len())?;
+        out.u32(r.headers.len())?;
         for h in &r.headers {
-            out.str16(&h.key)?;
+            out.bytes32(Some(&h.key))?;
             out.bytes32(h.value.as_deref())?;
         }
     }
@@ -139,9 +170,11 @@ impl BatchView {
             return Err(WireError::TooLong(body.len()));
         }
         let mut r = Reader { body: &body, at: 0 };
-        if r.take(4)? != MAGIC {
-            return Err(WireError::Magic);
-        }
+        let v2 = match r.take(4)? {
+            m if m == MAGIC => true,
+            m if m == MAGIC_V1 => false,
+            _ => return Err(WireError::Magic),
+        };
         let count = r.u32()?;
         // Every record takes at least 33 bytes: no allocation beyond what the body can hold.
         let mut records = Vec::with_capacity(count.min(body.len() / 33));
@@ -154,12 +187,17 @@ impl BatchView {
             let timestamp = r.i64()?;
             let key = r.bytes32()?;
             let value = r.bytes32()?;
-            let header_count = r.u16()?;
+            let header_count = if v2 { r.u32()? } else { r.u16()? };
             let first_header =
                 u32::try_from(headers.len()).map_err(|_| WireError::TooLong(headers.len()))?;
             for _ in 0..header_count {
+                let key = if v2 {
+                    r.bytes32()?.ok_or(WireError::Truncated(r.at))?
+                } else {
+                    r.str16()?
+                };
                 headers.push(HeaderSpan {
-                    key: r.str16()?,
+                    key,
                     value: r.bytes32()?,
                 });
             }
@@ -171,8 +209,8 @@ impl BatchView {
                 key,
                 value,
                 first_header,
-                // At most u16::MAX: it was read as a u16.
-                header_count: header_count as u32,
+                header_count: u32::try_from(header_count)
+                    .map_err(|_| WireError::TooLong(header_count))?,
             });
         }
         let len = r.u32()?;
@@ -198,6 +236,11 @@ impl BatchView {
             next_cursor,
             gaps,
         })
+    }
+
+    /// Bytes of the body as it came.
+    pub fn body_len(&self) -> usize {
+        self.body.len()
     }
 
     /// Number of records.
@@ -260,11 +303,11 @@ impl<'a> RecordRef<'a> {
     }
 
     /// Its headers in order: key and value (`None`: a header without one).
-    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+    pub fn headers(&self) -> impl ExactSizeIterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
         let body = self.body;
         self.headers
             .iter()
-            .map(move |h| (text(h.key.of(body)), h.value.map(|v| v.of(body))))
+            .map(move |h| (h.key.of(body), h.value.map(|v| v.of(body))))
     }
 
     /// An owned copy.
@@ -279,7 +322,7 @@ impl<'a> RecordRef<'a> {
             headers: self
                 .headers()
                 .map(|(key, value)| RecordHeader {
-                    key: key.to_owned(),
+                    key: key.to_vec(),
                     value: value.map(<[u8]>::to_vec),
                 })
                 .collect(),
@@ -416,13 +459,11 @@ mod tests {
                 key: Some(b"device-7".to_vec()),
                 value: Some(b"{\"seq\":42}".to_vec()),
                 headers: vec![
+                    RecordHeader::new("source", Some(b"pos")),
+                    RecordHeader::new("empty", None),
                     RecordHeader {
-                        key: "source".into(),
-                        value: Some(b"pos".to_vec()),
-                    },
-                    RecordHeader {
-                        key: "empty".into(),
-                        value: None,
+                        key: vec![0xff, 0x00, 0xfe],
+                        value: Some(vec![0x00]),
                     },
                 ],
             },
@@ -503,6 +544,63 @@ mod tests {
         longer.push(0);
         assert_eq!(decode(&longer), Err(WireError::Trailing(1)));
         assert_eq!(decode(b"JSON{...}"), Err(WireError::Magic));
+    }
+
+    #[test]
+    fn record_len_is_what_each_record_adds() {
+        let records = sample();
+        let empty = encode(std::iter::empty(), "c", &[]).unwrap().len();
+        for r in &records {
+            let one = encode(std::iter::once(r), "c", &[]).unwrap().len();
+            assert_eq!(one - empty, record_len(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn more_headers_than_a_u16_counts_round_trip() {
+        let mut record = sample().remove(1);
+        record.headers = (0..70_000u32)
+            .map(|i| RecordHeader {
+                key: i.to_be_bytes().to_vec(),
+                value: (i % 2 == 0).then(Vec::new),
+            })
+            .collect();
+        let body = encode(std::iter::once(&record), "c", &[]).unwrap();
+        assert_eq!(decode(&body).unwrap().records, vec![record]);
+    }
+
+    /// A body as servers before `KRB2` wrote it.
+    fn v1_body(records: &[Record], cursor: &str) -> Vec<u8> {
+        let mut out = Writer(MAGIC_V1.to_vec());
+        out.u32(records.len()).unwrap();
+        for r in records {
+            out.str16(&r.topic).unwrap();
+            out.0.extend_from_slice(&r.partition.to_be_bytes());
+            out.0.extend_from_slice(&r.offset.to_be_bytes());
+            out.0.push(u8::from(r.timestamp.is_some()));
+            out.0
+                .extend_from_slice(&r.timestamp.unwrap_or_default().to_be_bytes());
+            out.bytes32(r.key.as_deref()).unwrap();
+            out.bytes32(r.value.as_deref()).unwrap();
+            out.u16(r.headers.len()).unwrap();
+            for h in &r.headers {
+                out.str16(std::str::from_utf8(&h.key).unwrap()).unwrap();
+                out.bytes32(h.value.as_deref()).unwrap();
+            }
+        }
+        out.u32(cursor.len()).unwrap();
+        out.0.extend_from_slice(cursor.as_bytes());
+        out.u32(0).unwrap();
+        out.0
+    }
+
+    #[test]
+    fn bodies_of_earlier_servers_are_still_read() {
+        let mut records = sample();
+        records[0].headers.pop(); // KRB1 had text keys only
+        let batch = decode(&v1_body(&records, "c1")).unwrap();
+        assert_eq!(batch.records, records);
+        assert_eq!(batch.next_cursor, "c1");
     }
 
     #[test]

@@ -201,7 +201,7 @@ pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
         let h = r
             .headers
             .iter()
-            .find(|h| h.key == name)
+            .find(|h| h.key == name.as_bytes())
             .unwrap_or_else(|| panic!("copy lacks {name}"));
         String::from_utf8(h.value.clone().expect("value")).expect("utf8")
     };
@@ -281,4 +281,96 @@ pub async fn read_copies(
     )
     .await
     .expect("read local Kafka")
+}
+
+/// Produces `records` (their topic, partition, key, value, headers and timestamp) to
+/// `topic`, every byte as given: header keys that are not UTF-8 too.
+pub async fn produce_records(brokers: &str, topic: &str, records: &[shared::Record]) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("message.max.bytes", "10000000")
+        .create()
+        .expect("producer");
+    for r in records {
+        let mut headers = rdkafka::message::OwnedHeaders::new_with_capacity(r.headers.len());
+        for h in &r.headers {
+            headers = shared::kafka::add_header(headers, &h.key, h.value.as_deref());
+        }
+        let mut out: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic)
+            .partition(r.partition)
+            .headers(headers);
+        if let Some(key) = &r.key {
+            out = out.key(key);
+        }
+        if let Some(value) = &r.value {
+            out = out.payload(value);
+        }
+        if let Some(ts) = r.timestamp {
+            out = out.timestamp(ts);
+        }
+        producer
+            .send(out, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|(err, _)| panic!("produce: {err}"));
+    }
+}
+
+/// Random bytes of a random length below `max`: NULs, invalid UTF-8 and valid UTF-8 alike.
+pub fn random_bytes(rng: &mut impl rand::Rng, max: usize) -> Vec<u8> {
+    let len = rng.random_range(0..max);
+    match rng.random_range(0..3) {
+        // Any bytes at all.
+        0 => (0..len).map(|_| rng.random()).collect(),
+        // UTF-8 text with control characters and quotes, which JSON must escape.
+        1 => (0..len)
+            .map(|_| {
+                *[b'"', b'\\', b'\n', 0, 0x1f, b'a', b'{']
+                    .get(rng.random_range(0..7))
+                    .unwrap_or(&b'a')
+            })
+            .collect(),
+        // Multi-byte UTF-8, sometimes cut in the middle of a character.
+        _ => {
+            let text: String = (0..len)
+                .map(|_| ['é', '€', '😀', 'x'][rng.random_range(0..4)])
+                .collect();
+            let mut bytes = text.into_bytes();
+            if rng.random_bool(0.3) && !bytes.is_empty() {
+                bytes.truncate(bytes.len() - 1);
+            }
+            bytes.truncate(max);
+            bytes
+        }
+    }
+}
+
+/// `n` records of random content in every field, spread over `partitions`: keys and values
+/// absent, empty or random bytes; up to 8 headers with random keys and values; timestamps
+/// anywhere since 1970.
+pub fn random_records(seed: u64, n: usize, partitions: i32) -> Vec<shared::Record> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let maybe = |rng: &mut rand::rngs::StdRng, max: usize| match rng.random_range(0..5) {
+        0 => None,
+        1 => Some(Vec::new()),
+        _ => Some(random_bytes(rng, max)),
+    };
+    (0..n)
+        .map(|i| shared::Record {
+            topic: String::new(),
+            partition: (i as i32) % partitions,
+            offset: 0,
+            timestamp: Some(rng.random_range(0..1_790_000_000_000)),
+            key: maybe(&mut rng, 64),
+            value: maybe(&mut rng, 4096),
+            headers: (0..rng.random_range(0..9))
+                .map(|_| shared::event::RecordHeader {
+                    key: random_bytes(&mut rng, 40),
+                    value: maybe(&mut rng, 200),
+                })
+                .collect(),
+        })
+        .collect()
 }
