@@ -8,6 +8,7 @@ pub mod metrics;
 pub mod reader;
 pub mod server;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub enum ConsumerError {
     },
     #[error("Unix sockets are not supported on this platform: {0}")]
     UnixUnsupported(ConsumerAddr),
+    #[error("the pod's {task} ended ({reason}); the pod stops so that it is restarted")]
+    TaskEnded { task: &'static str, reason: String },
 }
 
 enum Listener {
@@ -136,36 +139,175 @@ impl ConsumerPod {
             status,
             metrics,
             limiter: Arc::new(shared::ratelimit::RateLimiter::new()),
+            fetches: Arc::new(tokio::sync::Semaphore::new(
+                bounds.max_concurrent_fetches as usize,
+            )),
+            internal_token: self.config.internal_token.clone().map(Arc::from),
         };
         let app = server::router(state);
 
         tracing::info!(addr = %self.local_addr, topics = ?topics, "consumer pod serving");
-        let watcher = tokio::spawn(kafka_reader.watch(topics, METADATA_EVERY, shutdown.clone()));
-        let consuming = tokio::spawn(kafka_source.run(shutdown.clone()));
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn(
+            "metadata watcher",
+            kafka_reader.watch(topics, METADATA_EVERY, shutdown.clone()),
+        );
+        tasks.spawn("source consumer", kafka_source.run(shutdown.clone()));
         let stop = shutdown.clone();
-        let served = match self.listener {
-            Listener::Tcp(l) => {
+        match self.listener {
+            Listener::Tcp(l) => tasks.spawn_fallible("internal server", async move {
                 axum::serve(shared::listen::no_delay(l), app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
-            }
+            }),
             #[cfg(unix)]
-            Listener::Unix(l) => {
+            Listener::Unix(l) => tasks.spawn_fallible("internal server", async move {
                 axum::serve(l, app)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await
-            }
-        };
-        if let Err(err) = served {
-            tracing::error!(error = %err, "internal server failed");
+            }),
         }
-        shutdown.cancel();
-        let _ = tokio::join!(watcher, consuming);
+        let outcome = tasks.supervise().await;
         #[cfg(unix)]
         if let ConsumerAddr::Unix(path) = &self.local_addr {
             let _ = std::fs::remove_file(path);
         }
         tracing::info!("consumer pod stopped");
-        Ok(())
+        outcome
+    }
+}
+
+/// The pod's long-running tasks. Each runs until `shutdown`; one that ends before it, by a
+/// panic, an error or at all, stops the others and makes the pod fail, so that the process
+/// exits non-zero and its orchestrator restarts it instead of it sitting half-alive.
+struct Tasks {
+    set: tokio::task::JoinSet<Result<(), String>>,
+    names: std::collections::HashMap<tokio::task::Id, &'static str>,
+    shutdown: CancellationToken,
+}
+
+impl Tasks {
+    fn new(shutdown: CancellationToken) -> Self {
+        Self {
+            set: tokio::task::JoinSet::new(),
+            names: std::collections::HashMap::new(),
+            shutdown,
+        }
+    }
+
+    fn spawn(&mut self, name: &'static str, task: impl Future<Output = ()> + Send + 'static) {
+        let handle = self.set.spawn(async move {
+            task.await;
+            Ok(())
+        });
+        self.names.insert(handle.id(), name);
+    }
+
+    fn spawn_fallible<E: std::fmt::Display>(
+        &mut self,
+        name: &'static str,
+        task: impl Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let handle = self
+            .set
+            .spawn(async move { task.await.map_err(|e| e.to_string()) });
+        self.names.insert(handle.id(), name);
+    }
+
+    /// Waits for every task; the first that ended unasked is the pod's error.
+    async fn supervise(mut self) -> Result<(), ConsumerError> {
+        let mut failure = None;
+        while let Some(joined) = self.set.join_next_with_id().await {
+            let (id, outcome) = match joined {
+                Ok((id, outcome)) => (id, outcome),
+                Err(err) => (err.id(), Err(failure_text(err))),
+            };
+            let task = self.names.get(&id).copied().unwrap_or("task");
+            let unasked = !self.shutdown.is_cancelled();
+            if failure.is_none() && (unasked || outcome.is_err()) {
+                let reason = outcome.err().unwrap_or_else(|| "it returned".to_owned());
+                tracing::error!(task, reason = %reason, "a task of the consumer pod ended; stopping the pod");
+                failure = Some(ConsumerError::TaskEnded { task, reason });
+            }
+            self.shutdown.cancel();
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+/// What a task that did not return said: its panic message, if it had one.
+fn failure_text(err: tokio::task::JoinError) -> String {
+    if !err.is_panic() {
+        return err.to_string();
+    }
+    let panic = err.into_panic();
+    let message = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".to_owned());
+    format!("panicked: {message}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_task_that_panics_stops_the_others_and_fails_the_pod() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, token) = (Arc::clone(&stopped), shutdown.clone());
+        tasks.spawn("steady", async move {
+            token.cancelled().await;
+            seen.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        tasks.spawn("source consumer", async {
+            panic!("header key is not UTF-8");
+        });
+        let outcome = tokio::time::timeout(Duration::from_secs(10), tasks.supervise())
+            .await
+            .expect("supervise returns once every task ended");
+        match outcome {
+            Err(ConsumerError::TaskEnded { task, reason }) => {
+                assert_eq!(task, "source consumer");
+                assert!(reason.contains("header key is not UTF-8"), "{reason}");
+            }
+            other => panic!("expected the pod to fail, got {other:?}"),
+        }
+        assert!(
+            stopped.load(std::sync::atomic::Ordering::SeqCst),
+            "the others were stopped"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_unasked_fails_the_pod_too() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        tasks.spawn("metadata watcher", async {});
+        assert!(matches!(
+            tasks.supervise().await,
+            Err(ConsumerError::TaskEnded {
+                task: "metadata watcher",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_stop_asked_for_is_not_a_failure() {
+        let shutdown = CancellationToken::new();
+        let mut tasks = Tasks::new(shutdown.clone());
+        let token = shutdown.clone();
+        tasks.spawn("source consumer", async move { token.cancelled().await });
+        let server_token = shutdown.clone();
+        tasks.spawn_fallible("internal server", async move {
+            server_token.cancelled().await;
+            Ok::<(), std::io::Error>(())
+        });
+        shutdown.cancel();
+        assert!(tasks.supervise().await.is_ok());
     }
 }
