@@ -179,8 +179,15 @@ impl RecordBuffer {
         true
     }
 
-    /// Up to `max` records of a partition from offset `from` on.
-    pub fn read(&self, tp: &TopicPartition, from: i64, max: usize) -> PartitionRead {
+    /// Up to `max` records of a partition from offset `from` on, as long as `take` accepts
+    /// them (it stops at the first it refuses).
+    pub fn read(
+        &self,
+        tp: &TopicPartition,
+        from: i64,
+        max: usize,
+        mut take: impl FnMut(&Record) -> bool,
+    ) -> PartitionRead {
         let state = self.lock();
         let Some(part) = state.partitions.get(tp) else {
             return PartitionRead::Unknown;
@@ -214,7 +221,7 @@ impl RecordBuffer {
                 next = jumped_from;
                 break;
             }
-            if records.len() == max {
+            if records.len() == max || !take(&entry.record) {
                 next = entry.record.offset;
                 break;
             }
@@ -341,21 +348,30 @@ mod tests {
     fn reads_from_an_offset_with_limit_and_next() {
         let buf = buffer(100, 1 << 20);
         let tp = TopicPartition::new("t", 0);
-        assert_eq!(buf.read(&tp, 0, 10), PartitionRead::Unknown);
+        assert_eq!(buf.read(&tp, 0, 10, |_| true), PartitionRead::Unknown);
         buf.push_batch([record(0, 5, 1), record(0, 6, 1), record(0, 9, 1)]);
-        assert_eq!(offsets(buf.read(&tp, 5, 1)), (vec![5], 6));
+        assert_eq!(offsets(buf.read(&tp, 5, 1, |_| true)), (vec![5], 6));
         assert_eq!(
-            offsets(buf.read(&tp, 6, 10)),
+            offsets(buf.read(&tp, 6, 10, |_| true)),
             (vec![6], 7),
             "stops before the jump"
         );
-        assert_eq!(offsets(buf.read(&tp, 9, 10)), (vec![9], 10));
-        assert_eq!(offsets(buf.read(&tp, 10, 10)), (vec![], 10));
-        assert_eq!(buf.read(&tp, 4, 10), PartitionRead::Missing { stop: 5 });
+        assert_eq!(offsets(buf.read(&tp, 9, 10, |_| true)), (vec![9], 10));
+        assert_eq!(offsets(buf.read(&tp, 10, 10, |_| true)), (vec![], 10));
+        assert_eq!(
+            buf.read(&tp, 4, 10, |_| true),
+            PartitionRead::Missing { stop: 5 }
+        );
         // Offsets 7 and 8 were never consumed: only Kafka knows whether they are markers
         // or deleted records.
-        assert_eq!(buf.read(&tp, 7, 10), PartitionRead::Missing { stop: 9 });
-        assert_eq!(buf.read(&tp, 8, 10), PartitionRead::Missing { stop: 9 });
+        assert_eq!(
+            buf.read(&tp, 7, 10, |_| true),
+            PartitionRead::Missing { stop: 9 }
+        );
+        assert_eq!(
+            buf.read(&tp, 8, 10, |_| true),
+            PartitionRead::Missing { stop: 9 }
+        );
     }
 
     #[test]
@@ -381,11 +397,11 @@ mod tests {
         ]);
         assert_eq!(buf.stats().0, 3);
         assert_eq!(
-            buf.read(&TopicPartition::new("t", 0), 0, 10),
+            buf.read(&TopicPartition::new("t", 0), 0, 10, |_| true),
             PartitionRead::Missing { stop: 1 }
         );
         assert_eq!(
-            offsets(buf.read(&TopicPartition::new("t", 1), 0, 10)),
+            offsets(buf.read(&TopicPartition::new("t", 1), 0, 10, |_| true)),
             (vec![0, 1], 2)
         );
 
@@ -395,7 +411,7 @@ mod tests {
         assert_eq!(events, 3);
         assert!(bytes <= 3 * cost(&record(0, 0, 1000)));
         assert_eq!(
-            offsets(buf.read(&TopicPartition::new("t", 0), 7, 10)),
+            offsets(buf.read(&TopicPartition::new("t", 0), 7, 10, |_| true)),
             (vec![7, 8, 9], 10)
         );
     }
@@ -407,7 +423,7 @@ mod tests {
         buf.revoke(&TopicPartition::new("t", 0));
         assert_eq!(buf.stats().0, 1);
         assert_eq!(
-            buf.read(&TopicPartition::new("t", 0), 0, 1),
+            buf.read(&TopicPartition::new("t", 0), 0, 1, |_| true),
             PartitionRead::Unknown
         );
     }

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{RecordBuffer, TopicPartition};
 use crate::metrics::ConsumerMetrics;
+use crate::reader::Room;
 
 /// How long one metadata, watermark or catch-up call to Kafka may take.
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -282,6 +283,8 @@ pub struct RangeRead {
     pub next: i64,
     /// Offsets before the log start, skipped.
     pub missing: Option<Missing>,
+    /// The answer's room, less what these records took.
+    pub room: Room,
 }
 
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
@@ -463,14 +466,17 @@ impl KafkaReader {
         .await
     }
 
-    /// Up to `max` records of a partition from `from`, stopping before `stop` (the log end
-    /// when `None`). Offsets before the log start are skipped and reported as missing.
+    /// Up to `max` records of a partition from `from` that fit in `room`, stopping before
+    /// `stop` (the log end when `None`) and, with what it has, at `deadline` (else after
+    /// [`KAFKA_TIMEOUT`]). Offsets before the log start are skipped and reported as missing.
     pub async fn read_range(
         &self,
         tp: TopicPartition,
         from: i64,
         max: usize,
         stop: Option<i64>,
+        mut room: Room,
+        deadline: Option<Instant>,
     ) -> Result<RangeRead, KafkaError> {
         self.with_consumer(move |c| {
             let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
@@ -482,12 +488,14 @@ impl KafkaReader {
                     records: Vec::new(),
                     next: from,
                     missing,
+                    room,
                 });
             }
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))?;
             c.assign(&tpl)?;
-            let deadline = Instant::now() + KAFKA_TIMEOUT;
+            let timeout = Instant::now() + KAFKA_TIMEOUT;
+            let deadline = deadline.map_or(timeout, |d| d.min(timeout));
             let mut records = Vec::new();
             let mut next = from;
             while records.len() < max && next < stop {
@@ -541,8 +549,12 @@ impl KafkaReader {
                         break;
                     }
                     Some(Ok(m)) => {
+                        let record = to_record(&m);
+                        if !room.take(&record) {
+                            break;
+                        }
                         next = m.offset() + 1;
-                        records.push(to_record(&m));
+                        records.push(record);
                     }
                 }
             }
@@ -551,6 +563,7 @@ impl KafkaReader {
                 records,
                 next,
                 missing,
+                room,
             })
         })
         .await

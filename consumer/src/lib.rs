@@ -127,12 +127,20 @@ impl ConsumerPod {
             Arc::clone(&status),
             metrics.clone(),
         )?;
+        let bounds = &self.config.bounds;
         let reader = Arc::new(EventReader::new(
             Arc::clone(&buffer),
             Arc::clone(&kafka_reader),
             topics.clone(),
             metrics.clone(),
+            reader::ReadBounds {
+                catchup_reads: bounds.max_catchup_reads as usize,
+                read_budget: Duration::from_millis(bounds.fetch_read_budget_ms),
+            },
         ));
+        if self.config.internal_token.is_none() && !self.local_addr.is_local() {
+            tracing::warn!(addr = %self.local_addr, "INTERNAL_TOKEN is not set: whoever reaches this address reads every event; set it here and on the handlers");
+        }
         let state = server::PodState {
             reader,
             buffer,

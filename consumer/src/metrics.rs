@@ -32,6 +32,14 @@ pub struct ConsumerMetrics {
     pub consumer_lag: IntGaugeVec,
     /// `rate_limit_buckets`: callers (IPs and keys) with a live rate-limit window.
     pub rate_limit_buckets: IntGauge,
+    /// `consumer_fetches_refused_total{bound}`: fetches answered `503` because the pod was
+    /// at a bound (`fetches`: concurrent fetches, `catchup_reads`: concurrent Kafka reads).
+    pub fetches_refused: IntCounterVec,
+    /// `consumer_fetches_cut_short_total`: fetches answered with what they had when their
+    /// time budget ran out, before every partition was read.
+    pub fetches_cut_short: IntCounter,
+    /// `consumer_fetches_in_flight`: fetches (long-polls included) being served now.
+    pub fetches_in_flight: IntGauge,
 }
 
 impl ConsumerMetrics {
@@ -123,11 +131,41 @@ impl ConsumerMetrics {
                 )
                 .expect("valid metric"),
             ),
+            fetches_refused: register(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "consumer_fetches_refused_total",
+                        "Fetches answered 503 because the pod was at a bound",
+                    ),
+                    &["bound"],
+                )
+                .expect("valid metric"),
+            ),
+            fetches_cut_short: register(
+                &registry,
+                IntCounter::new(
+                    "consumer_fetches_cut_short_total",
+                    "Fetches answered with what they had when their time budget ran out",
+                )
+                .expect("valid metric"),
+            ),
+            fetches_in_flight: register(
+                &registry,
+                IntGauge::new(
+                    "consumer_fetches_in_flight",
+                    "Fetches (long-polls included) being served now",
+                )
+                .expect("valid metric"),
+            ),
             registry,
         };
         // Exported at zero from the start, so dashboards and alerts see the series.
         for kind in ["consume", "client"] {
             metrics.kafka_errors.with_label_values(&["consumer", kind]);
+        }
+        for bound in ["fetches", "catchup_reads"] {
+            metrics.fetches_refused.with_label_values(&[bound]);
         }
         metrics
     }

@@ -1,6 +1,8 @@
 //! [`EventReader`] answers a fetch: it resolves where the read starts (cursor, `earliest`,
 //! `latest` or the newest buffered), takes records from the buffer where it holds them and
-//! from Kafka where it does not, shares `limit` fairly over partitions, and long-polls.
+//! from Kafka where it does not, shares `limit` fairly over partitions, keeps the answer
+//! within `max_bytes` ([`Room`]), and long-polls. Its work is bounded: reads from Kafka run a
+//! few at a time, and a fetch answers with what it has once its time budget is spent.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -8,6 +10,7 @@ use std::time::Duration;
 
 use shared::api::{EventsResponse, FetchRequest, Gap};
 use shared::{ApiError, Cursor, ErrorCode, Event, Record, StartFrom};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::buffer::{PartitionRead, RecordBuffer, TopicPartition};
@@ -16,6 +19,82 @@ use crate::metrics::ConsumerMetrics;
 
 /// Seconds a client is told to wait when the source cannot answer.
 const RETRY_AFTER_SECS: u64 = 5;
+/// Seconds a client is told to wait when the pod is at a bound of its own.
+pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+/// What an answer may still take: its events are bounded by `max_bytes`, each counted as it
+/// is written in the answer (the binary layout, or JSON with its escaping or base64), so
+/// the bound holds for the body too; the first event is always taken, whatever its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Room {
+    bytes: usize,
+    empty: bool,
+    json: bool,
+    full: bool,
+}
+
+impl Room {
+    /// Room for `max_bytes` of events written as JSON (`json`) or in the binary layout.
+    pub fn new(max_bytes: usize, json: bool) -> Self {
+        Self {
+            bytes: max_bytes,
+            empty: true,
+            json,
+            full: false,
+        }
+    }
+
+    /// Takes `record` if it fits; once one does not, the answer is full.
+    pub fn take(&mut self, record: &Record) -> bool {
+        if self.full {
+            return false;
+        }
+        let size = if self.json {
+            record.json_len()
+        } else {
+            shared::wire::record_len(record)
+        };
+        if size > self.bytes && !self.empty {
+            self.full = true;
+            return false;
+        }
+        self.bytes = self.bytes.saturating_sub(size);
+        self.empty = false;
+        true
+    }
+
+    /// A record did not fit.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+}
+
+/// Where a read from `positions` starts among them: a hash of the positions, the same in
+/// every pod, and different once any position moved.
+fn first_visited(positions: &BTreeMap<TopicPartition, i64>) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    positions.hash(&mut hasher);
+    (hasher.finish() % positions.len().max(1) as u64) as usize
+}
+
+/// What visiting one partition did to the answer.
+enum Visit {
+    /// Read as many as it was given room for: it may have more.
+    Filled,
+    Read,
+    /// The answer is complete: out of room, time or reads.
+    Stop,
+}
+
+/// The bounds on the pod's own work (`MAX_CATCHUP_READS`, `FETCH_READ_BUDGET_MS`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadBounds {
+    /// Reads from Kafka under way or waiting at once, over all fetches.
+    pub catchup_reads: usize,
+    /// How long one fetch reads before it answers with what it has.
+    pub read_budget: Duration,
+}
 
 /// The answer to one fetch, before it is encoded for the wire.
 #[derive(Debug, Clone)]
@@ -56,6 +135,9 @@ pub struct EventReader {
     kafka: Arc<KafkaReader>,
     topics: Vec<String>,
     metrics: ConsumerMetrics,
+    /// One permit per Kafka read under way or waiting.
+    catchup_slots: Semaphore,
+    read_budget: Duration,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
@@ -72,12 +154,15 @@ impl EventReader {
         kafka: Arc<KafkaReader>,
         topics: Vec<String>,
         metrics: ConsumerMetrics,
+        bounds: ReadBounds,
     ) -> Self {
         Self {
             buffer,
             kafka,
             topics,
             metrics,
+            catchup_slots: Semaphore::new(bounds.catchup_reads.max(1)),
+            read_budget: bounds.read_budget,
         }
     }
 
@@ -87,7 +172,7 @@ impl EventReader {
     }
 
     /// Answers one fetch.
-    #[tracing::instrument(skip_all, fields(limit = req.limit, wait_ms = req.wait_ms))]
+    #[tracing::instrument(skip_all, fields(limit = req.limit, max_bytes = req.max_bytes, wait_ms = req.wait_ms))]
     pub async fn fetch(&self, req: &FetchRequest) -> Result<Fetched, ApiError> {
         let start = req.start()?;
         let topics = self.selected_topics(&req.topics)?;
@@ -124,7 +209,11 @@ impl EventReader {
         let mut changes = self.buffer.subscribe();
         let (events, gaps) = loop {
             changes.mark_unchanged();
-            let (events, gaps) = self.collect(&mut positions, limit).await?;
+            let mut room = Room::new(req.max_bytes as usize, !req.binary);
+            let until = Instant::now() + self.read_budget;
+            let (events, gaps) = self
+                .collect(&mut positions, limit, &mut room, until)
+                .await?;
             if !events.is_empty() || !gaps.is_empty() || Instant::now() >= deadline {
                 break (events, gaps);
             }
@@ -273,47 +362,117 @@ impl EventReader {
         Ok(positions)
     }
 
-    /// Reads from every partition, `limit` shared fairly, advancing `positions`.
+    /// Reads from every partition, `limit` shared fairly and `room` first come, advancing
+    /// `positions`. The partitions are visited from one the positions pick ([`first_visited`]),
+    /// so that when the time budget (`until`) or `max_bytes` ends a fetch early, the next one
+    /// (from the cursor it returned) starts elsewhere, while the same cursor always gets the
+    /// same answer. Once it has events, a read that cannot be done now (the source fails, or
+    /// too many reads are under way) ends the fetch with what it has.
     async fn collect(
         &self,
         positions: &mut BTreeMap<TopicPartition, i64>,
         limit: usize,
+        room: &mut Room,
+        until: Instant,
     ) -> Result<(Vec<Arc<Record>>, Vec<Gap>), ApiError> {
         let mut events = Vec::new();
         let mut gaps = Vec::new();
-        let share = (limit / positions.len().max(1)).max(1);
+        let mut order: Vec<TopicPartition> = positions.keys().cloned().collect();
+        if order.len() > 1 {
+            order.rotate_left(first_visited(positions));
+        }
+        let share = (limit / order.len().max(1)).max(1);
         let mut has_more = Vec::new();
-        for (tp, pos) in positions.iter_mut() {
-            let room = share.min(limit - events.len());
-            if room == 0 {
-                break;
-            }
-            let got = self
-                .read_partition(tp, pos, room, &mut events, &mut gaps)
-                .await?;
-            if got == room {
-                has_more.push(tp.clone());
+        for tp in order {
+            match self
+                .visit(
+                    &tp,
+                    share,
+                    positions,
+                    limit,
+                    room,
+                    until,
+                    &mut events,
+                    &mut gaps,
+                )
+                .await?
+            {
+                Visit::Filled => has_more.push(tp),
+                Visit::Read => {}
+                Visit::Stop => return Ok((events, gaps)),
             }
         }
         for tp in has_more {
-            let room = limit - events.len();
-            if room == 0 {
+            if let Visit::Stop = self
+                .visit(
+                    &tp,
+                    limit,
+                    positions,
+                    limit,
+                    room,
+                    until,
+                    &mut events,
+                    &mut gaps,
+                )
+                .await?
+            {
                 break;
-            }
-            if let Some(pos) = positions.get_mut(&tp) {
-                self.read_partition(&tp, pos, room, &mut events, &mut gaps)
-                    .await?;
             }
         }
         Ok((events, gaps))
     }
 
+    /// Reads up to `wanted` records of `tp` into `events`, unless the answer is complete.
+    #[allow(clippy::too_many_arguments)]
+    async fn visit(
+        &self,
+        tp: &TopicPartition,
+        wanted: usize,
+        positions: &mut BTreeMap<TopicPartition, i64>,
+        limit: usize,
+        room: &mut Room,
+        until: Instant,
+        events: &mut Vec<Arc<Record>>,
+        gaps: &mut Vec<Gap>,
+    ) -> Result<Visit, ApiError> {
+        let max = wanted.min(limit - events.len());
+        if max == 0 || room.is_full() {
+            return Ok(Visit::Stop);
+        }
+        if !events.is_empty() && Instant::now() >= until {
+            self.metrics.fetches_cut_short.inc();
+            tracing::debug!(
+                events = events.len(),
+                "read budget spent; answering with what was read"
+            );
+            return Ok(Visit::Stop);
+        }
+        let Some(pos) = positions.get_mut(tp) else {
+            return Ok(Visit::Read);
+        };
+        match self
+            .read_partition(tp, pos, max, room, until, events, gaps)
+            .await
+        {
+            Ok(got) if got == max => Ok(Visit::Filled),
+            Ok(_) => Ok(Visit::Read),
+            Err(err) if events.is_empty() => Err(err),
+            Err(err) => {
+                tracing::debug!(error = %err, "answering with what was read");
+                Ok(Visit::Stop)
+            }
+        }
+    }
+
     /// Reads up to `max` records of one partition into `events`; returns how many.
+    #[allow(clippy::too_many_arguments)]
     async fn read_partition(
         &self,
         tp: &TopicPartition,
         pos: &mut i64,
         max: usize,
+        room: &mut Room,
+        until: Instant,
         events: &mut Vec<Arc<Record>>,
         gaps: &mut Vec<Gap>,
     ) -> Result<usize, ApiError> {
@@ -321,12 +480,12 @@ impl EventReader {
         // Kafka fills what the buffer cannot vouch for; once a Kafka read reaches the part
         // the buffer holds, the buffer goes on. Two rounds each at most.
         for _ in 0..2 {
-            let stop = match self.buffer.read(tp, *pos, max - got) {
+            let stop = match self.buffer.read(tp, *pos, max - got, |r| room.take(r)) {
                 PartitionRead::Records { records, next } => {
                     events.extend(records.iter().cloned());
                     *pos = next;
                     got += records.len();
-                    if got == max || records.is_empty() {
+                    if got == max || records.is_empty() || room.is_full() {
                         break;
                     }
                     continue;
@@ -334,12 +493,30 @@ impl EventReader {
                 PartitionRead::Missing { stop } => Some(stop),
                 PartitionRead::Unknown => None,
             };
+            let Ok(_slot) = self.catchup_slots.try_acquire() else {
+                self.metrics
+                    .fetches_refused
+                    .with_label_values(&["catchup_reads"])
+                    .inc();
+                return Err(ApiError::unavailable(
+                    "the service is reading many old offsets from Kafka for other clients now; retry shortly",
+                    BUSY_RETRY_AFTER_SECS,
+                ));
+            };
             self.metrics.catchup_reads.inc();
+            // The first read of an answer gets the whole Kafka timeout, so every fetch moves
+            // on; later ones end with the fetch's budget.
+            let deadline = if events.is_empty() {
+                None
+            } else {
+                Some(until.into_std())
+            };
             let read = self
                 .kafka
-                .read_range(tp.clone(), *pos, max - got, stop)
+                .read_range(tp.clone(), *pos, max - got, stop, *room, deadline)
                 .await
                 .map_err(unavailable)?;
+            *room = read.room;
             if let Some(missing) = read.missing {
                 self.metrics.gaps.inc();
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
@@ -354,10 +531,49 @@ impl EventReader {
             got += read.records.len();
             events.extend(read.records.into_iter().map(Arc::new));
             *pos = read.next;
-            if got == max || stop.is_none_or(|s| read.next < s) {
+            if got == max || room.is_full() || stop.is_none_or(|s| read.next < s) {
                 break;
             }
         }
         Ok(got)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(value_len: usize) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            key: None,
+            value: Some(vec![b'a'; value_len]),
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn room_takes_the_first_record_whatever_its_size_then_what_fits() {
+        let big = record(10_000);
+        let mut room = Room::new(1024, false);
+        assert!(room.take(&big), "the first always fits");
+        assert!(!room.take(&record(1)), "then nothing more");
+        assert!(room.is_full());
+
+        let small = record(100);
+        let each = shared::wire::record_len(&small);
+        let mut room = Room::new(each * 3, false);
+        assert!((0..3).all(|_| room.take(&small)));
+        assert!(!room.take(&small));
+    }
+
+    #[test]
+    fn room_counts_json_as_written() {
+        let r = record(300);
+        let mut json = Room::new(r.json_len() * 2, true);
+        assert!(json.take(&r) && json.take(&r) && !json.take(&r));
     }
 }

@@ -1,11 +1,13 @@
 //! The pod's internal HTTP server on `CONSUMER_ADDR` (TCP or Unix socket): fetch, status,
-//! metrics and the rate-limit counts every handler replica shares. Never exposed publicly; no API key (the network policy
-//! admits only the handlers).
+//! metrics and the rate-limit counts every handler replica shares. Never exposed publicly;
+//! with `INTERNAL_TOKEN` set it answers only requests that carry it (the network policy
+//! admits only the handlers, but a Lambda deployment reaches it from a VPC).
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::header;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -15,6 +17,7 @@ use shared::internal::{
     FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
 };
 use shared::ratelimit::RateLimiter;
+use tokio::sync::Semaphore;
 
 use crate::buffer::RecordBuffer;
 use crate::kafka::SourceStatus;
@@ -29,6 +32,10 @@ pub struct PodState {
     pub status: Arc<SourceStatus>,
     pub metrics: ConsumerMetrics,
     pub limiter: Arc<RateLimiter>,
+    /// One permit per fetch served now (`MAX_CONCURRENT_FETCHES`).
+    pub fetches: Arc<Semaphore>,
+    /// `INTERNAL_TOKEN`: when set, every request must carry it.
+    pub internal_token: Option<Arc<str>>,
 }
 
 /// The internal router.
@@ -38,13 +45,55 @@ pub fn router(state: PodState) -> Router {
         .route(STATUS_PATH, get(status))
         .route(METRICS_PATH, get(metrics))
         .route(RATE_PATH, post(rate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            require_internal_token,
+        ))
         .with_state(state)
+}
+
+/// Refuses, with `401`, a request without the pod's `INTERNAL_TOKEN` when one is set.
+async fn require_internal_token(
+    State(state): State<PodState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(token) = &state.internal_token else {
+        return Ok(next.run(request).await);
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if presented.is_some_and(|p| shared::auth::same_secret(p, token)) {
+        return Ok(next.run(request).await);
+    }
+    Err(ApiError::new(
+        shared::ErrorCode::Unauthorized,
+        "this internal socket needs the INTERNAL_TOKEN (Authorization: Bearer); set the same value on the handlers",
+    ))
 }
 
 async fn fetch(
     State(state): State<PodState>,
     Json(req): Json<FetchRequest>,
 ) -> Result<Response, ApiError> {
+    let Ok(_serving) = state.fetches.try_acquire() else {
+        state
+            .metrics
+            .fetches_refused
+            .with_label_values(&["fetches"])
+            .inc();
+        return Err(ApiError::unavailable(
+            "the service is answering as many requests as it may at once; retry shortly",
+            crate::reader::BUSY_RETRY_AFTER_SECS,
+        ));
+    };
+    state.metrics.fetches_in_flight.inc();
+    let _counted = InFlight(&state.metrics.fetches_in_flight);
     let fetched = state.reader.fetch(&req).await?;
     if !req.binary {
         return Ok(Json(fetched.into_events()).into_response());
@@ -63,6 +112,15 @@ async fn fetch(
         body,
     )
         .into_response())
+}
+
+/// Takes one off `gauge` when dropped, however the fetch ends.
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 async fn rate(State(state): State<PodState>, Json(check): Json<RateCheck>) -> Json<RateDecision> {

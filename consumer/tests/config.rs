@@ -56,3 +56,63 @@ fn invalid_numbers_name_the_variable() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("CONSUMER_ADDR"), "{stderr}");
 }
+
+#[test]
+fn a_short_internal_token_is_refused_without_being_printed() {
+    let (code, stderr) = run(&[
+        ("KAFKA_BROKERS", "b:9092"),
+        ("KAFKA_TOPIC", "t"),
+        ("INTERNAL_TOKEN", "tiny-s3cret"),
+    ]);
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("INTERNAL_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("tiny-s3cret"), "{stderr}");
+}
+
+/// `consumer healthcheck` is what the container probes run: it must send the pod's
+/// INTERNAL_TOKEN, which the pod asks of every request.
+#[test]
+fn the_healthcheck_passes_with_the_pods_token_only() {
+    const TOKEN: &str = "healthcheck-token-0123456789";
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut pod = Command::new(env!("CARGO_BIN_EXE_consumer"))
+        .env_clear()
+        .current_dir(std::env::temp_dir())
+        // No source Kafka: the internal socket answers anyway.
+        .env("KAFKA_BROKERS", "127.0.0.1:1")
+        .env("KAFKA_TOPIC", "orders")
+        .env("CONSUMER_ADDR", &addr)
+        .env("INTERNAL_TOKEN", TOKEN)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("pod starts");
+    let check = |token: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_consumer"));
+        cmd.arg("healthcheck")
+            .env_clear()
+            .env("CONSUMER_ADDR", &addr)
+            .stderr(std::process::Stdio::null());
+        if let Some(token) = token {
+            cmd.env("INTERNAL_TOKEN", token);
+        }
+        cmd.status().expect("healthcheck runs").code()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut healthy = check(Some(TOKEN));
+    while healthy != Some(0) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        healthy = check(Some(TOKEN));
+    }
+    let without = check(None);
+    let wrong = check(Some("another-token-0123456789"));
+    let _ = pod.kill();
+    let _ = pod.wait();
+    assert_eq!(healthy, Some(0), "healthy with the token");
+    assert_eq!(without, Some(1), "refused without it");
+    assert_eq!(wrong, Some(1), "refused with another");
+}

@@ -1,7 +1,8 @@
 //! [`LambdaBridge`]: the emulator's API as API Gateway (HTTP API) fronts a Lambda function.
 //! Each HTTP request becomes an API Gateway v2 event, is answered by
 //! [`handlers::lambda::handle`] (the code `handlers-lambda` runs for every invocation), and
-//! the Lambda response becomes the HTTP answer again.
+//! the Lambda response becomes the HTTP answer again; like Lambda, a response over 6 MB
+//! fails the invocation (API Gateway answers 502).
 
 use std::net::SocketAddr;
 
@@ -14,6 +15,10 @@ use base64::engine::general_purpose::STANDARD;
 use handlers::lambda::LambdaService;
 use lambda_http::{Context, LambdaEvent};
 use serde_json::{Map, Value, json};
+
+/// Lambda's limit on a synchronous invocation's response (6 MB): a larger one fails the
+/// invocation, and API Gateway answers 502.
+pub const LAMBDA_RESPONSE_LIMIT: usize = 6 * 1024 * 1024;
 
 /// Largest request body turned into an event (API Gateway's own payload limit is 10 MB;
 /// the API takes none, so this only bounds memory).
@@ -63,7 +68,21 @@ impl LambdaBridge {
         })
         .await;
         match invoked {
-            Ok(Ok(answer)) => from_answer(&answer),
+            Ok(Ok(answer)) => {
+                let size = serde_json::to_vec(&answer).map_or(usize::MAX, |b| b.len());
+                if size > LAMBDA_RESPONSE_LIMIT {
+                    tracing::error!(
+                        bytes = size,
+                        "Lambda response over the 6 MB limit: the invocation fails"
+                    );
+                    return (
+                        StatusCode::BAD_GATEWAY,
+                        axum::Json(json!({"message": "Internal Server Error"})),
+                    )
+                        .into_response();
+                }
+                from_answer(&answer)
+            }
             Ok(Err(err)) => {
                 // What API Gateway answers when the function fails.
                 tracing::error!(error = %err, "Lambda invocation failed");

@@ -62,7 +62,23 @@ impl PodProcess {
                         "BUFFER_MAX_BYTES",
                         config.buffer.buffer_max_bytes.to_string(),
                     )
-                    .env("CONSUMER_ADDR", "127.0.0.1:0");
+                    .env("CONSUMER_ADDR", "127.0.0.1:0")
+                    .env(
+                        "MAX_CONCURRENT_FETCHES",
+                        config.bounds.max_concurrent_fetches.to_string(),
+                    )
+                    .env(
+                        "MAX_CATCHUP_READS",
+                        config.bounds.max_catchup_reads.to_string(),
+                    )
+                    .env(
+                        "FETCH_READ_BUDGET_MS",
+                        config.bounds.fetch_read_budget_ms.to_string(),
+                    );
+                match &config.internal_token {
+                    Some(token) => command.env("INTERNAL_TOKEN", token),
+                    None => command.env_remove("INTERNAL_TOKEN"),
+                };
             },
             Duration::from_secs(30),
             |line| line.strip_prefix(LISTENING)?.parse::<ConsumerAddr>().ok(),

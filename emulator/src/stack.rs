@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 use shared::config::{
-    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, CorsArgs, HandlersConfig, KeyArgs,
-    RateLimitArgs, SourceArgs, StartPosition, TlsArgs,
+    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, CorsArgs, FetchBoundsArgs,
+    HandlersConfig, KeyArgs, RateLimitArgs, SourceArgs, StartPosition, TlsArgs,
 };
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -76,6 +76,8 @@ pub struct StackConfig {
     pub allowed_origins: Vec<String>,
     /// The handlers' rate limits.
     pub rate_limits: RateLimitArgs,
+    /// Bounds on the consumer pod's own work.
+    pub pod_bounds: FetchBoundsArgs,
 }
 
 impl Default for StackConfig {
@@ -107,6 +109,7 @@ impl Default for StackConfig {
             pod_process: false,
             allowed_origins: Vec::new(),
             rate_limits: RateLimitArgs::default(),
+            pod_bounds: FetchBoundsArgs::default(),
         }
     }
 }
@@ -229,6 +232,8 @@ impl Stack {
             .clone()
             .unwrap_or_else(shared::auth::generate_key);
         shared::ApiKeys::parse(&api_key)?;
+        // The pod's internal socket is guarded as in production: a fresh token per run.
+        let internal_token = shared::auth::generate_key();
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
@@ -243,6 +248,8 @@ impl Stack {
                 buffer_max_events: config.buffer_max_events,
                 buffer_max_bytes: config.buffer_max_bytes,
             },
+            bounds: config.pod_bounds.clone(),
+            internal_token: Some(internal_token.clone()),
             consumer_addr: config
                 .consumer_addr
                 .clone()
@@ -264,6 +271,7 @@ impl Stack {
             },
             api_prefix: config.api_prefix.clone(),
             consumer_addr: pod_addr.clone(),
+            internal_token: Some(internal_token.clone()),
             port: config.port,
             host: "127.0.0.1".into(),
             cors: CorsArgs {
@@ -375,6 +383,7 @@ impl Stack {
             batch_limit: config.client_batch_limit,
             compression: config.client_compression,
             state_topic: "kafka-replicator-client-state".into(),
+            insecure_http: false,
             client_id: config.client_id.clone(),
         })?;
         let stop = self.shutdown.clone();
@@ -419,6 +428,11 @@ impl Stack {
             .iter()
             .map(|m| shared::metrics::render(&m.registry))
             .collect()
+    }
+
+    /// The consumer pod's `INTERNAL_TOKEN`, for tests that call its socket directly.
+    pub fn internal_token(&self) -> Option<&str> {
+        self.pod_config.internal_token.as_deref()
     }
 
     /// A token that stops the stack when cancelled.

@@ -18,8 +18,18 @@ use serde_json::Value;
 use shared::config::ConsumerAddr;
 use tower::ServiceExt;
 
+/// Handlers of its own in front of the stack's pod.
+fn stack_router(stack: &emulator::Stack) -> Router {
+    handlers::router(common::handlers_state(&common::stack_handlers_config(
+        stack,
+        &stack.info.api_key,
+    )))
+}
+
 fn router_for(pod: ConsumerAddr, key: &str) -> Router {
-    handlers::router(common::handlers_state(&common::handlers_config(pod, key)))
+    handlers::router(common::handlers_state(&common::handlers_config(
+        pod, None, key,
+    )))
 }
 
 async fn call(
@@ -105,7 +115,7 @@ async fn stack_with_events(n: u64, buffer_max_events: usize) -> (emulator::Stack
     config.events = Some(n);
     config.buffer_max_events = buffer_max_events;
     let stack = common::start(config).await;
-    let app = router_for(stack.pod_addr.clone(), &stack.info.api_key);
+    let app = stack_router(&stack);
     let key = stack.info.api_key.clone();
     let metrics_app = app.clone();
     common::wait_for(
@@ -375,7 +385,7 @@ async fn binary_batches_carry_what_the_json_carries_and_compression_is_negotiate
         assert_eq!(status, StatusCode::OK);
         assert_eq!(
             headers["content-type"],
-            "application/vnd.kafka-replicator.batch"
+            "application/vnd.kafka-replicator.batch; v=2"
         );
         assert_eq!(headers["vary"], "accept");
         let batch = shared::wire::decode(&body).expect("a valid batch");
@@ -525,7 +535,9 @@ async fn unreachable_source_or_pod_is_503_with_retry_after() {
             buffer_max_events: 100,
             buffer_max_bytes: 1 << 20,
         },
+        bounds: Default::default(),
         consumer_addr: ConsumerAddr::Tcp("127.0.0.1:0".into()),
+        internal_token: None,
     })
     .await
     .expect("bind");
@@ -572,7 +584,7 @@ async fn offsets_the_source_deleted_come_back_as_gaps() {
     config.buffer_max_events = 1000;
     config.events = Some(60_000);
     let stack = common::start(config).await;
-    let app = router_for(stack.pod_addr.clone(), &stack.info.api_key);
+    let app = stack_router(&stack);
     let key = stack.info.api_key.clone();
     let start = json(&app, "/api/v1/events?cursor=earliest&limit=1", &key).await;
     assert_eq!(start["gaps"], serde_json::json!([]));
@@ -680,4 +692,495 @@ async fn cursors_of_another_cluster_topic_or_beyond_the_log_are_refused() {
     .await;
     assert_eq!(status, StatusCode::OK);
     stack.stop().await;
+}
+
+/// Records of `value_bytes` random bytes each, spread over `partitions`.
+fn big_records(n: usize, value_bytes: usize, partitions: i32) -> Vec<shared::Record> {
+    (0..n)
+        .map(|i| shared::Record {
+            topic: String::new(),
+            partition: i as i32 % partitions,
+            offset: 0,
+            timestamp: None,
+            key: Some(format!("k{i}").into_bytes()),
+            value: Some((0..value_bytes).map(|_| rand::random::<u8>()).collect()),
+            headers: Vec::new(),
+        })
+        .collect()
+}
+
+/// Waits until the stack's pod has consumed `n` events.
+async fn consumed(app: &Router, key: &str, n: u64) {
+    common::wait_for(
+        "the pod to consume every event",
+        Duration::from_secs(60),
+        || {
+            let (app, key) = (app.clone(), key.to_owned());
+            async move {
+                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+                metric_sum(
+                    &String::from_utf8_lossy(&body),
+                    "kafka_events_consumed_total",
+                ) >= n
+            }
+        },
+    )
+    .await;
+}
+
+const BATCH: &str = "application/vnd.kafka-replicator.batch; v=2";
+/// Room for the cursor and the JSON around the events.
+const SLACK: usize = 64 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hold_to_max_bytes_and_the_lambda_path_stays_under_its_limit() {
+    const N: usize = 200;
+    const VALUE: usize = 32 * 1024;
+    let stack = common::start(common::config()).await;
+    let key = stack.info.api_key.clone();
+    common::produce_records(
+        &stack.info.source_brokers,
+        &stack.info.topic,
+        &big_records(N, VALUE, 3),
+    )
+    .await;
+    let app = stack_router(&stack);
+    consumed(&app, &key, N as u64).await;
+    let count = |body: &[u8], binary: bool| -> usize {
+        if binary {
+            shared::wire::decode(body).expect("batch").records.len()
+        } else {
+            serde_json::from_slice::<Value>(body).expect("JSON")["events"]
+                .as_array()
+                .expect("events")
+                .len()
+        }
+    };
+    let all = "/api/v1/events?cursor=earliest&limit=10000";
+    for binary in [false, true] {
+        let accept: &[(&str, &str)] = if binary { &[("accept", BATCH)] } else { &[] };
+        // The default: 4 MiB of events, where 200 of 32 KiB (in base64 in JSON) are more.
+        let (status, _, body) = call_with(&app, "GET", all, Some(&key), accept).await;
+        assert_eq!(status, StatusCode::OK);
+        let n = count(&body, binary);
+        assert!(
+            body.len() <= 4 * 1024 * 1024 + SLACK,
+            "binary {binary}: {} bytes",
+            body.len()
+        );
+        assert!((90..N).contains(&n), "binary {binary}: {n} events in 4 MiB");
+        // Always at least one event, however small the bound.
+        let uri = format!("{all}&max_bytes=1024");
+        let (status, _, body) = call_with(&app, "GET", &uri, Some(&key), accept).await;
+        assert_eq!((status, count(&body, binary)), (StatusCode::OK, 1));
+        // 16 MiB holds them all.
+        let uri = format!("{all}&max_bytes=16777216");
+        let (_, _, body) = call_with(&app, "GET", &uri, Some(&key), accept).await;
+        assert_eq!(count(&body, binary), N);
+    }
+    for bad in ["1023", "16777217", "4MiB", "-1"] {
+        let uri = format!("{all}&max_bytes={bad}");
+        let (status, _, body) = call(&app, "GET", &uri, Some(&key)).await;
+        assert_eq!(
+            (status, error_code(&body).as_str()),
+            (StatusCode::BAD_REQUEST, "invalid_max_bytes"),
+            "{bad}"
+        );
+    }
+
+    // Through the Lambda path, asking for everything: Lambda's 6 MB response limit would
+    // fail this request on every retry; capped at 4 MiB it is answered.
+    let lambda = emulator::lambda_bridge::LambdaBridge::new(common::handlers_state(
+        &common::stack_handlers_config(&stack, &key),
+    ))
+    .router();
+    let uri = format!("{all}&max_bytes=16777216");
+    for binary in [false, true] {
+        let accept: &[(&str, &str)] = if binary { &[("accept", BATCH)] } else { &[] };
+        let (status, _, body) = call_with(&lambda, "GET", &uri, Some(&key), accept).await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "binary {binary}: {}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+        assert!(
+            body.len() <= 4 * 1024 * 1024 + SLACK,
+            "binary {binary}: {} bytes",
+            body.len()
+        );
+        assert!(count(&body, binary) < N);
+    }
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_with_more_headers_than_a_u16_counts_is_served_in_both_forms() {
+    let stack = common::start(common::config()).await;
+    let key = stack.info.api_key.clone();
+    let record = shared::Record {
+        topic: String::new(),
+        partition: 0,
+        offset: 0,
+        timestamp: Some(1_700_000_000_000),
+        key: Some(vec![0xff]),
+        value: Some(b"many headers".to_vec()),
+        headers: (0..70_000u32)
+            .map(|i| shared::event::RecordHeader {
+                key: format!("h{}", i % 10).into_bytes(),
+                value: Some(i.to_be_bytes().to_vec()),
+            })
+            .collect(),
+    };
+    common::produce_records(
+        &stack.info.source_brokers,
+        &stack.info.topic,
+        std::slice::from_ref(&record),
+    )
+    .await;
+    let app = stack_router(&stack);
+    consumed(&app, &key, 1).await;
+    let uri = "/api/v1/events?cursor=earliest&max_bytes=16777216";
+    let (status, _, body) = call_with(&app, "GET", uri, Some(&key), &[("accept", BATCH)]).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&body[..body.len().min(300)])
+    );
+    let batch = shared::wire::decode(&body).expect("batch");
+    let (status, _, body) = call(&app, "GET", uri, Some(&key)).await;
+    assert_eq!(status, StatusCode::OK);
+    let page: shared::api::EventsResponse = serde_json::from_slice(&body).expect("JSON");
+    stack.stop().await;
+    let strip = |mut r: shared::Record| {
+        r.topic.clear();
+        r.offset = 0;
+        r
+    };
+    assert_eq!(
+        batch.records.into_iter().map(strip).collect::<Vec<_>>(),
+        vec![record.clone()]
+    );
+    let from_json: Vec<shared::Record> = page
+        .events
+        .into_iter()
+        .map(|e| strip(e.into_record().expect("record")))
+        .collect();
+    assert_eq!(from_json, vec![record]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pod_answers_503_with_retry_after_past_its_bounds() {
+    let mut config = common::config();
+    config.events = Some(60);
+    config.buffer_max_events = 5;
+    config.pod_bounds = shared::config::FetchBoundsArgs {
+        max_concurrent_fetches: 2,
+        max_catchup_reads: 1,
+        ..Default::default()
+    };
+    let stack = common::start(config).await;
+    let key = stack.info.api_key.clone();
+    let app = stack_router(&stack);
+    consumed(&app, &key, 60).await;
+
+    // Two long-polls hold the pod's two fetch slots; a third fetch is told to come back.
+    let long_poll = |app: Router, key: String| {
+        tokio::spawn(async move {
+            call(
+                &app,
+                "GET",
+                "/api/v1/events?cursor=latest&wait_ms=4000",
+                Some(&key),
+            )
+            .await
+            .0
+        })
+    };
+    let first = long_poll(app.clone(), key.clone());
+    let in_flight = |n: u64| {
+        let (app, key) = (app.clone(), key.clone());
+        move || {
+            let (app, key) = (app.clone(), key.clone());
+            async move {
+                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+                metric_sum(
+                    &String::from_utf8_lossy(&body),
+                    "consumer_fetches_in_flight",
+                ) == n
+            }
+        }
+    };
+    common::wait_for(
+        "one long-poll in the pod",
+        Duration::from_secs(3),
+        in_flight(1),
+    )
+    .await;
+    let second = long_poll(app.clone(), key.clone());
+    common::wait_for(
+        "two long-polls in the pod",
+        Duration::from_secs(3),
+        in_flight(2),
+    )
+    .await;
+    let polls = [first, second];
+    let (status, headers, body) =
+        call(&app, "GET", "/api/v1/events?cursor=latest", Some(&key)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_code(&body), "unavailable");
+    assert_eq!(headers[http::header::RETRY_AFTER], "1");
+    for poll in polls {
+        assert_eq!(
+            poll.await.expect("poll"),
+            StatusCode::OK,
+            "the long-polls were served"
+        );
+    }
+    let (status, _, _) = call(&app, "GET", "/api/v1/events?cursor=latest", Some(&key)).await;
+    assert_eq!(status, StatusCode::OK, "free slots serve again");
+
+    // One catch-up read at a time: of two fetches that both need Kafka at once (the
+    // buffer holds 5 of 60 events, the source answers slowly), one waits for nothing and
+    // is told to come back, the other is served.
+    stack
+        .source
+        .slow_down(Duration::from_millis(300))
+        .expect("slow source");
+    let from_start = |app: Router, key: String| {
+        tokio::spawn(async move {
+            call(
+                &app,
+                "GET",
+                "/api/v1/events?cursor=earliest&limit=60",
+                Some(&key),
+            )
+            .await
+        })
+    };
+    let pair = [
+        from_start(app.clone(), key.clone()),
+        from_start(app.clone(), key.clone()),
+    ];
+    let mut statuses = Vec::new();
+    for fetch in pair {
+        let (status, headers, body) = fetch.await.expect("fetch");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(error_code(&body), "unavailable");
+            assert_eq!(headers[http::header::RETRY_AFTER], "1");
+        }
+        statuses.push(status);
+    }
+    let (_, _, metrics) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    stack.stop().await;
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::SERVICE_UNAVAILABLE],
+        "one served, one told to wait"
+    );
+    let text = String::from_utf8_lossy(&metrics);
+    assert!(
+        metric_sum(&text, "consumer_fetches_refused_total") >= 2,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_far_behind_on_many_partitions_answers_within_its_read_budget() {
+    const PARTITIONS: i32 = 60;
+    const N: usize = 300;
+    let mut config = common::config();
+    config.partitions = PARTITIONS;
+    config.buffer_max_events = 1;
+    config.pod_bounds.fetch_read_budget_ms = 1000;
+    let stack = common::start(config).await;
+    let key = stack.info.api_key.clone();
+    common::produce_records(
+        &stack.info.source_brokers,
+        &stack.info.topic,
+        &big_records(N, 10, PARTITIONS),
+    )
+    .await;
+    let app = stack_router(&stack);
+    consumed(&app, &key, N as u64).await;
+    // A cursor at the start of every partition, then a source that answers in 100 ms: each
+    // partition now costs a few round trips, and all of them more than the handlers wait.
+    let first = json(&app, "/api/v1/events?cursor=earliest&limit=1", &key).await;
+    let mut seen: Vec<String> = vec![first["events"][0]["key"].as_str().expect("key").to_owned()];
+    let mut cursor = first["next_cursor"].as_str().expect("cursor").to_owned();
+    stack
+        .source
+        .slow_down(Duration::from_millis(100))
+        .expect("slow source");
+    let mut answers = 0;
+    while seen.len() < N && answers < 200 {
+        let started = std::time::Instant::now();
+        let page = json(
+            &app,
+            &format!("/api/v1/events?cursor={cursor}&limit=10000"),
+            &key,
+        )
+        .await;
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_secs(5),
+            "answer {answers} took {took:?}"
+        );
+        answers += 1;
+        for event in page["events"].as_array().expect("events") {
+            seen.push(event["key"].as_str().expect("key").to_owned());
+        }
+        cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    }
+    let (_, _, metrics) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    stack.stop().await;
+    let unique: HashSet<&String> = seen.iter().collect();
+    eprintln!("{N} events over {PARTITIONS} partitions in {answers} answers");
+    assert_eq!((seen.len(), unique.len()), (N, N), "every event once");
+    assert!(answers > 1, "the budget cut answers short");
+    assert!(
+        metric_sum(
+            &String::from_utf8_lossy(&metrics),
+            "consumer_fetches_cut_short_total"
+        ) >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_internal_socket_answers_only_with_its_token() {
+    let (stack, _) = stack_with_events(5, 1000).await;
+    let key = stack.info.api_key.clone();
+    let ConsumerAddr::Tcp(pod) = &stack.pod_addr else {
+        panic!("a TCP pod");
+    };
+    let token = stack
+        .internal_token()
+        .expect("the emulator makes a token")
+        .to_owned();
+    let http = reqwest::Client::new();
+    let status = |auth: Option<String>, path: &'static str| {
+        let mut request = http.get(format!("http://{pod}{path}"));
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        async move { request.send().await.expect("pod answers").status() }
+    };
+    assert_eq!(status(None, "/internal/v1/status").await, 401);
+    assert_eq!(
+        status(
+            Some("Bearer wrong-token-0123456789".into()),
+            "/internal/v1/status"
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        status(Some(format!("Basic {token}")), "/internal/v1/status").await,
+        401
+    );
+    assert_eq!(status(None, "/internal/v1/metrics").await, 401);
+    assert_eq!(
+        status(Some(format!("Bearer {token}")), "/internal/v1/status").await,
+        200
+    );
+    let fetch = http
+        .post(format!("http://{pod}/internal/v1/fetch"))
+        .json(&serde_json::json!({"cursor": "earliest", "limit": 5, "wait_ms": 0}))
+        .send()
+        .await
+        .expect("pod answers");
+    assert_eq!(fetch.status(), 401, "no events without the token");
+
+    // Handlers without the token: the pod refuses them, and the caller, whose key is
+    // fine, is told the service is unavailable, not that its key is wrong.
+    let lost = handlers::router(common::handlers_state(&common::handlers_config(
+        stack.pod_addr.clone(),
+        None,
+        &key,
+    )));
+    let (status, headers, body) =
+        call(&lost, "GET", "/api/v1/events?cursor=earliest", Some(&key)).await;
+    assert_eq!(
+        (status, error_code(&body).as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert!(headers.contains_key(http::header::RETRY_AFTER));
+    assert_eq!(
+        call(&lost, "GET", "/api/v1/ready", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // With it, all is well.
+    let page = json(
+        &stack_router(&stack),
+        "/api/v1/events?cursor=earliest",
+        &key,
+    )
+    .await;
+    assert_eq!(page["events"].as_array().expect("events").len(), 5);
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_answers_from_a_status_cached_a_second_with_a_generic_reason() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    // A pod that counts how often it is asked, and whose error names an internal host.
+    let asked = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = asked.clone();
+    let fake_pod = axum::Router::new().route(
+        "/internal/v1/status",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            async {
+                axum::Json(shared::internal::PodStatus {
+                    consuming: false,
+                    topics: vec!["orders".into()],
+                    assigned_partitions: 0,
+                    buffered_events: 0,
+                    buffered_bytes: 0,
+                    last_error: Some(
+                        "b-1.secret-msk.internal:9096: SASL authentication failed".into(),
+                    ),
+                })
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = tokio::spawn(async move { axum::serve(listener, fake_pod).await });
+    let app = router_for(
+        ConsumerAddr::Tcp(addr.to_string()),
+        "test-key-0123456789abcdef",
+    );
+
+    let burst = (0..20).map(|_| {
+        let app = app.clone();
+        tokio::spawn(async move { call(&app, "GET", "/api/v1/ready", None).await })
+    });
+    let started = std::time::Instant::now();
+    for answer in burst {
+        let (status, _, body) = answer.await.expect("ready");
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        let body: Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(body["reason"], "the event source is not consuming yet");
+    }
+    let after_burst = asked.load(Ordering::SeqCst);
+    let within_a_second = started.elapsed() < handlers::routes::READY_CACHE_FOR;
+    // Once the cached answer is older than its second, the pod is asked again.
+    tokio::time::sleep(handlers::routes::READY_CACHE_FOR).await;
+    let (status, _, _) = call(&app, "GET", "/api/v1/ready", None).await;
+    server.abort();
+    assert!(
+        within_a_second,
+        "the burst took longer than the cache lasts"
+    );
+    assert_eq!(
+        after_burst, 1,
+        "twenty calls within a second asked the pod once"
+    );
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(asked.load(Ordering::SeqCst), 2);
 }

@@ -275,6 +275,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
         batch_limit: 100,
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
         client_id: common::unique("client"),
     };
     let stop = tokio_util::sync::CancellationToken::new();

@@ -31,11 +31,7 @@ fn run_ok(command: &mut Command, what: &str) -> String {
 #[test]
 fn the_sam_template_passes_cfn_lint() {
     const TEST: &str = "the_sam_template_passes_cfn_lint";
-    let Some(cfn_lint) = common::tool(TEST, "CFN_LINT", "cfn-lint") else {
-        return;
-    };
     let template = repo_file("infra/lambda/template.yaml");
-    run_ok(Command::new(cfn_lint).arg(&template), "cfn-lint");
     let text = std::fs::read_to_string(&template).expect("template");
     for required in [
         "AWS::Serverless::HttpApi",
@@ -47,6 +43,71 @@ fn the_sam_template_passes_cfn_lint() {
         "Runtime: provided.al2023",
     ] {
         assert!(text.contains(required), "the template sets {required}");
+    }
+    let doc: Value = serde_yaml::from_str(&text).expect("template YAML");
+    let variables = &doc["Resources"]["ApiFunction"]["Properties"]["Environment"]["Variables"];
+    // `!Sub "{{resolve:...}}"` parses as a tagged string; as_str() looks through the tag.
+    let token = variables["INTERNAL_TOKEN"].as_str().unwrap_or_default();
+    assert!(
+        token.starts_with("{{resolve:secretsmanager:") && token.ends_with("}}"),
+        "INTERNAL_TOKEN comes from a {{{{resolve:secretsmanager:...}}}} dynamic reference, \
+         never a literal or a parameter: {token:?}"
+    );
+    assert!(
+        token.contains("${InternalTokenSecretArn}"),
+        "INTERNAL_TOKEN resolves the secret named by InternalTokenSecretArn: {token:?}"
+    );
+    assert!(
+        doc["Parameters"]["InternalTokenSecretArn"].is_mapping(),
+        "the template takes InternalTokenSecretArn"
+    );
+    let Some(cfn_lint) = common::tool(TEST, "CFN_LINT", "cfn-lint") else {
+        return;
+    };
+    run_ok(Command::new(cfn_lint).arg(&template), "cfn-lint");
+}
+
+#[test]
+fn the_deployment_files_default_to_the_binaries_rate_limits() {
+    use shared::config::{
+        DEFAULT_RATE_LIMIT_KEY_MAX, DEFAULT_RATE_LIMIT_MAX, DEFAULT_RATE_LIMIT_WINDOW_SECS,
+    };
+    let wanted = [
+        (
+            "RATE_LIMIT_MAX",
+            "RateLimitMax",
+            u64::from(DEFAULT_RATE_LIMIT_MAX),
+        ),
+        (
+            "RATE_LIMIT_KEY_MAX",
+            "RateLimitKeyMax",
+            u64::from(DEFAULT_RATE_LIMIT_KEY_MAX),
+        ),
+        (
+            "RATE_LIMIT_WINDOW_SECS",
+            "RateLimitWindowSecs",
+            DEFAULT_RATE_LIMIT_WINDOW_SECS,
+        ),
+    ];
+    let config_map: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_file("infra/k8s/base/configmap.yaml")).expect("ConfigMap"),
+    )
+    .expect("ConfigMap YAML");
+    let template: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(repo_file("infra/lambda/template.yaml")).expect("template"),
+    )
+    .expect("template YAML");
+    for (var, parameter, default) in wanted {
+        assert_eq!(
+            config_map["data"][var].as_str(),
+            Some(default.to_string().as_str()),
+            "infra/k8s/base/configmap.yaml: {var} is the binaries' default"
+        );
+        assert_eq!(
+            template["Parameters"][parameter]["Default"].as_u64(),
+            Some(default),
+            "infra/lambda/template.yaml: {parameter} defaults to the binaries' {var}"
+        );
     }
 }
 
@@ -186,6 +247,134 @@ fn name(doc: &Value) -> &str {
     doc["metadata"]["name"].as_str().unwrap_or_default()
 }
 
+/// The container named `wanted` in a Deployment's pod template.
+fn container<'a>(deployment: &'a Value, wanted: &str) -> Option<&'a Value> {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_sequence()?
+        .iter()
+        .find(|c| c["name"].as_str() == Some(wanted))
+}
+
+/// The `env` entry of a container that sets `var`.
+fn env_entry<'a>(container: &'a Value, var: &str) -> Option<&'a Value> {
+    container["env"]
+        .as_sequence()?
+        .iter()
+        .find(|e| e["name"].as_str() == Some(var))
+}
+
+/// The internal socket's wiring in a Deployment running the consumer or the handlers:
+/// INTERNAL_TOKEN from the Secret (required), and, for the consumer, the listen address
+/// for a container and probes that carry the token.
+fn assert_internal_socket(overlay: &str, deployment: &Value) {
+    let what = format!("{overlay}: Deployment {}", name(deployment));
+    let workloads: Vec<(&str, &Value)> = ["consumer", "handlers"]
+        .into_iter()
+        .filter_map(|w| container(deployment, w).map(|c| (w, c)))
+        .collect();
+    assert!(
+        !workloads.is_empty(),
+        "{what} runs the consumer or the handlers (a container named so)"
+    );
+    for (workload, found) in workloads {
+        let c = format!("{what} container {workload}");
+        let token = env_entry(found, "INTERNAL_TOKEN")
+            .unwrap_or_else(|| panic!("{c}: sets INTERNAL_TOKEN"));
+        assert!(
+            token["value"].is_null(),
+            "{c}: INTERNAL_TOKEN is never a literal in the manifests"
+        );
+        let secret = &token["valueFrom"]["secretKeyRef"];
+        assert_eq!(
+            secret["name"].as_str(),
+            Some("kafka-replicator-secrets"),
+            "{c}: INTERNAL_TOKEN from the Secret kafka-replicator-secrets"
+        );
+        assert_eq!(
+            secret["key"].as_str(),
+            Some("internal-token"),
+            "{c}: INTERNAL_TOKEN from the Secret's key internal-token"
+        );
+        assert_ne!(
+            secret["optional"],
+            Value::Bool(true),
+            "{c}: INTERNAL_TOKEN is required (a pod without it must not start)"
+        );
+        if workload != "consumer" {
+            continue;
+        }
+        assert_eq!(
+            env_entry(found, "CONSUMER_ADDR").and_then(|e| e["value"].as_str()),
+            Some("0.0.0.0:7070"),
+            "{c}: listens on all addresses (the binary's default is loopback)"
+        );
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let command: Vec<&str> = found[probe]["exec"]["command"]
+                .as_sequence()
+                .map(|words| words.iter().filter_map(|w| w.as_str()).collect())
+                .unwrap_or_default();
+            assert_eq!(
+                command,
+                ["/usr/local/bin/consumer", "healthcheck"],
+                "{c}: {probe} is exec `consumer healthcheck`, which sends the token \
+                 (an HTTP probe of /internal/v1/status gets 401)"
+            );
+        }
+    }
+}
+
+/// The Service the Lambda function reaches the consumer pod through: an internal Network
+/// Load Balancer (AWS Load Balancer Controller, ip targets) on the consumer's port 7070,
+/// open to the listed source ranges only.
+fn assert_internal_nlb(overlay: &str, service: &Value) {
+    let what = format!("{overlay}: Service {}", name(service));
+    let annotations = &service["metadata"]["annotations"];
+    for (annotation, value) in [
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-type",
+            "external",
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-nlb-target-type",
+            "ip",
+        ),
+        (
+            "service.beta.kubernetes.io/aws-load-balancer-scheme",
+            "internal",
+        ),
+    ] {
+        assert_eq!(
+            annotations[annotation].as_str(),
+            Some(value),
+            "{what}: {annotation}: {value}"
+        );
+    }
+    assert_eq!(
+        service["spec"]["selector"]["app.kubernetes.io/component"].as_str(),
+        Some("consumer"),
+        "{what} selects the consumer pod"
+    );
+    let ports = service["spec"]["ports"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        ports.iter().any(|p| p["port"].as_u64() == Some(7070)),
+        "{what}: serves port 7070"
+    );
+    let sources = service["spec"]["loadBalancerSourceRanges"]
+        .as_sequence()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !sources.is_empty()
+            && sources
+                .iter()
+                .all(|r| r.as_str().is_some_and(|cidr| cidr != "0.0.0.0/0")),
+        "{what}: loadBalancerSourceRanges admits the Lambda subnets only"
+    );
+}
+
 /// The hardening rules every Deployment must meet.
 fn assert_hardened(overlay: &str, deployment: &Value) {
     let what = format!("{overlay}: Deployment {}", name(deployment));
@@ -266,7 +455,7 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
         .iter()
         .map(|p| p.file_name().expect("name").to_string_lossy().into_owned())
         .collect();
-    for wanted in ["eks", "aks"] {
+    for wanted in ["eks", "aks", "eks-lambda"] {
         assert!(names.iter().any(|n| n == wanted), "an {wanted} overlay");
     }
     let dir = tempfile::tempdir().expect("dir");
@@ -295,31 +484,65 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
         );
 
         let of_kind = |k: &'static str| docs.iter().filter(move |d| kind(d) == k);
+        // eks-lambda: the public API runs on AWS Lambda (infra/lambda); only the consumer
+        // pod is in the cluster, behind an internal NLB.
+        let lambda_api = label.as_str() == "eks-lambda";
         let deployments: Vec<&Value> = of_kind("Deployment").collect();
-        assert_eq!(
-            deployments.len(),
-            2,
-            "{label}: consumer and handlers Deployments"
-        );
+        if lambda_api {
+            assert_eq!(
+                deployments.len(),
+                1,
+                "{label}: the consumer Deployment only (the API runs on AWS Lambda)"
+            );
+        } else {
+            assert_eq!(
+                deployments.len(),
+                2,
+                "{label}: consumer and handlers Deployments"
+            );
+        }
         for deployment in &deployments {
             assert_hardened(label, deployment);
+            assert_internal_socket(label, deployment);
         }
-        for k in [
-            "HorizontalPodAutoscaler",
-            "PodDisruptionBudget",
-            "NetworkPolicy",
-            "ConfigMap",
-            "ServiceAccount",
-            "Gateway",
-            "VirtualService",
-            "DestinationRule",
-            "PeerAuthentication",
-            "AuthorizationPolicy",
-        ] {
+        assert!(
+            deployments
+                .iter()
+                .any(|d| container(d, "consumer").is_some()),
+            "{label}: a consumer Deployment"
+        );
+        assert_eq!(
+            deployments
+                .iter()
+                .any(|d| container(d, "handlers").is_some()),
+            !lambda_api,
+            "{label}: a handlers Deployment exactly when the API does not run on Lambda"
+        );
+        let required: &[&'static str] = if lambda_api {
+            &["NetworkPolicy", "ConfigMap", "ServiceAccount"]
+        } else {
+            &[
+                "HorizontalPodAutoscaler",
+                "PodDisruptionBudget",
+                "NetworkPolicy",
+                "ConfigMap",
+                "ServiceAccount",
+                "Gateway",
+                "VirtualService",
+                "DestinationRule",
+                "PeerAuthentication",
+                "AuthorizationPolicy",
+            ]
+        };
+        for &k in required {
             assert!(of_kind(k).next().is_some(), "{label}: has a {k}");
         }
         for service in of_kind("Service") {
             let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
+            if lambda_api && kind == "LoadBalancer" {
+                assert_internal_nlb(label, service);
+                continue;
+            }
             assert_eq!(
                 kind,
                 "ClusterIP",
@@ -327,14 +550,88 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
                 name(service)
             );
         }
-        let peer = of_kind("PeerAuthentication")
-            .next()
-            .expect("PeerAuthentication");
-        assert_eq!(
-            peer["spec"]["mtls"]["mode"].as_str(),
-            Some("STRICT"),
-            "{label}"
-        );
+        if lambda_api {
+            assert!(
+                of_kind("Service").any(|s| s["spec"]["type"].as_str() == Some("LoadBalancer")),
+                "{label}: a LoadBalancer Service (internal NLB) for the Lambda function"
+            );
+            let handlers: Vec<String> = docs
+                .iter()
+                .filter(|d| {
+                    d["metadata"]["labels"]["app.kubernetes.io/component"].as_str()
+                        == Some("handlers")
+                        || name(d) == "kafka-replicator-handlers"
+                })
+                .map(|d| format!("{} {}", kind(d), name(d)))
+                .collect();
+            assert!(
+                handlers.is_empty(),
+                "{label}: nothing of the in-cluster handlers is left: {handlers:?}"
+            );
+            let admits_ip_block = of_kind("NetworkPolicy")
+                .filter(|p| {
+                    p["spec"]["podSelector"]["matchLabels"]["app.kubernetes.io/component"].as_str()
+                        == Some("consumer")
+                })
+                .flat_map(|p| {
+                    p["spec"]["ingress"]
+                        .as_sequence()
+                        .cloned()
+                        .unwrap_or_default()
+                })
+                .any(|rule| {
+                    let from_ip_block = rule["from"].as_sequence().is_some_and(|peers| {
+                        peers.iter().any(|peer| {
+                            peer["ipBlock"]["cidr"]
+                                .as_str()
+                                .is_some_and(|cidr| cidr != "0.0.0.0/0")
+                        })
+                    });
+                    let to_7070 = rule["ports"].as_sequence().is_some_and(|ports| {
+                        ports.iter().any(|port| port["port"].as_u64() == Some(7070))
+                    });
+                    from_ip_block && to_7070
+                });
+            assert!(
+                admits_ip_block,
+                "{label}: a NetworkPolicy admits the Lambda subnets (an ipBlock) to the \
+                 consumer's port 7070"
+            );
+            // The NLB is not a mesh peer: either the consumer pod has no sidecar, or the
+            // mesh accepts plain connections on 7070.
+            let peers: Vec<&Value> = of_kind("PeerAuthentication").collect();
+            if peers.is_empty() {
+                let consumer = deployments
+                    .iter()
+                    .find(|d| container(d, "consumer").is_some())
+                    .expect("consumer Deployment");
+                assert_eq!(
+                    consumer["spec"]["template"]["metadata"]["labels"]["sidecar.istio.io/inject"]
+                        .as_str(),
+                    Some("false"),
+                    "{label}: without Istio resources the consumer pod stays out of the mesh"
+                );
+            } else {
+                for peer in peers {
+                    assert_eq!(
+                        peer["spec"]["portLevelMtls"][7070_usize]["mode"].as_str(),
+                        Some("PERMISSIVE"),
+                        "{label}: PeerAuthentication {} admits the NLB's plain connections \
+                         on 7070",
+                        name(peer)
+                    );
+                }
+            }
+        } else {
+            let peer = of_kind("PeerAuthentication")
+                .next()
+                .expect("PeerAuthentication");
+            assert_eq!(
+                peer["spec"]["mtls"]["mode"].as_str(),
+                Some("STRICT"),
+                "{label}"
+            );
+        }
         let annotations: Vec<String> = of_kind("ServiceAccount")
             .filter_map(|sa| sa["metadata"]["annotations"].as_mapping())
             .flat_map(|m| m.keys().filter_map(|k| k.as_str().map(str::to_owned)))

@@ -27,10 +27,7 @@ async fn api_gateway_and_alb_events_are_answered_by_the_router() {
     config.api_key = Some(FIXTURE_KEY.into());
     config.events = Some(20);
     let stack = common::start(config).await;
-    let state = common::handlers_state(&common::handlers_config(
-        stack.pod_addr.clone(),
-        FIXTURE_KEY,
-    ));
+    let state = common::handlers_state(&common::stack_handlers_config(&stack, FIXTURE_KEY));
     let service = handlers::lambda::service::<lambda_http::Body>(state);
     let invoke = |file: &'static str| {
         let service = service.clone();

@@ -26,6 +26,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
         batch_limit: 40,
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
         client_id: client_id.to_owned(),
     }
 }

@@ -90,9 +90,9 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     let (bucket, limit, kind) = match &identity {
         Some(id) => (format!("key:{id}"), limits.rate_limit_key_max, "key"),
         None => {
-            let ip = client_ip(&request, &limits.trusted_proxies)
-                .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-            (format!("ip:{ip}"), limits.rate_limit_max, "ip")
+            let bucket = client_ip(&request, &limits.trusted_proxies)
+                .map_or_else(|| "ip:unknown".to_owned(), shared::ratelimit::ip_bucket);
+            (bucket, limits.rate_limit_max, "ip")
         }
     };
     if let Some(id) = identity {
@@ -228,6 +228,55 @@ mod tests {
         assert_eq!(
             client_ip(&request("10.0.0.5", Some("nonsense, 10.2.2.2")), &trusted),
             ip("10.2.2.2")
+        );
+    }
+
+    #[tokio::test]
+    async fn ipv6_callers_of_one_64_share_a_budget() {
+        use clap::Parser;
+        use tower::ServiceExt;
+        // No pod to ask: the replica counts on its own, as it does during an outage.
+        let config = shared::config::HandlersConfig::try_parse_from([
+            "handlers",
+            "--api-key",
+            "0123456789abcdef0123",
+            "--consumer-addr",
+            "127.0.0.1:9",
+            "--rate-limit-max",
+            "2",
+        ])
+        .expect("config");
+        let keys = shared::ApiKeys::parse("0123456789abcdef0123").expect("key");
+        let app = crate::router(
+            crate::AppState::with_keys(&config, crate::KeyStore::fixed(keys)).expect("state"),
+        );
+        let status = |peer: &str| {
+            let mut request = Request::builder()
+                .uri("/api/v1/openapi.json")
+                .body(Body::empty())
+                .expect("request");
+            let addr: SocketAddr = format!("[{peer}]:443").parse().expect("addr");
+            request.extensions_mut().insert(ConnectInfo(addr));
+            let app = app.clone();
+            async move {
+                app.oneshot(request)
+                    .await
+                    .expect("answer")
+                    .status()
+                    .as_u16()
+            }
+        };
+        assert_eq!(status("2001:db8:1:2::1").await, 200);
+        assert_eq!(status("2001:db8:1:2:ffff::9").await, 200);
+        assert_eq!(
+            status("2001:db8:1:2:abcd::3").await,
+            429,
+            "a third address of the same /64 shares its budget"
+        );
+        assert_eq!(
+            status("2001:db8:1:3::1").await,
+            200,
+            "another /64 has its own"
         );
     }
 

@@ -2,8 +2,9 @@
 //! `handlers-lambda` does: an API Gateway REST API (v1), HTTP API (v2) or ALB event goes
 //! through the same [`crate::router`], and anything else gets a 400 in gateway shape, never
 //! an invocation error. Before routing, a stage prefix in the path (`/prod/api/v1/…`) is
-//! stripped, the caller's address is taken from the event, and long-polls are capped so
-//! they end before the gateway's 30 s limit and the invocation's deadline.
+//! stripped, the caller's address is taken from the event, long-polls are capped so they
+//! end before the gateway's 30 s limit and the invocation's deadline, and answers are
+//! capped at [`LAMBDA_MAX_BYTES`] so they stay under Lambda's 6 MB response limit.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -19,7 +20,7 @@ use tower::util::MapRequest;
 
 use crate::AppState;
 use crate::guard::PeerIp;
-use crate::routes::MaxWait;
+use crate::routes::{MaxBytes, MaxWait};
 
 /// The service `handlers-lambda` runs: the public router behind stage stripping.
 pub type LambdaService<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
@@ -33,6 +34,10 @@ pub fn service<B>(state: AppState) -> LambdaService<B> {
 
 /// Longest a long-poll may wait behind API Gateway (its integration limit is 30 s).
 pub const GATEWAY_MAX_WAIT: Duration = Duration::from_secs(25);
+/// The most `max_bytes` an answer may have here: 4 MiB of events, written as the answer
+/// writes them, stays under Lambda's 6 MB response limit even once API Gateway has put a
+/// binary answer in base64.
+pub const LAMBDA_MAX_BYTES: u32 = 4 * 1024 * 1024;
 /// Time kept back from the invocation's deadline for answering.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
@@ -53,6 +58,7 @@ fn prepare<B>(mut request: Request<B>) -> Request<B> {
             left.saturating_sub(DEADLINE_MARGIN).min(GATEWAY_MAX_WAIT)
         });
     request.extensions_mut().insert(MaxWait(left));
+    request.extensions_mut().insert(MaxBytes(LAMBDA_MAX_BYTES));
     strip_stage(request)
 }
 

@@ -38,6 +38,9 @@ pub struct AppState {
     pub cors: Arc<CorsArgs>,
     /// Counts used only while the consumer pod cannot be asked.
     pub local_limiter: Arc<RateLimiter>,
+    /// `/ready`'s last answer, reused for about a second: the route needs no key, so it
+    /// must not let anyone make the pod work per request.
+    pub ready: Arc<routes::ReadyCache>,
 }
 
 /// Why the handlers could not start.
@@ -63,12 +66,16 @@ impl AppState {
     pub fn with_keys(config: &HandlersConfig, keys: KeyStore) -> Result<Self, HandlersError> {
         Ok(Self {
             keys,
-            pod: PodClient::new(config.consumer_addr.clone())?,
+            pod: PodClient::new(
+                config.consumer_addr.clone(),
+                config.internal_token.as_deref(),
+            )?,
             metrics: HandlerMetrics::new(),
             api_prefix: config.api_prefix.clone(),
             limits: Arc::new(config.limits.clone()),
             cors: Arc::new(config.cors.clone()),
             local_limiter: Arc::new(RateLimiter::new()),
+            ready: Arc::default(),
         })
     }
 }

@@ -69,11 +69,25 @@ pub enum PodClientError {
     },
     #[error("Unix sockets are not supported on this platform: {0}")]
     UnixUnsupported(ConsumerAddr),
+    #[error(
+        "INTERNAL_TOKEN cannot be sent in an HTTP header: use printable ASCII, e.g. $(handlers-server generate-api-key)"
+    )]
+    BadToken,
 }
 
 impl PodClient {
-    pub fn new(addr: ConsumerAddr) -> Result<Self, PodClientError> {
+    /// A client of the pod at `addr`, sending `token` (its `INTERNAL_TOKEN`) with every
+    /// request.
+    pub fn new(addr: ConsumerAddr, token: Option<&str>) -> Result<Self, PodClientError> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| PodClientError::BadToken)?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let builder = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(CONNECT_TIMEOUT)
             .pool_idle_timeout(Duration::from_secs(30));
         let (builder, base) = match &addr {
@@ -127,7 +141,9 @@ impl PodClient {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
-        self.reached();
+        if response.status() != StatusCode::UNAUTHORIZED {
+            self.reached();
+        }
         if response.status().is_success() {
             let content_type = response
                 .headers()
@@ -184,7 +200,9 @@ impl PodClient {
             .send()
             .await
             .map_err(|e| self.unreachable(&e))?;
-        self.reached();
+        if response.status() != StatusCode::UNAUTHORIZED {
+            self.reached();
+        }
         if !response.status().is_success() {
             return Err(self.error_from(response).await);
         }
@@ -194,6 +212,17 @@ impl PodClient {
     /// Turns a pod error answer into the same error for the client.
     async fn error_from(&self, response: reqwest::Response) -> ApiError {
         let status = response.status();
+        if status == StatusCode::UNAUTHORIZED {
+            // The pod refused this service, not the caller: never a 401 to the client,
+            // whose key is fine.
+            if self.reachable.swap(false, Ordering::Relaxed) {
+                tracing::error!(pod = %self.addr, "the consumer pod refused this service: set the same INTERNAL_TOKEN on both; answering 503 until then");
+            }
+            return ApiError::unavailable(
+                "the event source is not reachable now; retry later",
+                RETRY_AFTER_SECS,
+            );
+        }
         let retry_after = response
             .headers()
             .get(reqwest::header::RETRY_AFTER)

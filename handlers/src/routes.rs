@@ -40,44 +40,74 @@ pub async fn health() -> Json<HealthResponse> {
     path = "/ready",
     tag = "service",
     summary = "Readiness",
-    description = "200 when the consumer pod is reachable and consuming the source Kafka, else 503 with the reason. Needs no key and is never rate-limited.",
+    description = "200 when the consumer pod is reachable and consuming the source Kafka, else 503 with a short, generic reason (details are in the service's logs). Answers are reused for about a second. Needs no key and is never rate-limited.",
     responses(
         (status = 200, description = "Ready to serve events", body = ReadyResponse,
             example = json!({"status": "ready"})),
         (status = 503, description = "The consumer pod or the source Kafka is not available", body = ReadyResponse,
-            example = json!({"status": "not_ready", "reason": "source Kafka: all brokers down"})),
+            example = json!({"status": "not_ready", "reason": "the event source is not reachable"})),
     )
 )]
-pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<ReadyResponse>) {
+pub async fn ready(State(state): State<AppState>) -> ReadyAnswer {
+    let mut cached = state.ready.answer.lock().await;
+    if let Some((at, answer)) = cached.as_ref()
+        && at.elapsed() < READY_CACHE_FOR
+    {
+        return answer.clone();
+    }
     let reason = match state.pod.status().await {
-        Ok(status) if status.consuming => {
-            return (
-                StatusCode::OK,
-                Json(ReadyResponse {
-                    status: "ready".into(),
-                    reason: None,
-                }),
-            );
+        Ok(status) if status.consuming => None,
+        Ok(status) => {
+            tracing::debug!(last_error = ?status.last_error, "not ready: the consumer pod is not consuming");
+            Some("the event source is not consuming yet")
         }
-        Ok(status) => status.last_error.map_or_else(
-            || "the consumer pod is not consuming yet".to_owned(),
-            |e| format!("source Kafka: {e}"),
-        ),
-        Err(err) => err.message,
+        Err(err) => {
+            tracing::debug!(error = %err, "not ready: the consumer pod did not answer");
+            Some("the event source is not reachable")
+        }
     };
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(ReadyResponse {
-            status: "not_ready".into(),
-            reason: Some(reason),
-        }),
-    )
+    let answer = match reason {
+        None => (
+            StatusCode::OK,
+            Json(ReadyResponse {
+                status: "ready".into(),
+                reason: None,
+            }),
+        ),
+        Some(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(ReadyResponse {
+                status: "not_ready".into(),
+                reason: Some(reason.to_owned()),
+            }),
+        ),
+    };
+    *cached = Some((std::time::Instant::now(), answer.clone()));
+    answer
 }
+
+/// How long one `/ready` answer is reused.
+pub const READY_CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The last `/ready` answer and when it was made. Callers that come while the pod is being
+/// asked wait for that answer instead of asking again.
+#[derive(Debug, Default)]
+pub struct ReadyCache {
+    answer: tokio::sync::Mutex<Option<(std::time::Instant, ReadyAnswer)>>,
+}
+
+/// What `/ready` answers.
+type ReadyAnswer = (StatusCode, Json<ReadyResponse>);
 
 /// The longest long-poll this deployment allows (set per request by the Lambda adapter,
 /// which must answer before the gateway's and the invocation's time limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxWait(pub std::time::Duration);
+
+/// The largest `max_bytes` this deployment allows (set per request by the Lambda adapter,
+/// whose answers must stay under Lambda's 6 MB response limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxBytes(pub u32);
 
 /// `GET /events`: events after a cursor.
 #[utoipa::path(
@@ -101,7 +131,7 @@ pub struct MaxWait(pub std::time::Duration);
                 ("RateLimit-Reset" = u64, description = "Seconds until the window resets"),
             ),
             example = json!({"events": [{"topic": "orders", "partition": 0, "offset": 42, "timestamp": 1764033600000_i64, "key": "device-7", "value": "{\"seq\":42}", "headers": [{"key": "source", "value": "pos"}], "encoding": "utf8"}], "next_cursor": "AgAAAA…", "gaps": []})),
-        (status = 400, description = "A bad parameter or cursor: `bad_request`, `invalid_limit`, `invalid_wait`, `unknown_topic`, `invalid_cursor`, `cursor_cluster_mismatch`, `cursor_topic_mismatch`, `cursor_ahead`", body = ErrorBody,
+        (status = 400, description = "A bad parameter or cursor: `bad_request`, `invalid_limit`, `invalid_max_bytes`, `invalid_wait`, `unknown_topic`, `invalid_cursor`, `cursor_cluster_mismatch`, `cursor_topic_mismatch`, `cursor_ahead`", body = ErrorBody,
             example = json!({"error": {"code": "invalid_limit", "message": "limit must be a whole number from 1 to 10000"}})),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody,
             example = json!({"error": {"code": "unauthorized", "message": "a valid API key is required (header x-api-key, or Authorization: Bearer)"}})),
@@ -120,6 +150,7 @@ pub struct MaxWait(pub std::time::Duration);
 pub async fn events(
     State(state): State<AppState>,
     max_wait: Option<Extension<MaxWait>>,
+    max_bytes: Option<Extension<MaxBytes>>,
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<EventsBody, ApiError> {

@@ -189,12 +189,16 @@ struct Function {
 }
 
 impl Function {
-    fn start(runtime_api: &str, consumer_addr: &str) -> Self {
+    fn start(runtime_api: &str, consumer_addr: &str, internal_token: Option<&str>) -> Self {
         // HANDLERS_LAMBDA_BIN measures another build (e.g. the release binary).
         let binary = std::env::var("HANDLERS_LAMBDA_BIN")
             .unwrap_or_else(|_| env!("CARGO_BIN_EXE_handlers-lambda").to_owned());
-        let mut child = Command::new(binary)
-            .env_clear()
+        let mut command = Command::new(binary);
+        command.env_clear();
+        if let Some(token) = internal_token {
+            command.env("INTERNAL_TOKEN", token);
+        }
+        let mut child = command
             .current_dir(std::env::temp_dir())
             .env("AWS_LAMBDA_RUNTIME_API", runtime_api)
             .env("AWS_LAMBDA_FUNCTION_NAME", "kafka-replicator-api")
@@ -258,7 +262,11 @@ async fn handlers_lambda_answers_gateway_and_alb_events_through_the_runtime_api(
     let stack = emulator::Stack::start(config).await.expect("stack");
     let mut harness = Harness::start().await;
     let spawned = Instant::now();
-    let function = Function::start(&harness.addr, &stack.pod_addr.to_string());
+    let function = Function::start(
+        &harness.addr,
+        &stack.pod_addr.to_string(),
+        stack.internal_token(),
+    );
 
     // The demo events reach the pod; then five come back through API Gateway v2.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -335,7 +343,7 @@ async fn handlers_lambda_answers_gateway_and_alb_events_through_the_runtime_api(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_pod_is_a_quick_503_logged_once_per_outage() {
     let mut harness = Harness::start().await;
-    let function = Function::start(&harness.addr, "127.0.0.1:9");
+    let function = Function::start(&harness.addr, "127.0.0.1:9", None);
     for _ in 0..3 {
         let started = Instant::now();
         let (status, headers, body) = harness.http(fixture("apigw_v2_events.json")).await;

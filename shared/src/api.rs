@@ -13,6 +13,12 @@ pub const DEFAULT_LIMIT: u32 = 500;
 pub const MAX_LIMIT: u32 = 10_000;
 /// Largest `wait_ms` accepted.
 pub const MAX_WAIT_MS: u32 = 30_000;
+/// `max_bytes` when the query gives none: 4 MiB.
+pub const DEFAULT_MAX_BYTES: u32 = 4 * 1024 * 1024;
+/// Smallest `max_bytes` accepted.
+pub const MIN_MAX_BYTES: u32 = 1024;
+/// Largest `max_bytes` accepted: 16 MiB.
+pub const MAX_MAX_BYTES: u32 = 16 * 1024 * 1024;
 
 /// `GET /events` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -57,6 +63,7 @@ pub struct ReadyResponse {
 pub struct EventsQuery {
     pub cursor: Option<String>,
     pub limit: Option<String>,
+    pub max_bytes: Option<String>,
     pub wait_ms: Option<String>,
     pub topic: Option<String>,
 }
@@ -67,6 +74,11 @@ pub struct FetchRequest {
     /// The `cursor` parameter as given (absent, `earliest`, `latest` or a cursor).
     pub cursor: Option<String>,
     pub limit: u32,
+    /// Most bytes the answer's events take, as they are written in it (JSON escaping or
+    /// base64, or the binary layout), and so at most this many of keys, values and headers;
+    /// always at least one event.
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: u32,
     pub wait_ms: u32,
     /// Only these topics; empty means every topic carried.
     #[serde(default)]
@@ -74,6 +86,10 @@ pub struct FetchRequest {
     /// Answer in the binary form of [`crate::wire`] instead of JSON.
     #[serde(default)]
     pub binary: bool,
+}
+
+fn default_max_bytes() -> u32 {
+    DEFAULT_MAX_BYTES
 }
 
 impl FetchRequest {
@@ -94,6 +110,18 @@ impl EventsQuery {
                     format!("limit must be 1 to {MAX_LIMIT}, got {got:?}"),
                 )
             })?;
+        let max_bytes = parse_in_range(
+            self.max_bytes.as_deref(),
+            DEFAULT_MAX_BYTES,
+            MIN_MAX_BYTES,
+            MAX_MAX_BYTES,
+        )
+        .map_err(|got| {
+            ApiError::new(
+                ErrorCode::InvalidMaxBytes,
+                format!("max_bytes must be {MIN_MAX_BYTES} to {MAX_MAX_BYTES}, got {got:?}"),
+            )
+        })?;
         let wait_ms =
             parse_in_range(self.wait_ms.as_deref(), 0, 0, MAX_WAIT_MS).map_err(|got| {
                 ApiError::new(
@@ -118,6 +146,7 @@ impl EventsQuery {
         Ok(FetchRequest {
             cursor: self.cursor,
             limit,
+            max_bytes,
             wait_ms,
             topics,
             binary: false,
@@ -143,6 +172,7 @@ mod tests {
         EventsQuery {
             cursor: cursor.map(Into::into),
             limit: limit.map(Into::into),
+            max_bytes: None,
             wait_ms: wait.map(Into::into),
             topic: None,
         }
@@ -152,6 +182,7 @@ mod tests {
     fn defaults_and_bounds() {
         let req = query(None, None, None).validate().expect("valid");
         assert_eq!((req.limit, req.wait_ms), (DEFAULT_LIMIT, 0));
+        assert_eq!(req.max_bytes, 4_194_304);
         let req = query(Some("10000"), Some("30000"), Some("earliest"))
             .validate()
             .expect("valid");
@@ -180,6 +211,24 @@ mod tests {
                 .code,
             ErrorCode::InvalidCursor
         );
+        for bad in ["1023", "16777217", "-1", "4MiB", ""] {
+            let q = EventsQuery {
+                max_bytes: Some(bad.into()),
+                ..Default::default()
+            };
+            assert_eq!(
+                q.validate().expect_err(bad).code,
+                ErrorCode::InvalidMaxBytes,
+                "{bad}"
+            );
+        }
+        for good in ["1024", "16777216"] {
+            let q = EventsQuery {
+                max_bytes: Some(good.into()),
+                ..Default::default()
+            };
+            assert_eq!(q.validate().expect(good).max_bytes.to_string(), good);
+        }
         let q = EventsQuery {
             topic: Some("a,,b".into()),
             ..Default::default()

@@ -87,6 +87,30 @@ impl FromStr for ConsumerAddr {
     }
 }
 
+impl ConsumerAddr {
+    /// Whether only this host can reach it: a Unix socket, or a loopback address.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Unix(_) => true,
+            Self::Tcp(host_port) => {
+                let host = host_port
+                    .rsplit_once(':')
+                    .map_or(host_port.as_str(), |(h, _)| h);
+                is_loopback_host(host)
+            }
+        }
+    }
+}
+
+/// `localhost`, or an address in 127.0.0.0/8 or `::1` (brackets allowed).
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl fmt::Display for ConsumerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -234,6 +258,42 @@ impl Validate for BufferArgs {
     }
 }
 
+/// Bounds on the consumer pod's own work, so that no number of callers or partitions can
+/// make its answers late or unbounded.
+#[derive(Debug, Clone, Args)]
+pub struct FetchBoundsArgs {
+    /// Most fetches (long-polls included) served at once; one more is answered 503 with
+    /// Retry-After.
+    #[arg(long, env = "MAX_CONCURRENT_FETCHES", default_value_t = DEFAULT_MAX_CONCURRENT_FETCHES, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrent_fetches: u32,
+    /// Most reads from the source Kafka (offsets the buffer no longer holds) under way or
+    /// waiting at once, over all fetches; a fetch that needs one more answers with what it
+    /// has, or 503 with Retry-After when it has nothing.
+    #[arg(long, env = "MAX_CATCHUP_READS", default_value_t = DEFAULT_MAX_CATCHUP_READS, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub max_catchup_reads: u32,
+    /// Milliseconds one fetch spends reading before it answers with what it has, so that a
+    /// client far behind on many partitions gets answers, not timeouts, and moves on.
+    #[arg(long, env = "FETCH_READ_BUDGET_MS", default_value_t = DEFAULT_FETCH_READ_BUDGET_MS, value_parser = clap::value_parser!(u64).range(100..=20_000))]
+    pub fetch_read_budget_ms: u64,
+}
+
+/// Default of `MAX_CONCURRENT_FETCHES`.
+pub const DEFAULT_MAX_CONCURRENT_FETCHES: u32 = 1024;
+/// Default of `MAX_CATCHUP_READS`.
+pub const DEFAULT_MAX_CATCHUP_READS: u32 = 32;
+/// Default of `FETCH_READ_BUDGET_MS`.
+pub const DEFAULT_FETCH_READ_BUDGET_MS: u64 = 5000;
+
+impl Default for FetchBoundsArgs {
+    fn default() -> Self {
+        Self {
+            max_concurrent_fetches: DEFAULT_MAX_CONCURRENT_FETCHES,
+            max_catchup_reads: DEFAULT_MAX_CATCHUP_READS,
+            fetch_read_budget_ms: DEFAULT_FETCH_READ_BUDGET_MS,
+        }
+    }
+}
+
 /// The consumer pod (`consumer` binary).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -246,15 +306,42 @@ pub struct ConsumerConfig {
     pub source: SourceArgs,
     #[command(flatten)]
     pub buffer: BufferArgs,
-    /// Where the internal server listens: host:port, or a Unix-socket path.
-    #[arg(long, env = "CONSUMER_ADDR", default_value = "0.0.0.0:7070")]
+    #[command(flatten)]
+    pub bounds: FetchBoundsArgs,
+    /// Where the internal server listens: host:port, or a Unix-socket path. Loopback by
+    /// default; a container that the handlers reach over the network sets 0.0.0.0:7070
+    /// (the image does) and INTERNAL_TOKEN.
+    #[arg(long, env = "CONSUMER_ADDR", default_value = "127.0.0.1:7070")]
     pub consumer_addr: ConsumerAddr,
+    /// Shared secret of the internal socket: requests without `Authorization: Bearer` and
+    /// it are refused. Set the same on the handlers.
+    #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
 }
 
 impl Validate for ConsumerConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         self.source.validate()?;
-        self.buffer.validate()
+        self.buffer.validate()?;
+        validate_internal_token(self.internal_token.as_deref())
+    }
+}
+
+/// Fewest characters an `INTERNAL_TOKEN` may have (a generated key has 43).
+pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
+
+fn validate_internal_token(token: Option<&str>) -> Result<(), ConfigError> {
+    match token {
+        Some(t) if t.trim().len() < MIN_INTERNAL_TOKEN_LEN || t.trim() != t => {
+            Err(ConfigError::Invalid {
+                var: "INTERNAL_TOKEN",
+                reason: format!(
+                    "must be at least {MIN_INTERNAL_TOKEN_LEN} characters without surrounding spaces"
+                ),
+                example: "$(handlers-server generate-api-key)",
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -275,6 +362,9 @@ pub struct HandlersConfig {
     /// Where the consumer pod's internal server answers: host:port or a Unix-socket path.
     #[arg(long, env = "CONSUMER_ADDR", default_value = "127.0.0.1:7070")]
     pub consumer_addr: ConsumerAddr,
+    /// The consumer pod's INTERNAL_TOKEN, sent with every request to it.
+    #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
     /// Port of the container server.
     #[arg(long, env = "PORT", default_value_t = 3000)]
     pub port: u16,
@@ -294,7 +384,8 @@ impl Validate for HandlersConfig {
         self.keys.validate()?;
         self.cors.validate()?;
         self.limits.validate()?;
-        self.tls.validate()
+        self.tls.validate()?;
+        validate_internal_token(self.internal_token.as_deref())
     }
 }
 
@@ -542,6 +633,10 @@ pub struct ClientConfig {
         default_value = "kafka-replicator-client-state"
     )]
     pub state_topic: String,
+    /// Allow a plain http:// SERVER_URL on a host that is not this machine. The key then
+    /// crosses the network in clear: only for a network you trust end to end.
+    #[arg(long = "insecure-http", env = "INSECURE_HTTP", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub insecure_http: bool,
     /// This client's identity (its Kafka transactional ids are this and this + `.lane2`):
     /// one per client writing to the same local Kafka. A second client with the same id
     /// takes over from the first.
@@ -566,6 +661,23 @@ impl Validate for ClientConfig {
             return Err(ConfigError::Invalid {
                 var: "SERVER_URL",
                 reason: "must start with http:// or https://".into(),
+                example: "https://replicator.example.com",
+            });
+        };
+        let host = url_host(rest);
+        if host.is_empty() {
+            return Err(ConfigError::Invalid {
+                var: "SERVER_URL",
+                reason: "names no host".into(),
+                example: "https://replicator.example.com",
+            });
+        }
+        if url.starts_with("http://") && !is_loopback_host(host) && !self.insecure_http {
+            return Err(ConfigError::Invalid {
+                var: "SERVER_URL",
+                reason: format!(
+                    "http:// would send the API key to {host} in clear; use https://, or set INSECURE_HTTP=true (--insecure-http) on a network you trust"
+                ),
                 example: "https://replicator.example.com",
             });
         }
@@ -611,6 +723,21 @@ impl Validate for ClientConfig {
         }
         Ok(())
     }
+}
+
+/// The host of a URL after its `scheme://`: without user info, port, path, query or
+/// fragment (an IPv6 address keeps its brackets).
+fn url_host(rest: &str) -> &str {
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.starts_with('[') {
+        return host_port
+            .find(']')
+            .map_or(host_port, |end| &host_port[..=end]);
+    }
+    host_port
+        .rsplit_once(':')
+        .map_or(host_port, |(host, _)| host)
 }
 
 /// Characters Kafka allows in a topic name.
@@ -678,11 +805,63 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn client_sends_its_key_in_clear_only_to_this_machine_unless_told() {
+        let check = |url: &str, extra: &[&str]| {
+            ClientConfig::try_parse_from(
+                [
+                    "client",
+                    "--server-url",
+                    url,
+                    "--api-key",
+                    "k",
+                    "--kafka-brokers",
+                    "localhost:9092",
+                ]
+                .iter()
+                .chain(extra),
+            )
+            .expect("parse")
+            .validate()
+        };
+        for local in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000/",
+            "http://[::1]:3000",
+            "http://127.5.6.7",
+            "https://replicator.example.com",
+            "https://10.0.0.7:8443/base",
+        ] {
+            assert_eq!(check(local, &[]), Ok(()), "{local}");
+        }
+        for remote in [
+            "http://replicator.example.com",
+            "http://10.0.0.7:3000",
+            "http://[2001:db8::1]:3000",
+            "http://localhost@evil.example.com/",
+            "http://127.0.0.1.evil.example.com",
+        ] {
+            let err = check(remote, &[]).expect_err(remote);
+            assert!(
+                err.to_string()
+                    .starts_with("SERVER_URL is invalid: http:// would send the API key"),
+                "{remote}: {err}"
+            );
+            assert_eq!(check(remote, &["--insecure-http"]), Ok(()), "{remote}");
+            assert_eq!(
+                check(remote, &["--insecure-http", "true"]),
+                Ok(()),
+                "{remote}"
+            );
+        }
+        assert!(check("http://", &[]).is_err(), "no host");
+    }
+
     fn client_with(extra: &[&str]) -> Result<(), ConfigError> {
         let base = [
             "client",
             "--server-url",
-            "http://x",
+            "http://localhost",
             "--api-key",
             "k",
             "--kafka-brokers",

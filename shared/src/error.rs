@@ -22,6 +22,8 @@ pub enum ErrorCode {
     InvalidLimit,
     /// `wait_ms` is not a number in range (400).
     InvalidWait,
+    /// `max_bytes` is not a number in range (400).
+    InvalidMaxBytes,
     /// `topic` names no topic this service carries (400).
     UnknownTopic,
     /// Any other malformed request (400).
@@ -55,6 +57,7 @@ impl ErrorCode {
             | Self::CursorAhead
             | Self::InvalidLimit
             | Self::InvalidWait
+            | Self::InvalidMaxBytes
             | Self::UnknownTopic
             | Self::BadRequest => 400,
             Self::NotFound => 404,
@@ -78,6 +81,7 @@ impl ErrorCode {
             Self::CursorAhead => "cursor_ahead",
             Self::InvalidLimit => "invalid_limit",
             Self::InvalidWait => "invalid_wait",
+            Self::InvalidMaxBytes => "invalid_max_bytes",
             Self::UnknownTopic => "unknown_topic",
             Self::BadRequest => "bad_request",
             Self::NotFound => "not_found",

@@ -10,9 +10,12 @@ use crate::config::ConsumerAddr;
 /// How long the whole probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// The status code `GET path` answers with on `addr` (`0.0.0.0`/`[::]` mean this host).
-pub fn probe(addr: &ConsumerAddr, path: &str) -> std::io::Result<u16> {
-    let request = format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+/// The status code `GET path` answers with on `addr` (`0.0.0.0`/`[::]` mean this host),
+/// sending `token` as `Authorization: Bearer` when given.
+pub fn probe(addr: &ConsumerAddr, path: &str, token: Option<&str>) -> std::io::Result<u16> {
+    let auth = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
     let mut answer = Vec::new();
     match addr {
         ConsumerAddr::Tcp(host_port) => {
@@ -52,8 +55,8 @@ pub fn probe(addr: &ConsumerAddr, path: &str) -> std::io::Result<u16> {
 }
 
 /// Exit status of a `healthcheck` subcommand: 0 when `GET path` answers 200.
-pub fn exit_code(addr: &ConsumerAddr, path: &str) -> i32 {
-    match probe(addr, path) {
+pub fn exit_code(addr: &ConsumerAddr, path: &str, token: Option<&str>) -> i32 {
+    match probe(addr, path, token) {
         Ok(200) => 0,
         Ok(status) => {
             eprintln!("unhealthy: {path} answered {status}");
@@ -75,17 +78,25 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let server = std::thread::spawn(move || {
-            for status in ["200 OK", "503 Service Unavailable"] {
+            // 200 only with the token, as the pod answers when INTERNAL_TOKEN is set.
+            for _ in 0..3 {
                 let (mut conn, _) = listener.accept().expect("accept");
                 let mut buf = [0u8; 512];
-                let _ = conn.read(&mut buf).expect("read");
+                let n = conn.read(&mut buf).expect("read");
+                let asked = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let status = if asked.contains("Authorization: Bearer s3cret\r\n") {
+                    "200 OK"
+                } else {
+                    "401 Unauthorized"
+                };
                 let _ = conn.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes());
             }
         });
         let addr = ConsumerAddr::Tcp(format!("0.0.0.0:{port}"));
-        assert_eq!(exit_code(&addr, "/health"), 0);
-        assert_eq!(exit_code(&addr, "/health"), 1);
+        assert_eq!(exit_code(&addr, "/health", Some("s3cret")), 0);
+        assert_eq!(exit_code(&addr, "/health", None), 1);
+        assert_eq!(exit_code(&addr, "/health", Some("wrong")), 1);
         server.join().expect("server");
-        assert_eq!(exit_code(&addr, "/health"), 1, "nothing listening");
+        assert_eq!(exit_code(&addr, "/health", None), 1, "nothing listening");
     }
 }

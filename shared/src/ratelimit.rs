@@ -2,15 +2,32 @@
 //! fingerprint). The consumer pod holds the one instance every handler replica asks; a
 //! handler keeps its own only for when the pod cannot be asked.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroUsize;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::internal::{RateCheck, RateDecision};
 
-/// Most buckets tracked at once; beyond it, expired windows are dropped first and a new
-/// bucket that still does not fit is let through uncounted rather than growing memory.
+/// Most buckets tracked at once; a new bucket beyond it takes the place of the one used
+/// longest ago, so every caller is always counted and memory stays bounded.
 pub const MAX_BUCKETS: usize = 100_000;
+
+/// The bucket name of a caller without a valid key: its IPv4 address, or the /64 network of
+/// its IPv6 address (one host often holds a whole /64, so each address alone would give
+/// it endless budgets).
+pub fn ip_bucket(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => format!("ip:{v4}"),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => format!("ip:{v4}"),
+            None => {
+                let network = u128::from(v6) & !((1u128 << 64) - 1);
+                format!("ip:{}/64", std::net::Ipv6Addr::from(network))
+            }
+        },
+    }
+}
 
 /// One bucket's current window.
 #[derive(Debug, Clone, Copy)]
@@ -21,14 +38,28 @@ struct Window {
 }
 
 /// Request counts per bucket, each in its own fixed window starting at its first request.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RateLimiter {
-    windows: Mutex<HashMap<String, Window>>,
+    windows: Mutex<lru::LruCache<String, Window>>,
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::with_capacity(MAX_BUCKETS)
+    }
 }
 
 impl RateLimiter {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A limiter tracking at most `buckets` buckets.
+    pub fn with_capacity(buckets: usize) -> Self {
+        let capacity = NonZeroUsize::new(buckets).unwrap_or(NonZeroUsize::MIN);
+        Self {
+            windows: Mutex::new(lru::LruCache::new(capacity)),
+        }
     }
 
     /// Counts one request against `check.bucket` and says whether it is within the limit.
@@ -39,18 +70,8 @@ impl RateLimiter {
     fn check_at(&self, check: &RateCheck, now: Instant) -> RateDecision {
         let length = Duration::from_secs(check.window_secs.max(1));
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
-        if !windows.contains_key(&check.bucket) && windows.len() >= MAX_BUCKETS {
-            windows.retain(|_, w| now.duration_since(w.started) < w.length);
-            if windows.len() >= MAX_BUCKETS {
-                return RateDecision {
-                    allowed: true,
-                    limit: check.limit,
-                    remaining: check.limit,
-                    reset_secs: check.window_secs,
-                };
-            }
-        }
-        let window = windows.entry(check.bucket.clone()).or_insert(Window {
+        // Full: the bucket used longest ago makes room (an expired one, if any is that old).
+        let window = windows.get_or_insert_mut(check.bucket.clone(), || Window {
             started: now,
             length,
             count: 0,
@@ -127,17 +148,42 @@ mod tests {
     }
 
     #[test]
-    fn memory_stays_bounded() {
-        let limiter = RateLimiter::new();
+    fn a_full_table_makes_room_by_the_bucket_used_longest_ago_and_counts_every_caller() {
+        let limiter = RateLimiter::with_capacity(1000);
         let start = Instant::now();
-        for i in 0..MAX_BUCKETS {
+        let old = limiter.check_at(&check("ip:old", 1), start);
+        assert!(old.allowed);
+        for i in 0..999 {
             limiter.check_at(&check(&format!("ip:{i}"), 1), start);
         }
-        let extra = limiter.check_at(&check("ip:new", 1), start);
-        assert!(extra.allowed);
-        assert_eq!(limiter.len(), MAX_BUCKETS);
-        let later = start + Duration::from_secs(61);
-        limiter.check_at(&check("ip:new", 1), later);
-        assert_eq!(limiter.len(), 1, "expired windows made room");
+        // A busy caller stays counted: its use keeps its bucket the newest.
+        assert!(!limiter.check_at(&check("ip:old", 1), start).allowed);
+        let flood = limiter.check_at(&check("ip:new", 1), start);
+        assert!(flood.allowed, "the first request of a new caller");
+        assert!(
+            !limiter.check_at(&check("ip:new", 1), start).allowed,
+            "a new caller is counted, not let through"
+        );
+        assert_eq!(limiter.len(), 1000);
+        assert!(
+            !limiter.check_at(&check("ip:old", 1), start).allowed,
+            "the recently used bucket was kept"
+        );
+    }
+
+    #[test]
+    fn ipv6_callers_share_a_bucket_per_64() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert_eq!(ip_bucket(ip("203.0.113.9")), "ip:203.0.113.9");
+        assert_eq!(ip_bucket(ip("::ffff:203.0.113.9")), "ip:203.0.113.9");
+        assert_eq!(
+            ip_bucket(ip("2001:db8:1:2:aaaa::1")),
+            ip_bucket(ip("2001:db8:1:2:ffff:ffff:ffff:ffff"))
+        );
+        assert_eq!(ip_bucket(ip("2001:db8:1:2::1")), "ip:2001:db8:1:2::/64");
+        assert_ne!(
+            ip_bucket(ip("2001:db8:1:2::1")),
+            ip_bucket(ip("2001:db8:1:3::1"))
+        );
     }
 }

@@ -1,6 +1,7 @@
 //! `consumer`: the consumer pod. Reads `.env`, flags and environment, then consumes the
 //! source topics into its buffer and serves the handlers until Ctrl-C or SIGTERM.
-//! `consumer healthcheck` asks the running pod's internal socket and exits 0 if it answers.
+//! `consumer healthcheck` asks the running pod's internal socket (with its INTERNAL_TOKEN)
+//! and exits 0 if it answers.
 
 use anyhow::Context;
 use shared::config::{self, ConsumerAddr, ConsumerConfig};
@@ -10,10 +11,15 @@ use shared::internal::STATUS_PATH;
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {
         let addr: ConsumerAddr = std::env::var("CONSUMER_ADDR")
-            .unwrap_or_else(|_| "0.0.0.0:7070".into())
+            .unwrap_or_else(|_| "127.0.0.1:7070".into())
             .parse()
             .map_err(anyhow::Error::msg)?;
-        std::process::exit(shared::probe::exit_code(&addr, STATUS_PATH));
+        let token = std::env::var("INTERNAL_TOKEN").ok();
+        std::process::exit(shared::probe::exit_code(
+            &addr,
+            STATUS_PATH,
+            token.as_deref(),
+        ));
     }
     let config: ConsumerConfig = config::load();
     shared::telemetry::init();

@@ -129,6 +129,7 @@ pub fn run_child_client_if_asked() {
         batch_limit: 50,
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
         client_id: spec.client_id,
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
@@ -140,6 +141,26 @@ pub fn run_child_client_if_asked() {
             .await
             .expect("client run");
     });
+}
+
+/// The client's configuration for a running stack: its API and local Kafka, quick polls,
+/// batches of `batch_limit`, a fresh identity.
+pub fn client_config(stack: &Stack, batch_limit: u32) -> shared::config::ClientConfig {
+    shared::config::ClientConfig {
+        server_url: Some(stack.server_url.clone()),
+        api_key: Some(stack.info.api_key.clone()),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(stack.info.local_brokers.clone()),
+        kafka_topic: None,
+        topic_prefix: None,
+        interval_ms: 100,
+        from: shared::config::StartPosition::Earliest,
+        batch_limit,
+        compression: true,
+        state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
+        client_id: unique("client"),
+    }
 }
 
 /// Starts this test binary again as a client process (its `child_client_process` test).
@@ -216,9 +237,11 @@ pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
     )
 }
 
-/// Handler configuration for a pod and key, with the contract's defaults otherwise.
+/// Handler configuration for a pod (with its internal token) and key, with the contract's
+/// defaults otherwise.
 pub fn handlers_config(
     pod: shared::config::ConsumerAddr,
+    internal_token: Option<&str>,
     key: &str,
 ) -> shared::config::HandlersConfig {
     shared::config::HandlersConfig {
@@ -228,12 +251,18 @@ pub fn handlers_config(
         },
         api_prefix: "/api/v1".into(),
         consumer_addr: pod,
+        internal_token: internal_token.map(str::to_owned),
         port: 0,
         host: "127.0.0.1".into(),
         cors: Default::default(),
         limits: Default::default(),
         tls: Default::default(),
     }
+}
+
+/// Handlers in front of a running stack's pod, built apart from the stack's own.
+pub fn stack_handlers_config(stack: &Stack, key: &str) -> shared::config::HandlersConfig {
+    handlers_config(stack.pod_addr.clone(), stack.internal_token(), key)
 }
 
 /// Handler state for a pod and key.

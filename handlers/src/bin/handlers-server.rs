@@ -18,7 +18,7 @@ async fn main() -> anyhow::Result<()> {
         let prefix = std::env::var("API_PREFIX").unwrap_or_else(|_| "/api/v1".into());
         let addr = ConsumerAddr::Tcp(format!("127.0.0.1:{port}"));
         let path = format!("{}/health", prefix.trim_end_matches('/'));
-        std::process::exit(shared::probe::exit_code(&addr, &path));
+        std::process::exit(shared::probe::exit_code(&addr, &path, None));
     }
     let config: HandlersConfig = config::load();
     shared::telemetry::init();
