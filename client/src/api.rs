@@ -1,6 +1,8 @@
-//! [`EventsApi`]: `GET {SERVER_URL}{API_PREFIX}/events` with the key and the cursor.
-//! Sorts failures into [`FetchError::Transient`] (retry: network, `429`, `5xx`) and
-//! [`FetchError::Rejected`] (the server refused the request itself: key, cursor).
+//! [`EventsApi`]: `GET {SERVER_URL}{API_PREFIX}/events` with the key and the cursor, paced
+//! by the key's rate-limit budget ([`Pacer`]). Sorts failures into
+//! [`FetchError::Transient`] (retry: network, `5xx`), [`FetchError::RateLimited`] (`429`:
+//! wait as told) and [`FetchError::Rejected`] (the server refused the request itself: key,
+//! cursor, a redirect). Redirects are never followed, so the key goes only to `SERVER_URL`.
 
 use std::time::Duration;
 
@@ -10,6 +12,8 @@ use shared::api::EventsResponse;
 use shared::error::ErrorBody;
 use shared::wire::BatchView;
 
+use crate::pace::Pacer;
+
 /// Why a poll got no events.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -18,6 +22,12 @@ pub enum FetchError {
     Transient {
         message: String,
         retry_after: Option<Duration>,
+    },
+    /// Over the key's rate limit (`429`): something else spent the budget too.
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        retry_after: Duration,
     },
     /// The server refused the request (`4xx`); retrying unchanged will not help until the
     /// configuration or the server changes.
@@ -35,6 +45,40 @@ pub struct EventsApi {
     http: reqwest::Client,
     url: String,
     api_key: String,
+    pacer: Pacer,
+}
+
+/// How much one request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSize {
+    /// `limit`: most events.
+    pub events: u32,
+    /// `max_bytes`: most bytes of events.
+    pub bytes: u32,
+}
+
+impl BatchSize {
+    /// What a client asks for first: `events` and the server's default bytes.
+    pub fn new(events: u32) -> Self {
+        Self {
+            events: events.clamp(1, shared::api::MAX_LIMIT),
+            bytes: shared::api::DEFAULT_MAX_BYTES,
+        }
+    }
+
+    /// Twice as much, up to what the API allows: fewer requests for the same events.
+    pub fn grown(self) -> Self {
+        Self {
+            events: self.events.saturating_mul(2).min(shared::api::MAX_LIMIT),
+            bytes: self.bytes.saturating_mul(2).min(shared::api::MAX_MAX_BYTES),
+        }
+    }
+
+    /// Whether an answer of `events` in a body of `body_bytes` filled what was asked: the
+    /// source had more.
+    pub fn filled_by(self, events: usize, body_bytes: usize) -> bool {
+        events >= self.events as usize || body_bytes.saturating_mul(4) >= self.bytes as usize * 3
+    }
 }
 
 impl EventsApi {
@@ -47,6 +91,8 @@ impl EventsApi {
     ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
+            // The key goes to SERVER_URL only: a redirect is reported, never followed.
+            .redirect(reqwest::redirect::Policy::none())
             .zstd(compress)
             .gzip(compress)
             .user_agent(concat!(
@@ -59,25 +105,37 @@ impl EventsApi {
             http,
             url,
             api_key: api_key.to_owned(),
+            pacer: Pacer::new(),
         })
     }
 
-    /// One poll: events from `start`, long-polling up to `wait`.
+    /// Whether requests are held back for the key's budget now: the client should ask for
+    /// more per request.
+    pub fn is_paced(&self) -> bool {
+        self.pacer.is_pacing()
+    }
+
+    /// One poll: events from `start`, long-polling up to `wait`, once the key's budget
+    /// allows.
     pub async fn fetch(
         &self,
         start: &StartFrom,
-        limit: u32,
+        size: BatchSize,
         wait: Duration,
     ) -> Result<BatchView, FetchError> {
         let wait_ms = wait
             .as_millis()
             .min(u128::from(shared::api::MAX_WAIT_MS))
             .to_string();
-        let limit = limit.to_string();
-        let mut query: Vec<(&str, String)> = vec![("limit", limit), ("wait_ms", wait_ms)];
+        let mut query: Vec<(&str, String)> = vec![
+            ("limit", size.events.to_string()),
+            ("max_bytes", size.bytes.to_string()),
+            ("wait_ms", wait_ms),
+        ];
         if let Some(cursor) = start.to_param() {
             query.push(("cursor", cursor));
         }
+        let _admitted = self.pacer.admit().await;
         let response = self
             .http
             .get(&self.url)
@@ -92,8 +150,24 @@ impl EventsApi {
                 retry_after: None,
             })?;
         let status = response.status();
+        self.pacer.observe(response.headers());
         if status.is_success() {
             return read_batch(response).await;
+        }
+        if status.is_redirection() {
+            let to = response
+                .headers()
+                .get(reqwest::header::LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("another address")
+                .to_owned();
+            return Err(FetchError::Rejected {
+                status: status.as_u16(),
+                code: "redirect".into(),
+                message: format!(
+                    "the server sends the client to {to}; set SERVER_URL to the address that answers (the key is never sent on to another address)"
+                ),
+            });
         }
         let retry_after = response
             .headers()
@@ -111,10 +185,15 @@ impl EventsApi {
             },
             |b| (b.error.code.as_str().to_owned(), b.error.message),
         );
-        if status == StatusCode::TOO_MANY_REQUESTS
-            || status == StatusCode::REQUEST_TIMEOUT
-            || status.is_server_error()
-        {
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
+            self.pacer.refused(retry_after);
+            return Err(FetchError::RateLimited {
+                message: format!("over the API key's rate limit: {message}"),
+                retry_after,
+            });
+        }
+        if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
             return Err(FetchError::Transient {
                 message: format!("server busy or unavailable ({status}): {message}"),
                 retry_after,
@@ -169,4 +248,109 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
         cause = next;
     }
     cause.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with `answer` and counts the requests.
+    async fn server(answer: String) -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::clone(&count);
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                seen.fetch_add(1, Ordering::SeqCst);
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let _ = conn.read(&mut buf).await;
+                    let _ = conn.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, count)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_reported_and_never_followed_with_the_key() {
+        let (elsewhere, reached) =
+            server("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n".into()).await;
+        let (url, _) = server(format!(
+            "HTTP/1.1 302 Found\r\nlocation: {elsewhere}/api/v1/events\r\ncontent-length: 0\r\n\r\n"
+        ))
+        .await;
+        let api = EventsApi::new(&url, "/api/v1", "secret-key-0123456789", false).expect("client");
+        let err = api
+            .fetch(&StartFrom::Earliest, BatchSize::new(10), Duration::ZERO)
+            .await
+            .expect_err("a redirect is no answer");
+        match err {
+            FetchError::Rejected {
+                status,
+                code,
+                message,
+            } => {
+                assert_eq!((status, code.as_str()), (302, "redirect"));
+                assert!(message.contains(&elsewhere), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert_eq!(
+            reached.load(Ordering::SeqCst),
+            0,
+            "the key never went elsewhere"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_429_holds_every_request_back_for_its_retry_after() {
+        let (url, asked) = server(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 2\r\nratelimit-limit: 10\r\nratelimit-remaining: 0\r\nratelimit-reset: 2\r\ncontent-type: application/json\r\ncontent-length: 50\r\n\r\n{\"error\":{\"code\":\"rate_limited\",\"message\":\"over\"}}"
+                .into(),
+        )
+        .await;
+        let api = EventsApi::new(&url, "/api/v1", "secret-key-0123456789", false).expect("client");
+        let err = api
+            .fetch(&StartFrom::Earliest, BatchSize::new(10), Duration::ZERO)
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(err, FetchError::RateLimited { retry_after, .. } if retry_after == Duration::from_secs(2)),
+            "{err:?}"
+        );
+        assert!(api.is_paced(), "the next request waits");
+        let started = Instant::now();
+        let _ = api
+            .fetch(&StartFrom::Earliest, BatchSize::new(10), Duration::ZERO)
+            .await;
+        assert!(
+            started.elapsed() >= Duration::from_millis(1500),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(asked.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn batches_grow_to_what_the_api_allows_and_know_when_they_were_filled() {
+        let base = BatchSize::new(1000);
+        assert_eq!(base.bytes, shared::api::DEFAULT_MAX_BYTES);
+        let grown = base.grown().grown().grown().grown();
+        assert_eq!(
+            (grown.events, grown.bytes),
+            (10_000, shared::api::MAX_MAX_BYTES)
+        );
+        assert!(base.filled_by(1000, 10));
+        assert!(base.filled_by(3, 3_200_000), "bytes filled it");
+        assert!(!base.filled_by(999, 1_000_000));
+    }
 }

@@ -6,6 +6,7 @@ pub mod api;
 pub mod backoff;
 pub mod destination;
 pub mod memory;
+pub mod pace;
 pub mod replicator;
 pub mod sink;
 pub mod topics;

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::ClientError;
-use crate::api::{EventsApi, FetchError};
+use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::destination::Destination;
 use crate::sink::{LocalKafka, SinkError, Transaction};
@@ -29,6 +29,7 @@ enum Health {
     Starting,
     Replicating,
     ServerUnavailable(String),
+    RateLimited(String),
     Rejected(String),
     LocalKafkaFailing(String),
 }
@@ -40,6 +41,8 @@ pub struct Progress {
     pub connected: bool,
     pub events: u64,
     pub polls: u64,
+    /// Requests the server refused over the key's rate limit (each waited out).
+    pub rate_limited: u64,
 }
 
 /// The client: API in, local Kafka out, position committed with each batch.
@@ -52,7 +55,10 @@ pub struct Replicator {
     client_id: String,
     from: StartPosition,
     interval: Duration,
-    limit: u32,
+    /// What a request asks for when the client is not request-bound.
+    base_size: BatchSize,
+    /// What the next request asks for: grown while the key's budget paces a backlog.
+    size: BatchSize,
     health: Health,
     progress: Progress,
     watchers: tokio::sync::watch::Sender<Progress>,
@@ -77,7 +83,8 @@ impl Replicator {
             client_id: config.client_id.clone(),
             from: config.from,
             interval: Duration::from_millis(config.interval_ms),
-            limit: config.batch_limit,
+            base_size: BatchSize::new(config.batch_limit),
+            size: BatchSize::new(config.batch_limit),
             health: Health::Starting,
             progress: Progress::default(),
             watchers: tokio::sync::watch::Sender::new(Progress::default()),
@@ -104,6 +111,10 @@ impl Replicator {
             Health::ServerUnavailable(why) => {
                 tracing::warn!(reason = %why, "server unavailable; retrying with backoff")
             }
+            Health::RateLimited(why) => tracing::warn!(
+                reason = %why,
+                "the server refused a request over the API key's rate limit (does another process use this key?); waiting as its Retry-After says"
+            ),
             Health::Rejected(why) => tracing::error!(
                 reason = %why,
                 "server refused the request; retrying with backoff until fixed"
@@ -183,6 +194,7 @@ impl Replicator {
                 .take()
                 .unwrap_or_else(|| self.fetch_from(&at.place.fetch, true));
             let long_polled = fetch.long_poll;
+            let asked = fetch.asked;
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
                 r = fetch.answer => r,
@@ -218,6 +230,16 @@ impl Replicator {
                     sleep(pause, &shutdown).await;
                     continue;
                 }
+                Err(FetchError::RateLimited {
+                    message,
+                    retry_after,
+                }) => {
+                    self.progress.rate_limited += 1;
+                    self.publish();
+                    self.set_health(Health::RateLimited(message));
+                    sleep(retry_after, &shutdown).await;
+                    continue;
+                }
                 Err(err @ FetchError::Rejected { .. }) => {
                     self.set_health(Health::Rejected(err.to_string()));
                     let pause = self.backoff.next_delay();
@@ -231,6 +253,8 @@ impl Replicator {
             }
             let next = Cursor::decode(batch.next_cursor()).map_err(ClientError::BadCursor)?;
             let count = batch.len();
+            let full = asked.filled_by(count, batch.body_len());
+            self.resize(full);
             let moved = !matches!(&at.place.fetch, StartFrom::Cursor(c) if *c == next);
             let fetched_at = Instant::now();
             if count > 0 || moved {
@@ -238,7 +262,7 @@ impl Replicator {
                 // (bounded), so local Kafka works on this one meanwhile. That next fetch does
                 // not long-poll: if the backlog ended here, the transaction commits at once
                 // instead of a poll interval later.
-                let keep_open = count == self.limit as usize
+                let keep_open = full
                     && open.as_ref().map_or(0, Transaction::events) + count
                         < MAX_TRANSACTION_EVENTS
                     && open
@@ -431,6 +455,8 @@ struct PendingFetch {
     answer: FetchTask,
     /// Whether the server may hold it for the poll interval (else it answers at once).
     long_poll: bool,
+    /// What it asked for.
+    asked: BatchSize,
 }
 
 /// A spawned fetch, aborted when dropped unfinished: nothing fetched after a failed write
@@ -605,13 +631,30 @@ impl Replicator {
         } else {
             Duration::ZERO
         };
-        let (api, start, limit) = (self.api.clone(), start.clone(), self.limit);
+        let (api, start, size) = (self.api.clone(), start.clone(), self.size);
         let task = FetchTask(tokio::spawn(
-            async move { api.fetch(&start, limit, wait).await },
+            async move { api.fetch(&start, size, wait).await },
         ));
         PendingFetch {
             answer: task,
             long_poll,
+            asked: size,
+        }
+    }
+
+    /// Sizes the next request: while a backlog fills answers and the key's budget holds
+    /// requests back, each asks for twice as much (up to what the API allows), so catch-up
+    /// is not bound by the number of requests; once answers stop filling, back to the
+    /// configured size.
+    fn resize(&mut self, full: bool) {
+        let size = match (full, self.api.is_paced()) {
+            (true, true) => self.size.grown(),
+            (true, false) => self.size,
+            (false, _) => self.base_size,
+        };
+        if size != self.size {
+            tracing::debug!(limit = size.events, max_bytes = size.bytes, "batch size");
+            self.size = size;
         }
     }
 }

@@ -102,39 +102,118 @@ async fn budgets_are_per_ip_and_per_key_and_shared_by_every_replica() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rate_limited_client_waits_as_told_and_loses_nothing() {
-    const TEST: &str = "a_rate_limited_client_waits_as_told_and_loses_nothing";
-    const N: u64 = 300;
-    let mut config = common::config();
-    config.events = Some(N);
-    config.client = true;
-    config.client_batch_limit = 10;
-    config.client_interval = Duration::from_millis(10);
-    config.rate_limits = RateLimitArgs {
-        rate_limit_key_max: 3,
-        rate_limit_window_secs: 1,
-        ..RateLimitArgs::default()
-    };
-    let stack = common::start(config).await;
-    let copied = common::read_copies(&stack, N).await;
-    let text = stack.handler_metrics();
-    stack.stop().await;
-    common::assert_exactly_once(TEST, &copied, N);
-    let limited: f64 = text
+/// 429s answered to requests with a key, from the handlers' own metrics.
+fn key_refusals(metrics: &str) -> f64 {
+    metrics
         .lines()
         .filter(|l| l.starts_with("api_rate_limited_total{kind=\"key\"}"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The shipped budget (18,000 requests per 900 s, 20 a second) scaled to a 5 s window:
+/// the same ratio, with several windows passing within the test.
+fn shipped_ratio() -> RateLimitArgs {
+    let window = 5;
+    RateLimitArgs {
+        rate_limit_key_max: u32::try_from(
+            u64::from(shared::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window
+                / shared::config::DEFAULT_RATE_LIMIT_WINDOW_SECS,
+        )
+        .expect("budget"),
+        rate_limit_window_secs: window,
+        ..RateLimitArgs::default()
+    }
+}
+
+/// The client with its default settings (1 s polls, batches of 1000) against the shipped
+/// budget ratio while the source produces `rate` events/s for `secs`: it paces itself by
+/// the `RateLimit-*` headers, so the server refuses none of its requests, and every event
+/// arrives once.
+async fn client_within_the_budget(test: &str, rate: u64, secs: u64) {
+    let n = rate * secs;
+    let mut config = common::config();
+    config.events = Some(n);
+    config.rate = rate;
+    config.client = true;
+    config.client_interval = Duration::from_millis(1000);
+    config.client_batch_limit = 1000;
+    config.rate_limits = shipped_ratio();
+    let stack = common::start(config).await;
+    let copied = common::read_copies(&stack, n).await;
+    let text = stack.handler_metrics();
+    stack.stop().await;
+    let requests: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("api_requests_total{") && l.contains("/events"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum();
-    eprintln!("{TEST}: {limited} polls refused with 429 on the way");
+    common::assert_exactly_once(test, &copied, n);
+    let refused = key_refusals(&text);
+    eprintln!("{test}: {n} events at {rate}/s in {requests} requests, {refused} refused");
+    assert_eq!(refused, 0.0, "the client drew no 429 of its own making");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_draws_no_429_at_10_events_per_second() {
+    client_within_the_budget("the_client_draws_no_429_at_10_events_per_second", 10, 12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_draws_no_429_at_200_events_per_second() {
+    client_within_the_budget("the_client_draws_no_429_at_200_events_per_second", 200, 12).await;
+}
+
+/// Another process spends the key's budget (a script polling `/metrics` with the same
+/// key): the client's requests then draw 429s, which it waits out as `Retry-After` says,
+/// losing and duplicating nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_drawn_by_another_user_of_the_key_is_waited_out() {
+    const TEST: &str = "a_429_drawn_by_another_user_of_the_key_is_waited_out";
+    const N: u64 = 300;
+    let mut config = common::config();
+    config.events = Some(N);
+    config.rate = 100;
+    config.rate_limits = RateLimitArgs {
+        rate_limit_key_max: 20,
+        rate_limit_window_secs: 2,
+        ..RateLimitArgs::default()
+    };
+    let stack = common::start(config).await;
+    let (base, key) = (stack.info.api_base.clone(), stack.info.api_key.clone());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let hog = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.is_cancelled() {
+                let _ = get(&http, &format!("{base}/metrics"), Some(&key)).await;
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+    };
+    let replicator = client::Replicator::new(&common::client_config(&stack, 50)).expect("client");
+    let mut progress = replicator.watch();
+    let run = tokio::spawn(replicator.run(stop.clone()));
+    let done = tokio::time::timeout(
+        Duration::from_secs(90),
+        progress.wait_for(|p| p.events >= N),
+    )
+    .await
+    .is_ok_and(|seen| seen.is_ok());
+    let limited = progress.borrow().rate_limited;
+    stop.cancel();
+    let _ = hog.await;
+    let _ = run.await;
+    let copied = common::read_copies(&stack, N).await;
+    stack.stop().await;
     assert!(
-        limited >= 1.0,
-        "the client was actually limited:\n{}",
-        text.lines()
-            .filter(|l| l.starts_with("api_"))
-            .collect::<Vec<_>>()
-            .join("\n")
+        done,
+        "every event committed while another process spent the budget"
     );
+    common::assert_exactly_once(TEST, &copied, N);
+    eprintln!("{TEST}: the client was refused {limited} times and waited each out");
+    assert!(limited >= 1, "the other process made the client draw a 429");
 }
 
 const SECURITY_HEADERS: [(&str, &str); 6] = [

@@ -474,8 +474,9 @@ impl Validate for CorsArgs {
 
 /// Default of `RATE_LIMIT_MAX`: requests per window per client IP without a valid key.
 pub const DEFAULT_RATE_LIMIT_MAX: u32 = 100;
-/// Default of `RATE_LIMIT_KEY_MAX`: requests per window per API key.
-pub const DEFAULT_RATE_LIMIT_KEY_MAX: u32 = 2000;
+/// Default of `RATE_LIMIT_KEY_MAX`: requests per window per API key (20 per second on
+/// average over the default window).
+pub const DEFAULT_RATE_LIMIT_KEY_MAX: u32 = 18_000;
 /// Default of `RATE_LIMIT_WINDOW_SECS`.
 pub const DEFAULT_RATE_LIMIT_WINDOW_SECS: u64 = 900;
 
@@ -656,8 +657,11 @@ impl Validate for ClientConfig {
             "server-url",
             "https://replicator.example.com",
         )?;
-        let url = self.server_url.as_deref().unwrap_or_default();
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
+        let url = self.server_url.as_deref().unwrap_or_default().trim();
+        let Some(rest) = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+        else {
             return Err(ConfigError::Invalid {
                 var: "SERVER_URL",
                 reason: "must start with http:// or https://".into(),
