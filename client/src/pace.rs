@@ -24,8 +24,8 @@ struct Budget {
 #[derive(Debug, Default)]
 struct State {
     budget: Option<Budget>,
-    /// The longest `RateLimit-Reset` seen: the window's length, as near as the client
-    /// can tell.
+    /// The window's length: from `RateLimit-Policy` (`18000;w=900`), else the longest
+    /// `RateLimit-Reset` seen, as near as the client can tell.
     window: Duration,
     /// Requests admitted whose answer has not been observed yet.
     in_flight: u32,
@@ -99,11 +99,22 @@ impl Pacer {
             (Some(limit), Some(remaining), Some(reset)) => Some((limit, remaining, reset)),
             _ => None,
         };
+        let policy_window = headers
+            .get("ratelimit-policy")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.split(';')
+                    .find_map(|p| p.trim().strip_prefix("w="))?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(Duration::from_secs);
         let mut state = self.lock();
         match announced {
             Some((limit, remaining, reset)) => {
                 let reset = Duration::from_secs(reset);
-                state.window = state.window.max(reset);
+                state.window = policy_window.unwrap_or_else(|| state.window.max(reset));
                 state.budget = Some(Budget {
                     limit: u32::try_from(limit).unwrap_or(u32::MAX),
                     remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
@@ -312,5 +323,21 @@ mod tests {
         assert!(pacer.is_pacing(), "4 left of 100 is the reserve");
         pacer.observe(&HeaderMap::new());
         assert!(!pacer.is_pacing());
+    }
+
+    #[test]
+    fn a_client_starting_mid_window_learns_its_length_from_the_policy() {
+        // 120 of 200 left with 3 s to go in a 10 s window: well within the spread.
+        let mut headers = HeaderMap::new();
+        headers.insert("ratelimit-limit", "200".parse().expect("value"));
+        headers.insert("ratelimit-remaining", "120".parse().expect("value"));
+        headers.insert("ratelimit-reset", "3".parse().expect("value"));
+        let guessing = Pacer::new();
+        guessing.observe(&headers);
+        assert!(guessing.is_pacing(), "a 3 s window for all it knows");
+        headers.insert("ratelimit-policy", "200;w=10".parse().expect("value"));
+        let told = Pacer::new();
+        told.observe(&headers);
+        assert!(!told.is_pacing());
     }
 }

@@ -57,7 +57,8 @@ pub struct Replicator {
     interval: Duration,
     /// What a request asks for when the client is not request-bound.
     base_size: BatchSize,
-    /// What the next request asks for: grown while the key's budget paces a backlog.
+    /// What the next request asks for: [`BatchSize::paced`] while the key's budget paces a
+    /// backlog.
     size: BatchSize,
     health: Health,
     progress: Progress,
@@ -643,12 +644,12 @@ impl Replicator {
     }
 
     /// Sizes the next request: while a backlog fills answers and the key's budget holds
-    /// requests back, each asks for twice as much (up to what the API allows), so catch-up
-    /// is not bound by the number of requests; once answers stop filling, back to the
-    /// configured size.
+    /// requests back, requests are what is scarce, so each asks for as much as
+    /// [`BatchSize::paced`] and catch-up is bound by bytes, not by requests; once answers
+    /// stop filling, back to the configured size.
     fn resize(&mut self, full: bool) {
         let size = match (full, self.api.is_paced()) {
-            (true, true) => self.size.grown(),
+            (true, true) => BatchSize::paced(),
             (true, false) => self.size,
             (false, _) => self.base_size,
         };

@@ -30,6 +30,9 @@ pub struct WrongKey;
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+/// The budget and its window (`18000;w=900`, as the IETF RateLimit header fields draft
+/// writes a policy): a client that starts mid-window learns how long windows are.
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 const FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The key a request presents, if any: `x-api-key`, else `Authorization: Bearer`.
@@ -127,7 +130,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         }
         .into_response()
     };
-    set_rate_headers(response.headers_mut(), &decision);
+    set_rate_headers(
+        response.headers_mut(),
+        &decision,
+        limits.rate_limit_window_secs,
+    );
     response
 }
 
@@ -136,7 +143,10 @@ fn is_probe(path: &str, prefix: &str) -> bool {
         .is_some_and(|rest| rest == "/health" || rest == "/ready")
 }
 
-fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision) {
+fn set_rate_headers(headers: &mut HeaderMap, decision: &RateDecision, window_secs: u64) {
+    if let Ok(policy) = HeaderValue::from_str(&format!("{};w={window_secs}", decision.limit)) {
+        headers.insert(RATELIMIT_POLICY, policy);
+    }
     headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
     headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
     headers.insert(RATELIMIT_RESET, HeaderValue::from(decision.reset_secs));

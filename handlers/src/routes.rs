@@ -129,6 +129,7 @@ pub struct MaxBytes(pub u32);
                 ("RateLimit-Limit" = u32, description = "Requests allowed per window for this key"),
                 ("RateLimit-Remaining" = u32, description = "Requests left in this window"),
                 ("RateLimit-Reset" = u64, description = "Seconds until the window resets"),
+                ("RateLimit-Policy" = String, description = "The budget and its window in seconds, e.g. `18000;w=900`"),
             ),
             example = json!({"events": [{"topic": "orders", "partition": 0, "offset": 42, "timestamp": 1764033600000_i64, "key": "device-7", "value": "{\"seq\":42}", "headers": [{"key": "source", "value": "pos"}], "encoding": "utf8"}], "next_cursor": "AgAAAA…", "gaps": []})),
         (status = 400, description = "A bad parameter or cursor: `bad_request`, `invalid_limit`, `invalid_max_bytes`, `invalid_wait`, `unknown_topic`, `invalid_cursor`, `cursor_cluster_mismatch`, `cursor_topic_mismatch`, `cursor_ahead`", body = ErrorBody,

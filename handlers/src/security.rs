@@ -152,6 +152,7 @@ pub fn cors(args: &CorsArgs) -> Option<CorsLayer> {
                 HeaderName::from_static("ratelimit-limit"),
                 HeaderName::from_static("ratelimit-remaining"),
                 HeaderName::from_static("ratelimit-reset"),
+                HeaderName::from_static("ratelimit-policy"),
             ])
             .max_age(Duration::from_secs(600)),
     )
