@@ -209,11 +209,9 @@ impl EventReader {
         let mut changes = self.buffer.subscribe();
         let (events, gaps) = loop {
             changes.mark_unchanged();
-            let mut room = Room::new(req.max_bytes as usize, !req.binary);
+            let room = Room::new(req.max_bytes as usize, !req.binary);
             let until = Instant::now() + self.read_budget;
-            let (events, gaps) = self
-                .collect(&mut positions, limit, &mut room, until)
-                .await?;
+            let (events, gaps) = self.collect(&mut positions, limit, room, until).await?;
             if !events.is_empty() || !gaps.is_empty() || Instant::now() >= deadline {
                 break (events, gaps);
             }
@@ -372,11 +370,16 @@ impl EventReader {
         &self,
         positions: &mut BTreeMap<TopicPartition, i64>,
         limit: usize,
-        room: &mut Room,
+        room: Room,
         until: Instant,
     ) -> Result<(Vec<Arc<Record>>, Vec<Gap>), ApiError> {
-        let mut events = Vec::new();
-        let mut gaps = Vec::new();
+        let mut answer = Answer {
+            events: Vec::new(),
+            gaps: Vec::new(),
+            limit,
+            room,
+            until,
+        };
         let mut order: Vec<TopicPartition> = positions.keys().cloned().collect();
         if order.len() > 1 {
             order.rotate_left(first_visited(positions));
@@ -384,65 +387,36 @@ impl EventReader {
         let share = (limit / order.len().max(1)).max(1);
         let mut has_more = Vec::new();
         for tp in order {
-            match self
-                .visit(
-                    &tp,
-                    share,
-                    positions,
-                    limit,
-                    room,
-                    until,
-                    &mut events,
-                    &mut gaps,
-                )
-                .await?
-            {
+            match self.visit(&tp, share, positions, &mut answer).await? {
                 Visit::Filled => has_more.push(tp),
                 Visit::Read => {}
-                Visit::Stop => return Ok((events, gaps)),
+                Visit::Stop => return Ok((answer.events, answer.gaps)),
             }
         }
         for tp in has_more {
-            if let Visit::Stop = self
-                .visit(
-                    &tp,
-                    limit,
-                    positions,
-                    limit,
-                    room,
-                    until,
-                    &mut events,
-                    &mut gaps,
-                )
-                .await?
-            {
+            if let Visit::Stop = self.visit(&tp, limit, positions, &mut answer).await? {
                 break;
             }
         }
-        Ok((events, gaps))
+        Ok((answer.events, answer.gaps))
     }
 
-    /// Reads up to `wanted` records of `tp` into `events`, unless the answer is complete.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads up to `wanted` records of `tp` into the answer, unless it is complete.
     async fn visit(
         &self,
         tp: &TopicPartition,
         wanted: usize,
         positions: &mut BTreeMap<TopicPartition, i64>,
-        limit: usize,
-        room: &mut Room,
-        until: Instant,
-        events: &mut Vec<Arc<Record>>,
-        gaps: &mut Vec<Gap>,
+        answer: &mut Answer,
     ) -> Result<Visit, ApiError> {
-        let max = wanted.min(limit - events.len());
-        if max == 0 || room.is_full() {
+        let max = wanted.min(answer.limit - answer.events.len());
+        if max == 0 || answer.room.is_full() {
             return Ok(Visit::Stop);
         }
-        if !events.is_empty() && Instant::now() >= until {
+        if !answer.events.is_empty() && Instant::now() >= answer.until {
             self.metrics.fetches_cut_short.inc();
             tracing::debug!(
-                events = events.len(),
+                events = answer.events.len(),
                 "read budget spent; answering with what was read"
             );
             return Ok(Visit::Stop);
@@ -450,13 +424,10 @@ impl EventReader {
         let Some(pos) = positions.get_mut(tp) else {
             return Ok(Visit::Read);
         };
-        match self
-            .read_partition(tp, pos, max, room, until, events, gaps)
-            .await
-        {
+        match self.read_partition(tp, pos, max, answer).await {
             Ok(got) if got == max => Ok(Visit::Filled),
             Ok(_) => Ok(Visit::Read),
-            Err(err) if events.is_empty() => Err(err),
+            Err(err) if answer.events.is_empty() => Err(err),
             Err(err) => {
                 tracing::debug!(error = %err, "answering with what was read");
                 Ok(Visit::Stop)
@@ -464,28 +435,25 @@ impl EventReader {
         }
     }
 
-    /// Reads up to `max` records of one partition into `events`; returns how many.
-    #[allow(clippy::too_many_arguments)]
+    /// Reads up to `max` records of one partition into the answer; returns how many.
     async fn read_partition(
         &self,
         tp: &TopicPartition,
         pos: &mut i64,
         max: usize,
-        room: &mut Room,
-        until: Instant,
-        events: &mut Vec<Arc<Record>>,
-        gaps: &mut Vec<Gap>,
+        answer: &mut Answer,
     ) -> Result<usize, ApiError> {
         let mut got = 0;
         // Kafka fills what the buffer cannot vouch for; once a Kafka read reaches the part
         // the buffer holds, the buffer goes on. Two rounds each at most.
         for _ in 0..2 {
+            let room = &mut answer.room;
             let stop = match self.buffer.read(tp, *pos, max - got, |r| room.take(r)) {
                 PartitionRead::Records { records, next } => {
-                    events.extend(records.iter().cloned());
+                    answer.events.extend(records.iter().cloned());
                     *pos = next;
                     got += records.len();
-                    if got == max || records.is_empty() || room.is_full() {
+                    if got == max || records.is_empty() || answer.room.is_full() {
                         break;
                     }
                     continue;
@@ -506,22 +474,22 @@ impl EventReader {
             self.metrics.catchup_reads.inc();
             // The first read of an answer gets the whole Kafka timeout, so every fetch moves
             // on; later ones end with the fetch's budget.
-            let deadline = if events.is_empty() {
+            let deadline = if answer.events.is_empty() {
                 None
             } else {
-                Some(until.into_std())
+                Some(answer.until.into_std())
             };
             let read = self
                 .kafka
-                .read_range(tp.clone(), *pos, max - got, stop, *room, deadline)
+                .read_range(tp.clone(), *pos, max - got, stop, answer.room, deadline)
                 .await
                 .map_err(unavailable)?;
-            *room = read.room;
+            answer.room = read.room;
             if let Some(missing) = read.missing {
                 self.metrics.gaps.inc();
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,
                     "offsets no longer in the source (retention); reported as a gap");
-                gaps.push(Gap {
+                answer.gaps.push(Gap {
                     topic: tp.topic.clone(),
                     partition: tp.partition,
                     from: missing.from,
@@ -529,14 +497,25 @@ impl EventReader {
                 });
             }
             got += read.records.len();
-            events.extend(read.records.into_iter().map(Arc::new));
+            answer.events.extend(read.records.into_iter().map(Arc::new));
             *pos = read.next;
-            if got == max || room.is_full() || stop.is_none_or(|s| read.next < s) {
+            if got == max || answer.room.is_full() || stop.is_none_or(|s| read.next < s) {
                 break;
             }
         }
         Ok(got)
     }
+}
+
+/// An answer being filled: its events and gaps, and what it may still take.
+struct Answer {
+    events: Vec<Arc<Record>>,
+    gaps: Vec<Gap>,
+    /// Most events.
+    limit: usize,
+    room: Room,
+    /// When it stops reading more partitions (the fetch's read budget).
+    until: Instant,
 }
 
 #[cfg(test)]
@@ -568,6 +547,28 @@ mod tests {
         let mut room = Room::new(each * 3, false);
         assert!((0..3).all(|_| room.take(&small)));
         assert!(!room.take(&small));
+    }
+
+    #[test]
+    fn the_first_partition_visited_follows_the_positions() {
+        let positions = |offsets: &[i64]| -> BTreeMap<TopicPartition, i64> {
+            offsets
+                .iter()
+                .enumerate()
+                .map(|(p, o)| (TopicPartition::new("t", p as i32), *o))
+                .collect()
+        };
+        let same = positions(&[5, 9, 0, 3]);
+        assert_eq!(
+            first_visited(&same),
+            first_visited(&same.clone()),
+            "same cursor, same start"
+        );
+        let starts: std::collections::HashSet<usize> = (0..64)
+            .map(|moved| first_visited(&positions(&[5 + moved, 9, 0, 3])))
+            .collect();
+        assert!(starts.len() > 1, "moving on moves the start: {starts:?}");
+        assert!(starts.iter().all(|s| *s < 4));
     }
 
     #[test]

@@ -54,6 +54,36 @@ async fn produce_unusual_records(brokers: &str, topic: &str) -> usize {
     count
 }
 
+/// The source topic and its copy in local Kafka, once each holds `expected` records,
+/// per partition in offset order.
+async fn source_and_copies(
+    info: &emulator::ReadyInfo,
+    expected: usize,
+) -> (BTreeMap<i32, Vec<Record>>, BTreeMap<i32, Vec<Record>>) {
+    let source = read_topic(
+        &info.source_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read source");
+    let copied = read_topic(
+        &info.local_brokers,
+        &info.topic,
+        expected,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("read local");
+    (source, copied)
+}
+
+/// Records per partition, over all partitions.
+fn total(records: &BTreeMap<i32, Vec<Record>>) -> usize {
+    records.values().map(Vec::len).sum()
+}
+
 /// What must survive the copy: everything but the offset and the provenance headers.
 fn content(r: &Record) -> Record {
     let headers = r
@@ -95,25 +125,9 @@ async fn replicates_exactly_once(
     );
     let expected = N as usize + produce_unusual_records(&info.source_brokers, &info.topic).await;
 
-    let source = read_topic(
-        &info.source_brokers,
-        &info.topic,
-        expected,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("read source");
-    let copied = read_topic(
-        &info.local_brokers,
-        &info.topic,
-        expected,
-        Duration::from_secs(120),
-    )
-    .await
-    .expect("read local");
+    let (source, copied) = source_and_copies(&info, expected).await;
     stack.stop().await;
 
-    let total = |m: &BTreeMap<i32, Vec<Record>>| m.values().map(Vec::len).sum::<usize>();
     assert_eq!(
         total(&source),
         expected,
@@ -305,29 +319,13 @@ async fn every_byte_sequence_is_copied_exactly(
     common::produce_records(&info.source_brokers, &info.topic, &records).await;
     let expected = records.len();
 
-    let source = read_topic(
-        &info.source_brokers,
-        &info.topic,
-        expected,
-        Duration::from_secs(60),
-    )
-    .await
-    .expect("read source");
-    let copied = read_topic(
-        &info.local_brokers,
-        &info.topic,
-        expected,
-        Duration::from_secs(120),
-    )
-    .await
-    .expect("read local");
+    let (source, copied) = source_and_copies(&info, expected).await;
     let ready = reqwest::get(format!("{}/ready", info.api_base))
         .await
         .expect("ready")
         .status();
     stack.stop().await;
 
-    let total = |m: &BTreeMap<i32, Vec<Record>>| m.values().map(Vec::len).sum::<usize>();
     assert_eq!(
         total(&source),
         expected,

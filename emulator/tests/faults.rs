@@ -265,18 +265,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
     let (proxy, cut) = cutting_proxy(api, 3, 3000).await;
     let client_config = shared::config::ClientConfig {
         server_url: Some(format!("http://{proxy}")),
-        api_key: Some(stack.info.api_key.clone()),
-        api_prefix: "/api/v1".into(),
-        kafka_brokers: Some(stack.info.local_brokers.clone()),
-        kafka_topic: None,
-        topic_prefix: None,
-        interval_ms: 100,
-        from: shared::config::StartPosition::Earliest,
-        batch_limit: 100,
-        compression: true,
-        state_topic: "kafka-replicator-client-state".into(),
-        insecure_http: false,
-        client_id: common::unique("client"),
+        ..common::client_config(&stack, 100)
     };
     let stop = tokio_util::sync::CancellationToken::new();
     let replicator = client::Replicator::new(&client_config).expect("client");
