@@ -56,6 +56,37 @@ pub struct BenchConfig {
     /// Delays every answer of the embedded local Kafka by this long, as a busy or distant
     /// local Kafka would (the embedded cluster only).
     pub local_delay: Option<Duration>,
+    /// The rate limits of the second API the backlog is copied through once more, to time
+    /// catch-up with limits on (the shipped defaults unless told).
+    pub limits_on: shared::config::RateLimitArgs,
+}
+
+/// The shipped per-key budget (`RATE_LIMIT_KEY_MAX` per `RATE_LIMIT_WINDOW_SECS`, 20
+/// requests a second) over a window of `window_secs`: the same rate, a shorter window.
+pub fn shipped_key_budget(window_secs: u64) -> shared::config::RateLimitArgs {
+    let key_max = u64::from(shared::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window_secs
+        / shared::config::DEFAULT_RATE_LIMIT_WINDOW_SECS;
+    shared::config::RateLimitArgs {
+        rate_limit_key_max: u32::try_from(key_max.max(1)).unwrap_or(u32::MAX),
+        rate_limit_window_secs: window_secs,
+        ..shared::config::RateLimitArgs::default()
+    }
+}
+
+/// The backlog copied through an API with rate limits on.
+#[derive(Debug, Clone, Serialize)]
+pub struct LimitedResult {
+    pub events_per_sec: f64,
+    /// Of the pipeline's own events/s with limits off, on the same rounds.
+    pub vs_limits_off: f64,
+    pub key_limit: u32,
+    pub window_secs: u64,
+    /// Requests the client made, and how many the server refused (429).
+    pub requests: u64,
+    pub refused: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub client_peak_rss_mb: f64,
 }
 
 /// The pipeline's figures.
@@ -111,6 +142,9 @@ pub struct BenchReport {
     pub latency_rate: u64,
     pub pipeline: PipelineResult,
     pub direct_copy: DirectResult,
+    /// The same backlog through an API with rate limits on (the shipped defaults unless
+    /// told), the client pacing itself by them.
+    pub pipeline_limits_on: LimitedResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_maker_2: Option<PeerResult>,
 }
@@ -595,6 +629,14 @@ const MOCK_PARTITION_BYTES: u64 = 3 * 1024 * 1024;
 /// Events per round on the mock cluster, unless told.
 pub const MOCK_ROUND_EVENTS: u64 = 12_000;
 
+/// The sum of the samples of `name` whose labels contain `label` in Prometheus text.
+fn metric_total(text: &str, name: &str, label: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Splits `events` into rounds of at most `cap` each, as even as they come.
 fn rounds(events: u64, cap: u64) -> Vec<u64> {
     let count = events.div_ceil(cap.max(1)).max(1);
@@ -607,19 +649,64 @@ fn rounds(events: u64, cap: u64) -> Vec<u64> {
 struct RoundResult {
     pipeline_secs: f64,
     direct_secs: f64,
+    limited_secs: f64,
     /// Pipeline copies per `seq`.
     counts: HashMap<u64, u32>,
+    /// Copies per `seq` through the API with limits on.
+    limited_counts: HashMap<u64, u32>,
     client_start_ms: f64,
     client_peak_rss_mb: f64,
+    limited_peak_rss_mb: f64,
+}
+
+/// Where the copy with limits on goes: a prefix on the local cluster.
+const LIMITED_PREFIX: &str = "limits-on.";
+
+/// A pipeline copy of one round: its client started afresh (resuming from its committed
+/// position) and stopped once every event is seen. Returns its seconds from connected to
+/// the last copy, the copies per `seq`, its start time and its peak memory.
+async fn pipeline_pass(
+    local: &str,
+    topic: &str,
+    partitions: i32,
+    settings: &ClientSettings,
+    events: u64,
+    progress: &'static str,
+) -> Result<(f64, HashMap<u64, u32>, f64, f64), BenchError> {
+    let expected = usize::try_from(events).unwrap_or(usize::MAX);
+    let watcher = spawn_watcher(
+        local,
+        topic,
+        partitions,
+        true,
+        expected,
+        COPY_TIMEOUT,
+        progress,
+    )
+    .await?;
+    let starting = Instant::now();
+    let client = ClientProcess::start(settings, COPY_TIMEOUT).await?;
+    let started = Instant::now();
+    let start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
+    let watched = seen(watcher).await;
+    let peak = client.peak_rss_mb();
+    client.stop().await;
+    let watched = watched?;
+    let secs = watched
+        .last
+        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+    Ok((secs, watched.counts, start_ms, peak))
 }
 
 /// One round: `events` new events (numbered from `first_seq`) into the source, then copied
-/// by the pipeline (its client started afresh, resuming from its committed position, and
-/// stopped after) and by the direct copy.
+/// by the pipeline, by the direct copy, and by the pipeline again through the API with
+/// limits on (`limited`): after the direct copy, or with `limited_first` before the
+/// pipeline, so that brokers warming up favour neither pipeline copy.
 async fn round(
     stack: &Stack,
     config: &BenchConfig,
-    settings: &ClientSettings,
+    (settings, limited): (&ClientSettings, &ClientSettings),
+    limited_first: bool,
     events: u64,
     first_seq: u64,
 ) -> Result<RoundResult, BenchError> {
@@ -630,30 +717,34 @@ async fn round(
     // Where this round's backlog ends in each partition: the direct copy takes exactly it.
     let ends = log_ends_of(source, topic, config.partitions).await?;
 
+    let limited_topic = format!("{LIMITED_PREFIX}{topic}");
+    let limited_pass = || {
+        pipeline_pass(
+            local,
+            &limited_topic,
+            config.partitions,
+            limited,
+            events,
+            "pipeline, limits on",
+        )
+    };
+    let early = if limited_first {
+        Some(limited_pass().await?)
+    } else {
+        None
+    };
     // Timed from the client being connected (as the direct copy is before its clock
     // starts) to the last copy seen.
     let expected = usize::try_from(events).unwrap_or(usize::MAX);
-    let watcher = spawn_watcher(
+    let (pipeline_secs, counts, client_start_ms, client_peak_rss_mb) = pipeline_pass(
         local,
         topic,
         config.partitions,
-        true,
-        expected,
-        COPY_TIMEOUT,
+        settings,
+        events,
         "pipeline",
     )
     .await?;
-    let starting = Instant::now();
-    let client = ClientProcess::start(settings, COPY_TIMEOUT).await?;
-    let started = Instant::now();
-    let client_start_ms = started.duration_since(starting).as_secs_f64() * 1000.0;
-    let watched = seen(watcher).await;
-    let client_peak_rss_mb = client.peak_rss_mb();
-    client.stop().await;
-    let watched = watched?;
-    let pipeline_secs = watched
-        .last
-        .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
 
     let direct_topic = format!("{topic}-direct");
     let watcher = spawn_watcher(
@@ -674,12 +765,20 @@ async fn round(
     let direct_secs = direct_seen
         .last
         .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+
+    let (limited_secs, limited_counts, _, limited_peak_rss_mb) = match early {
+        Some(done) => done,
+        None => limited_pass().await?,
+    };
     Ok(RoundResult {
         pipeline_secs,
         direct_secs,
-        counts: watched.counts,
+        limited_secs,
+        counts,
+        limited_counts,
         client_start_ms,
         client_peak_rss_mb,
+        limited_peak_rss_mb,
     })
 }
 
@@ -716,7 +815,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     };
     let plan = rounds(config.events, cap);
     let topic = format!("bench-{:08x}", rand::random::<u32>());
-    let stack = Stack::start(StackConfig {
+    let mut stack = Stack::start(StackConfig {
         source_brokers: config.source_brokers.clone(),
         local_brokers: config.local_brokers.clone(),
         topic: topic.clone(),
@@ -738,7 +837,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ..StackConfig::default()
     })
     .await?;
-    let result = measure(&stack, &config, &plan, steady).await;
+    let limited = match stack.serve_api(config.limits_on.clone()).await {
+        Ok(served) => served,
+        Err(err) => {
+            stack.stop().await;
+            return Err(err.into());
+        }
+    };
+    let result = measure(&stack, &limited, &config, &plan, steady).await;
     // Stopped whatever happened: a stack dropped unstopped holds the process.
     stack.stop().await;
     result
@@ -748,6 +854,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
 /// down first when asked).
 async fn measure(
     stack: &Stack,
+    (limited_url, limited_metrics): &(String, handlers::HandlerMetrics),
     config: &BenchConfig,
     plan: &[u64],
     steady: u64,
@@ -765,35 +872,62 @@ async fn measure(
         client_id: format!("{topic}-client"),
         batch_limit: config.batch_limit,
         compression: config.compression,
+        topic_prefix: None,
+    };
+    let limited = ClientSettings {
+        server_url: limited_url.clone(),
+        client_id: format!("{topic}-client-limits-on"),
+        topic_prefix: Some(LIMITED_PREFIX.into()),
+        ..settings.clone()
     };
     stack
         .local
         .create_topic(&format!("{topic}-direct"), config.partitions)
+        .await?;
+    stack
+        .local
+        .create_topic(&format!("{LIMITED_PREFIX}{topic}"), config.partitions)
         .await?;
     eprintln!(
         "bench: {n} events of {VALUE_BYTES} B over {} partitions, in {} round(s); each copied by the pipeline (pod → HTTP → client → local Kafka), then by the direct copy (rdkafka consumer → producer, no HTTP)",
         config.partitions,
         plan.len()
     );
-    let (mut pipeline_secs, mut direct_secs) = (0.0, 0.0);
+    let (mut pipeline_secs, mut direct_secs, mut limited_secs) = (0.0, 0.0, 0.0);
     let mut counts: HashMap<u64, u32> = HashMap::new();
+    let mut limited_counts: HashMap<u64, u32> = HashMap::new();
+    let mut limited_peak = 0.0f64;
     let mut client_start_ms = None;
     let mut client_peak = 0.0f64;
     let mut first_seq = 0;
     for (i, &events) in plan.iter().enumerate() {
-        let r = round(stack, config, &settings, events, first_seq).await?;
+        let r = round(
+            stack,
+            config,
+            (&settings, &limited),
+            i % 2 == 1,
+            events,
+            first_seq,
+        )
+        .await?;
         eprintln!(
-            "bench: round {}/{}: {events} events: pipeline {:.0} events/s, direct copy {:.0} events/s",
+            "bench: round {}/{}: {events} events: pipeline {:.0} events/s, direct copy {:.0} events/s, pipeline with limits on {:.0} events/s",
             i + 1,
             plan.len(),
             events as f64 / r.pipeline_secs,
-            events as f64 / r.direct_secs
+            events as f64 / r.direct_secs,
+            events as f64 / r.limited_secs
         );
         pipeline_secs += r.pipeline_secs;
         direct_secs += r.direct_secs;
+        limited_secs += r.limited_secs;
         for (seq, c) in r.counts {
             *counts.entry(seq).or_default() += c;
         }
+        for (seq, c) in r.limited_counts {
+            *limited_counts.entry(seq).or_default() += c;
+        }
+        limited_peak = limited_peak.max(r.limited_peak_rss_mb);
         client_start_ms.get_or_insert(r.client_start_ms);
         client_peak = client_peak.max(r.client_peak_rss_mb);
         first_seq += events;
@@ -834,6 +968,21 @@ async fn measure(
         None
     };
     let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
+    let limited_requests = shared::metrics::render(&limited_metrics.registry);
+    let pipeline_limits_on = LimitedResult {
+        events_per_sec: n as f64 / limited_secs,
+        vs_limits_off: pipeline_secs / limited_secs,
+        key_limit: config.limits_on.rate_limit_key_max,
+        window_secs: config.limits_on.rate_limit_window_secs,
+        requests: metric_total(&limited_requests, "api_requests_total", "/events"),
+        refused: metric_total(&limited_requests, "api_rate_limited_total", "kind=\"key\""),
+        lost: n.saturating_sub(limited_counts.len() as u64),
+        duplicated: limited_counts
+            .values()
+            .map(|c| u64::from(c.saturating_sub(1)))
+            .sum(),
+        client_peak_rss_mb: limited_peak,
+    };
     Ok(BenchReport {
         events: n,
         latency_rate: config.latency_rate,
@@ -854,6 +1003,7 @@ async fn measure(
             events_per_sec: n as f64 / direct_secs,
             mb_per_sec: mb / direct_secs,
         },
+        pipeline_limits_on,
         mirror_maker_2,
     })
 }

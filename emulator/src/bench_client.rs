@@ -47,6 +47,8 @@ pub struct ClientSettings {
     pub client_id: String,
     pub batch_limit: u32,
     pub compression: bool,
+    /// `TOPIC_PREFIX`: where the copies go, when not to the source's topic names.
+    pub topic_prefix: Option<String>,
 }
 
 impl ClientProcess {
@@ -67,6 +69,9 @@ impl ClientProcess {
                     .env("COMPRESSION", settings.compression.to_string())
                     .env("START_FROM", "earliest")
                     .env("POLL_INTERVAL_MS", "200");
+                if let Some(prefix) = &settings.topic_prefix {
+                    command.env("TOPIC_PREFIX", prefix);
+                }
             },
             timeout,
             |line| (line == CONNECTED).then_some(()),

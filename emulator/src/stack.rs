@@ -395,6 +395,46 @@ impl Stack {
         Ok(())
     }
 
+    /// Serves the API once more, on a free port of its own, with other rate limits: another
+    /// deployment of the handlers in front of the same pod and key (the benchmark times a
+    /// client against the shipped limits this way). Returns its `SERVER_URL` and its
+    /// handlers' metrics.
+    pub async fn serve_api(
+        &mut self,
+        limits: RateLimitArgs,
+    ) -> Result<(String, handlers::HandlerMetrics), StackError> {
+        let config = HandlersConfig {
+            keys: KeyArgs {
+                api_key: Some(self.info.api_key.clone()),
+                ..KeyArgs::default()
+            },
+            api_prefix: self.config.api_prefix.clone(),
+            consumer_addr: self.pod_addr.clone(),
+            internal_token: self.pod_config.internal_token.clone(),
+            port: 0,
+            host: "127.0.0.1".into(),
+            cors: CorsArgs::default(),
+            limits,
+            tls: TlsArgs::default(),
+        };
+        let keys = shared::ApiKeys::parse(&self.info.api_key)?;
+        let state = handlers::AppState::with_keys(&config, handlers::KeyStore::fixed(keys))?;
+        let metrics = state.metrics.clone();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+        let addr = listener.local_addr()?;
+        let app = handlers::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop = self.shutdown.clone();
+        self.tasks.spawn(async move {
+            if let Err(err) = axum::serve(shared::listen::no_delay(listener), app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(error = %err, "second API server failed");
+            }
+        });
+        Ok((format!("http://{addr}"), metrics))
+    }
+
     /// Stops the consumer pod (losing its buffer, as a pod restart does) and starts a new
     /// one on the same address, as Kubernetes would after a crash.
     pub async fn restart_pod(&mut self) -> Result<(), StackError> {

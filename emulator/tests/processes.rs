@@ -318,6 +318,20 @@ async fn the_benchmark_counts_every_copy_and_ends_with_its_json_line() {
         .as_f64()
         .unwrap_or(0.0);
     assert!(direct > 0.0, "{last}");
+    // The same backlog through an API with the shipped limits on.
+    let limited = &report["pipeline_limits_on"];
+    assert_eq!(limited["lost"], 0, "{last}");
+    assert_eq!(limited["duplicated"], 0, "{last}");
+    assert_eq!(
+        limited["refused"], 0,
+        "no 429 of the client's own making: {last}"
+    );
+    assert_eq!(limited["key_limit"], 18_000, "{last}");
+    assert!(limited["requests"].as_u64().unwrap_or(0) >= 3, "{last}");
+    assert!(
+        limited["vs_limits_off"].as_f64().unwrap_or(0.0) > 0.0,
+        "{last}"
+    );
     assert!(
         report.get("mirror_maker_2").is_none(),
         "no peer unless asked"
