@@ -116,21 +116,7 @@ async fn stack_with_events(n: u64, buffer_max_events: usize) -> (emulator::Stack
     config.buffer_max_events = buffer_max_events;
     let stack = common::start(config).await;
     let app = stack_router(&stack);
-    let key = stack.info.api_key.clone();
-    let metrics_app = app.clone();
-    common::wait_for(
-        "the pod to consume every demo event",
-        Duration::from_secs(30),
-        || {
-            let (app, key) = (metrics_app.clone(), key.clone());
-            async move {
-                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
-                let text = String::from_utf8_lossy(&body);
-                metric_sum(&text, "kafka_events_consumed_total") >= n
-            }
-        },
-    )
-    .await;
+    consumed(&app, &stack.info.api_key, n).await;
     (stack, app)
 }
 

@@ -79,9 +79,23 @@ async fn source_and_copies(
     (source, copied)
 }
 
-/// Records per partition, over all partitions.
-fn total(records: &BTreeMap<i32, Vec<Record>>) -> usize {
-    records.values().map(Vec::len).sum()
+/// Asserts that the source holds `expected` records and local Kafka as many copies.
+fn assert_totals(
+    source: &BTreeMap<i32, Vec<Record>>,
+    copied: &BTreeMap<i32, Vec<Record>>,
+    expected: usize,
+) {
+    let total = |m: &BTreeMap<i32, Vec<Record>>| m.values().map(Vec::len).sum::<usize>();
+    assert_eq!(
+        total(source),
+        expected,
+        "the source holds what was produced"
+    );
+    assert_eq!(
+        total(copied),
+        expected,
+        "local Kafka holds every record exactly once"
+    );
 }
 
 /// What must survive the copy: everything but the offset and the provenance headers.
@@ -128,16 +142,7 @@ async fn replicates_exactly_once(
     let (source, copied) = source_and_copies(&info, expected).await;
     stack.stop().await;
 
-    assert_eq!(
-        total(&source),
-        expected,
-        "the source holds what was produced"
-    );
-    assert_eq!(
-        total(&copied),
-        expected,
-        "local Kafka holds every event exactly once"
-    );
+    assert_totals(&source, &copied, expected);
     for (partition, records) in &source {
         let want: Vec<_> = records.iter().map(content).collect();
         let got: Vec<_> = copied
@@ -326,16 +331,8 @@ async fn every_byte_sequence_is_copied_exactly(
         .status();
     stack.stop().await;
 
-    assert_eq!(
-        total(&source),
-        expected,
-        "the source holds what was produced"
-    );
-    assert_eq!(
-        total(&copied),
-        expected,
-        "every record copied once (seed {seed})"
-    );
+    eprintln!("{test}: checked with seed {seed}");
+    assert_totals(&source, &copied, expected);
     for (partition, originals) in &source {
         let got = &copied[partition];
         for (i, (copy, original)) in got.iter().zip(originals).enumerate() {
