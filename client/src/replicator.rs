@@ -231,14 +231,11 @@ impl Replicator {
                     sleep(pause, &shutdown).await;
                     continue;
                 }
-                Err(FetchError::RateLimited {
-                    message,
-                    retry_after,
-                }) => {
+                // The API's pacer holds the next request back for its Retry-After.
+                Err(FetchError::RateLimited { message, .. }) => {
                     self.progress.rate_limited += 1;
                     self.publish();
                     self.set_health(Health::RateLimited(message));
-                    sleep(retry_after, &shutdown).await;
                     continue;
                 }
                 Err(err @ FetchError::Rejected { .. }) => {

@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::config::SourceArgs;
+use shared::kafka::record_of;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -39,11 +40,6 @@ pub fn base_config(brokers: &str) -> ClientConfig {
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "5000");
     config
-}
-
-/// Copies a Kafka message into a [`Record`], every field as the bytes Kafka holds.
-pub fn to_record(message: &BorrowedMessage<'_>) -> Record {
-    shared::kafka::record_of(message)
 }
 
 /// Whether the source answers and the pod holds partitions: what `/ready` reports.
@@ -235,7 +231,7 @@ impl KafkaSource {
                         tracing::info!("consuming again");
                         failing = false;
                     }
-                    let record = to_record(&message);
+                    let record = record_of(&message);
                     self.metrics
                         .events_consumed
                         .with_label_values(&[record.topic.as_str()])
@@ -549,7 +545,7 @@ impl KafkaReader {
                         break;
                     }
                     Some(Ok(m)) => {
-                        let record = to_record(&m);
+                        let record = record_of(&m);
                         if !room.take(&record) {
                             break;
                         }

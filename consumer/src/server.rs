@@ -92,8 +92,7 @@ async fn fetch(
             crate::reader::BUSY_RETRY_AFTER_SECS,
         ));
     };
-    state.metrics.fetches_in_flight.inc();
-    let _counted = InFlight(&state.metrics.fetches_in_flight);
+    let _counted = InFlight::count(&state.metrics.fetches_in_flight);
     let fetched = state.reader.fetch(&req).await?;
     if !req.binary {
         return Ok(Json(fetched.into_events()).into_response());
@@ -114,8 +113,15 @@ async fn fetch(
         .into_response())
 }
 
-/// Takes one off `gauge` when dropped, however the fetch ends.
+/// One fetch counted in `gauge` for as long as it lives, however the fetch ends.
 struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn count(gauge: &'a prometheus::IntGauge) -> Self {
+        gauge.inc();
+        Self(gauge)
+    }
+}
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

@@ -46,35 +46,34 @@ impl PodProcess {
             "consumer pod",
             "pod-process",
             |command| {
-                command
-                    .env("KAFKA_BROKERS", config.source.brokers())
-                    .env("KAFKA_TOPIC", config.source.topics.join(","))
-                    .env("KAFKA_GROUP_ID", &config.source.group_id)
-                    .env(
+                let bounds = &config.bounds;
+                command.envs([
+                    ("KAFKA_BROKERS", config.source.brokers().to_owned()),
+                    ("KAFKA_TOPIC", config.source.topics.join(",")),
+                    ("KAFKA_GROUP_ID", config.source.group_id.clone()),
+                    (
                         "KAFKA_FETCH_WAIT_MS",
                         config.source.fetch_wait_ms.to_string(),
-                    )
-                    .env(
+                    ),
+                    (
                         "BUFFER_MAX_EVENTS",
                         config.buffer.buffer_max_events.to_string(),
-                    )
-                    .env(
+                    ),
+                    (
                         "BUFFER_MAX_BYTES",
                         config.buffer.buffer_max_bytes.to_string(),
-                    )
-                    .env("CONSUMER_ADDR", "127.0.0.1:0")
-                    .env(
+                    ),
+                    ("CONSUMER_ADDR", "127.0.0.1:0".to_owned()),
+                    (
                         "MAX_CONCURRENT_FETCHES",
-                        config.bounds.max_concurrent_fetches.to_string(),
-                    )
-                    .env(
-                        "MAX_CATCHUP_READS",
-                        config.bounds.max_catchup_reads.to_string(),
-                    )
-                    .env(
+                        bounds.max_concurrent_fetches.to_string(),
+                    ),
+                    ("MAX_CATCHUP_READS", bounds.max_catchup_reads.to_string()),
+                    (
                         "FETCH_READ_BUDGET_MS",
-                        config.bounds.fetch_read_budget_ms.to_string(),
-                    );
+                        bounds.fetch_read_budget_ms.to_string(),
+                    ),
+                ]);
                 match &config.internal_token {
                     Some(token) => command.env("INTERNAL_TOKEN", token),
                     None => command.env_remove("INTERNAL_TOKEN"),

@@ -66,7 +66,7 @@ fn read_topic_blocking(
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let record = consumer::kafka::to_record(&m);
+                let record = shared::kafka::record_of(&m);
                 at_end.insert(record.partition, false);
                 records.entry(record.partition).or_default().push(record);
                 total += 1;

@@ -695,21 +695,37 @@ fn big_records(n: usize, value_bytes: usize, partitions: i32) -> Vec<shared::Rec
         .collect()
 }
 
+/// Waits, up to `timeout`, until the sum of metric `name` on `/metrics` satisfies `holds`.
+async fn wait_for_metric(
+    app: &Router,
+    key: &str,
+    what: &str,
+    timeout: Duration,
+    name: &str,
+    holds: impl Fn(u64) -> bool,
+) {
+    let holds = &holds;
+    common::wait_for(what, timeout, || {
+        let (app, key) = (app.clone(), key.to_owned());
+        async move {
+            let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+            holds(metric_sum(&String::from_utf8_lossy(&body), name))
+        }
+    })
+    .await;
+}
+
 /// Waits until the stack's pod has consumed `n` events.
 async fn consumed(app: &Router, key: &str, n: u64) {
-    common::wait_for(
-        "the pod to consume every event",
-        Duration::from_secs(60),
-        || {
-            let (app, key) = (app.clone(), key.to_owned());
-            async move {
-                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
-                metric_sum(
-                    &String::from_utf8_lossy(&body),
-                    "kafka_events_consumed_total",
-                ) >= n
-            }
-        },
+    let what = "the pod to consume every event";
+    let timeout = Duration::from_secs(60);
+    wait_for_metric(
+        app,
+        key,
+        what,
+        timeout,
+        "kafka_events_consumed_total",
+        |v| v >= n,
     )
     .await;
 }
@@ -885,32 +901,20 @@ async fn the_pod_answers_503_with_retry_after_past_its_bounds() {
         })
     };
     let first = long_poll(app.clone(), key.clone());
-    let in_flight = |n: u64| {
-        let (app, key) = (app.clone(), key.clone());
-        move || {
-            let (app, key) = (app.clone(), key.clone());
-            async move {
-                let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
-                metric_sum(
-                    &String::from_utf8_lossy(&body),
-                    "consumer_fetches_in_flight",
-                ) == n
-            }
-        }
+    let in_flight = |what: &'static str, n: u64| {
+        let timeout = Duration::from_secs(3);
+        wait_for_metric(
+            &app,
+            &key,
+            what,
+            timeout,
+            "consumer_fetches_in_flight",
+            move |v| v == n,
+        )
     };
-    common::wait_for(
-        "one long-poll in the pod",
-        Duration::from_secs(3),
-        in_flight(1),
-    )
-    .await;
+    in_flight("one long-poll in the pod", 1).await;
     let second = long_poll(app.clone(), key.clone());
-    common::wait_for(
-        "two long-polls in the pod",
-        Duration::from_secs(3),
-        in_flight(2),
-    )
-    .await;
+    in_flight("two long-polls in the pod", 2).await;
     let polls = [first, second];
     let (status, headers, body) =
         call(&app, "GET", "/api/v1/events?cursor=latest", Some(&key)).await;

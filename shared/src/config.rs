@@ -92,12 +92,7 @@ impl ConsumerAddr {
     pub fn is_local(&self) -> bool {
         match self {
             Self::Unix(_) => true,
-            Self::Tcp(host_port) => {
-                let host = host_port
-                    .rsplit_once(':')
-                    .map_or(host_port.as_str(), |(h, _)| h);
-                is_loopback_host(host)
-            }
+            Self::Tcp(host_port) => is_loopback_host(url_host(host_port)),
         }
     }
 }
