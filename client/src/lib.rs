@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod destination;
 pub mod memory;
 pub mod pace;
+pub mod pipeline;
 pub mod replicator;
 pub mod sink;
 pub mod topics;

@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::error::KafkaError;
 use shared::config::{ClientConfig, StartPosition};
 use shared::wire::BatchView;
 use shared::{Cursor, StartFrom};
@@ -18,10 +17,8 @@ use crate::ClientError;
 use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::destination::Destination;
-use crate::sink::{LocalKafka, SinkError, Transaction};
-
-/// How long a stopping client waits for the batch in flight.
-const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+use crate::pipeline::{Step, WritePipeline};
+use crate::sink::{LocalKafka, SinkError};
 
 /// What the client is doing, for one log line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,7 +129,7 @@ impl Replicator {
     async fn connect(
         &mut self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<(Lanes, StartFrom)>, ClientError> {
+    ) -> Result<Option<([Arc<LocalKafka>; 2], StartFrom)>, ClientError> {
         loop {
             let attempt = async {
                 let sinks = LocalKafka::connect_lanes(
@@ -144,7 +141,7 @@ impl Replicator {
                 .await?;
                 // Read once both lanes are initialised: what either left open is settled.
                 let cursor = sinks[0].load_cursor().await?;
-                Ok::<_, SinkError>((Lanes { sinks, turn: 0 }, cursor))
+                Ok::<_, SinkError>((sinks, cursor))
             };
             let result = tokio::select! {
                 () = shutdown.cancelled() => return Ok(None),
@@ -175,25 +172,20 @@ impl Replicator {
 
     /// Runs until `shutdown`; returns the totals.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
-        let Some((mut lanes, start)) = self.connect(&shutdown).await? else {
+        let Some((lanes, start)) = self.connect(&shutdown).await? else {
             return Ok(self.progress);
         };
         self.progress.connected = true;
         self.publish();
         let mut last_progress_log = Instant::now();
-        let mut at = Position {
-            place: Place::new(start),
-            committing: None,
-        };
-        // A transaction kept open (on the current lane) while full batches keep coming.
-        let mut open: Option<Transaction> = None;
+        let mut pipeline = WritePipeline::new(lanes, start);
         // The next batch, asked for while the previous one was being written.
         let mut ahead: Option<PendingFetch> = None;
         while !shutdown.is_cancelled() {
             let started = Instant::now();
             let fetch = ahead
                 .take()
-                .unwrap_or_else(|| self.fetch_from(&at.place.fetch, true));
+                .unwrap_or_else(|| self.fetch_from(pipeline.fetch_from(), true));
             let long_polled = fetch.long_poll;
             let asked = fetch.asked;
             let fetched = tokio::select! {
@@ -203,19 +195,12 @@ impl Replicator {
             self.progress.polls += 1;
             // An open transaction takes only more events: anything else closes it first, and
             // with nothing to write the commit in flight is seen through.
-            let more = matches!(&fetched, Ok(b) if !b.is_empty());
-            if !more {
-                if let Some(txn) = open.take() {
-                    match self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? {
-                        Step::Go => {}
-                        Step::Retry => continue,
-                        Step::Stop => break,
-                    }
-                }
-                match self.settle(&mut lanes, &mut at, &shutdown).await? {
-                    Step::Go => {}
-                    Step::Retry => continue,
-                    Step::Stop => break,
+            if !matches!(&fetched, Ok(b) if !b.is_empty()) {
+                let step = pipeline.close(&shutdown).await;
+                match self.after(step, &mut pipeline, &shutdown).await? {
+                    Flow::Go => {}
+                    Flow::Retry => continue,
+                    Flow::Stop => break,
                 }
             }
             let batch = match fetched {
@@ -253,50 +238,29 @@ impl Replicator {
             let count = batch.len();
             let full = asked.filled_by(count, batch.body_len());
             self.resize(full);
-            let moved = !matches!(&at.place.fetch, StartFrom::Cursor(c) if *c == next);
-            let fetched_at = Instant::now();
+            let moved = !matches!(pipeline.fetch_from(), StartFrom::Cursor(c) if *c == next);
             if count > 0 || moved {
                 // A full batch means a backlog: keep the transaction open for the next one
                 // (bounded), so local Kafka works on this one meanwhile. That next fetch does
                 // not long-poll: if the backlog ended here, the transaction commits at once
                 // instead of a poll interval later.
-                let keep_open = full
-                    && open.as_ref().map_or(0, Transaction::events) + count
-                        < MAX_TRANSACTION_EVENTS
-                    && open
-                        .as_ref()
-                        .is_none_or(|txn| txn.age() < MAX_TRANSACTION_AGE);
-                // The batch after this one is on its way while this one is written; a failed
-                // write drops (aborts) it.
+                let keep_open = full && pipeline.may_keep_open(count);
+                // The batch after this one is on its way while this one is written; should
+                // the write, or a commit before it, fail, the client rewinds to what local
+                // Kafka holds and drops (aborts) this fetch: nothing is ever skipped.
                 let next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()), !keep_open);
-                let txn = match lanes.current().append(open.take(), &batch, &next).await {
-                    Ok(txn) => txn,
-                    Err(err) => {
-                        drop(next_fetch);
-                        if !self.fail(err, &mut lanes, &mut at, &shutdown).await? {
-                            break;
-                        }
-                        continue;
-                    }
-                };
+                let fetched_at = Instant::now();
+                let step = pipeline.write(&batch, &next, keep_open, &shutdown).await;
                 tracing::debug!(
                     events = count,
                     fetch_ms = fetched_at.duration_since(started).as_millis() as u64,
                     write_ms = fetched_at.elapsed().as_millis() as u64,
                     "batch handed to local Kafka"
                 );
-                at.place.wrote(&next, count);
-                if keep_open {
-                    open = Some(txn);
-                    ahead = Some(next_fetch);
-                    continue;
-                }
-                match self.hand_over(txn, &mut lanes, &mut at, &shutdown).await? {
-                    // Should a commit before it fail, the client rewinds to what local
-                    // Kafka holds and drops this fetch: nothing is ever skipped.
-                    Step::Go => ahead = Some(next_fetch),
-                    Step::Retry => continue,
-                    Step::Stop => break,
+                match self.after(step, &mut pipeline, &shutdown).await? {
+                    Flow::Go => ahead = Some(next_fetch),
+                    Flow::Retry => continue,
+                    Flow::Stop => break,
                 }
             } else {
                 self.committed(0);
@@ -316,137 +280,27 @@ impl Replicator {
                 sleep(self.interval.saturating_sub(started.elapsed()), &shutdown).await;
             }
         }
-        // Stopping: commit what is written, and see the commit in flight through (a hand-over
-        // that did not go ahead leaves none).
-        if let Some(txn) = open.take() {
-            self.hand_over(txn, &mut lanes, &mut at, &shutdown).await?;
+        // Stopping: commit what is written, and see the commit in flight through.
+        let step = pipeline.close(&shutdown).await;
+        if let Step::Failed(SinkError::Fenced) = step {
+            return Err(SinkError::Fenced.into());
         }
-        self.settle(&mut lanes, &mut at, &shutdown).await?;
+        if let Some(events) = pipeline.take_committed() {
+            self.committed(events);
+        }
         tracing::info!(events = self.progress.events, "client stopped");
         Ok(self.progress)
     }
 }
 
-/// What the loop does after a step that may have failed.
+/// What the loop does after a step of the write pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+enum Flow {
     Go,
     /// A write or commit failed; the client went back to what local Kafka holds.
     Retry,
     Stop,
 }
-
-/// The two transactional producers the client takes turns with: one commits a transaction
-/// while the other writes the next, and a transaction commits only after the one before.
-struct Lanes {
-    sinks: [Arc<LocalKafka>; 2],
-    turn: usize,
-}
-
-impl Lanes {
-    /// The lane the next batch is written on.
-    fn current(&self) -> &Arc<LocalKafka> {
-        &self.sinks[self.turn]
-    }
-}
-
-/// A commit under way on its own task, with the position and events it makes durable.
-struct Committing {
-    task: tokio::task::JoinHandle<Result<(), SinkError>>,
-    cursor: Cursor,
-    events: u64,
-    started: Instant,
-}
-
-impl Committing {
-    fn start(sink: Arc<LocalKafka>, txn: Transaction, cursor: Cursor, events: u64) -> Self {
-        Self {
-            task: tokio::spawn(async move { sink.commit(txn).await }),
-            cursor,
-            events,
-            started: Instant::now(),
-        }
-    }
-
-    /// Its outcome; when stopping, waited for only [`SHUTDOWN_DRAIN`]. `None`: not finished
-    /// in time, so the broker aborts it and the next start fetches it again.
-    async fn outcome(&mut self, shutdown: &CancellationToken) -> Option<Result<(), SinkError>> {
-        let Some(joined) = drained(&mut self.task, shutdown).await else {
-            tracing::warn!(
-                events = self.events,
-                "stopping with a batch uncommitted; it will be fetched again"
-            );
-            return None;
-        };
-        Some(joined.unwrap_or(Err(SinkError::Transaction(KafkaError::Canceled))))
-    }
-}
-
-/// `work`'s outcome; once `shutdown` is asked, waited for only [`SHUTDOWN_DRAIN`] more.
-async fn drained<T>(work: impl Future<Output = T>, shutdown: &CancellationToken) -> Option<T> {
-    tokio::pin!(work);
-    tokio::select! {
-        r = &mut work => Some(r),
-        () = shutdown.cancelled() => tokio::time::timeout(SHUTDOWN_DRAIN, &mut work).await.ok(),
-    }
-}
-
-/// The client's position and the commit in flight, which moves it on success.
-struct Position {
-    place: Place,
-    committing: Option<Committing>,
-}
-
-/// Where the client stands: the position the next fetch starts from, and the position
-/// local Kafka holds, with the events written since in a transaction still open.
-#[derive(Debug)]
-struct Place {
-    fetch: StartFrom,
-    committed: StartFrom,
-    /// Events in the open transaction (not those of the commit in flight).
-    uncommitted: u64,
-}
-
-impl Place {
-    fn new(start: StartFrom) -> Self {
-        Self {
-            fetch: start.clone(),
-            committed: start,
-            uncommitted: 0,
-        }
-    }
-
-    /// A batch of `events` ending before `next` is in the open transaction.
-    fn wrote(&mut self, next: &Cursor, events: usize) {
-        self.fetch = StartFrom::Cursor(next.clone());
-        self.uncommitted += events as u64;
-    }
-
-    /// The open transaction goes to be committed: returns its events.
-    fn hand_over(&mut self) -> u64 {
-        std::mem::take(&mut self.uncommitted)
-    }
-
-    /// The open transaction failed: fetch again from what local Kafka holds.
-    fn rewind(&mut self) {
-        self.fetch = self.committed.clone();
-        self.uncommitted = 0;
-    }
-
-    /// The cursor the open transaction ends with (one is only open after a batch, so the
-    /// fetch position is a cursor).
-    fn cursor(&self) -> Cursor {
-        match &self.fetch {
-            StartFrom::Cursor(c) => c.clone(),
-            _ => Cursor::new(),
-        }
-    }
-}
-
-/// Most events one local transaction takes while a backlog is copied.
-const MAX_TRANSACTION_EVENTS: usize = 20_000;
-/// Longest one local transaction stays open while a backlog is copied.
-const MAX_TRANSACTION_AGE: Duration = Duration::from_millis(250);
 
 /// A fetch under way on its own task, so it runs while the loop writes a batch.
 struct PendingFetch {
@@ -494,130 +348,38 @@ impl Replicator {
         self.backoff.reset();
     }
 
-    /// Commits `txn` (written on the current lane) once the commit before it succeeded, and
-    /// once local Kafka holds its records turns to the other lane for the next batch, so
-    /// each partition's order is kept.
-    async fn hand_over(
+    /// Counts what the pipeline committed and, after a failure (the pipeline is back at
+    /// what local Kafka holds), waits and rebuilds the producers, re-reading the committed
+    /// position, if they are gone.
+    async fn after(
         &mut self,
-        mut txn: Transaction,
-        lanes: &mut Lanes,
-        at: &mut Position,
+        step: Step,
+        pipeline: &mut WritePipeline<LocalKafka>,
         shutdown: &CancellationToken,
-    ) -> Result<Step, ClientError> {
-        if let Some(mut previous) = at.committing.take() {
-            match previous.outcome(shutdown).await {
-                None => return Ok(Step::Stop),
-                Some(Ok(())) => self.commit_done(&previous, at),
-                Some(Err(err)) => {
-                    // Its batch and this one are fetched again.
-                    lanes.current().abort(txn).await;
-                    return self.recover(err, lanes, at, shutdown).await;
-                }
-            }
+    ) -> Result<Flow, ClientError> {
+        if let Some(events) = pipeline.take_committed() {
+            self.committed(events);
         }
-        let events = at.place.hand_over();
-        let cursor = at.place.cursor();
-        match drained(lanes.current().seal(&mut txn, &cursor), shutdown).await {
-            None => {
-                tracing::warn!(
-                    events,
-                    "stopping with a batch uncommitted; it will be fetched again"
-                );
-                return Ok(Step::Stop);
-            }
-            Some(Ok(())) => {}
-            Some(Err(err)) => return self.recover(err, lanes, at, shutdown).await,
-        }
-        at.committing = Some(Committing::start(
-            Arc::clone(lanes.current()),
-            txn,
-            cursor,
-            events,
-        ));
-        lanes.turn = 1 - lanes.turn;
-        Ok(Step::Go)
-    }
-
-    /// Waits for the commit in flight, if any.
-    async fn settle(
-        &mut self,
-        lanes: &mut Lanes,
-        at: &mut Position,
-        shutdown: &CancellationToken,
-    ) -> Result<Step, ClientError> {
-        let Some(mut previous) = at.committing.take() else {
-            return Ok(Step::Go);
+        let err = match step {
+            Step::Go => return Ok(Flow::Go),
+            Step::Stop => return Ok(Flow::Stop),
+            Step::Failed(SinkError::Fenced) => return Err(SinkError::Fenced.into()),
+            Step::Failed(err) => err,
         };
-        match previous.outcome(shutdown).await {
-            None => Ok(Step::Stop),
-            Some(Ok(())) => {
-                self.commit_done(&previous, at);
-                Ok(Step::Go)
-            }
-            Some(Err(err)) => self.recover(err, lanes, at, shutdown).await,
-        }
-    }
-
-    /// A write failed (its transaction is aborted): sees the commit in flight through, then
-    /// recovers. `false`: stopping.
-    async fn fail(
-        &mut self,
-        err: SinkError,
-        lanes: &mut Lanes,
-        at: &mut Position,
-        shutdown: &CancellationToken,
-    ) -> Result<bool, ClientError> {
-        let mut err = err;
-        if let Some(mut previous) = at.committing.take() {
-            match previous.outcome(shutdown).await {
-                Some(Ok(())) => self.commit_done(&previous, at),
-                // The worse of the two decides whether the producers are built again.
-                Some(Err(earlier)) if earlier.needs_new_producer() => err = earlier,
-                _ => {}
-            }
-        }
-        Ok(self.recover(err, lanes, at, shutdown).await? == Step::Retry)
-    }
-
-    fn commit_done(&mut self, done: &Committing, at: &mut Position) {
-        at.place.committed = StartFrom::Cursor(done.cursor.clone());
-        tracing::debug!(
-            events = done.events,
-            commit_ms = done.started.elapsed().as_millis() as u64,
-            "committed"
-        );
-        self.committed(done.events);
-    }
-
-    /// After a failed write or commit (nothing left open): goes back to the committed
-    /// position, waits, and rebuilds the producers (re-reading the committed position) if
-    /// they are gone.
-    async fn recover(
-        &mut self,
-        err: SinkError,
-        lanes: &mut Lanes,
-        at: &mut Position,
-        shutdown: &CancellationToken,
-    ) -> Result<Step, ClientError> {
-        if matches!(err, SinkError::Fenced) {
-            return Err(SinkError::Fenced.into());
-        }
-        at.place.rewind();
         let rebuild = err.needs_new_producer();
         self.set_health(Health::LocalKafkaFailing(err.to_string()));
         let pause = self.backoff.next_delay();
         sleep(pause, shutdown).await;
         if rebuild {
-            let Some((fresh, committed)) = self.connect(shutdown).await? else {
-                return Ok(Step::Stop);
+            let Some((lanes, committed)) = self.connect(shutdown).await? else {
+                return Ok(Flow::Stop);
             };
-            *lanes = fresh;
-            at.place = Place::new(committed);
+            pipeline.restart(lanes, committed);
         }
         Ok(if shutdown.is_cancelled() {
-            Step::Stop
+            Flow::Stop
         } else {
-            Step::Retry
+            Flow::Retry
         })
     }
 

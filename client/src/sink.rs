@@ -23,6 +23,7 @@ use shared::Cursor;
 use shared::wire::{BatchView, RecordRef};
 
 use crate::destination::Destination;
+use crate::pipeline::Lane;
 use crate::topics::LocalTopics;
 
 /// Headers every copy carries, naming where it came from, so anyone can audit the copy.
@@ -207,28 +208,13 @@ pub struct Transaction {
     number: usize,
     /// Records handed to the producer in it.
     sent: u64,
-    events: usize,
-    opened: std::time::Instant,
 }
 
 impl std::fmt::Debug for Transaction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transaction")
-            .field("events", &self.events)
-            .field("opened", &self.opened)
+            .field("sent", &self.sent)
             .finish_non_exhaustive()
-    }
-}
-
-impl Transaction {
-    /// Events written in it so far.
-    pub fn events(&self) -> usize {
-        self.events
-    }
-
-    /// How long it has been open.
-    pub fn age(&self) -> Duration {
-        self.opened.elapsed()
     }
 }
 
@@ -372,82 +358,13 @@ impl LocalKafka {
         plan
     }
 
-    /// Adds a batch to `open` (a new transaction when `None`) and hands it to the producer
-    /// without waiting for local Kafka: the acknowledgements are awaited at
-    /// [`LocalKafka::seal`], so the next batch can be fetched and written meanwhile. On
-    /// failure the transaction is aborted.
-    pub async fn append(
-        &self,
-        open: Option<Transaction>,
-        batch: &BatchView,
-        next: &Cursor,
-    ) -> Result<Transaction, SinkError> {
-        let mut txn = match open {
-            Some(txn) => txn,
-            None => self.begin()?,
-        };
-        if let Err(err) = self.produce_all(batch, next, &mut txn).await {
-            return Err(self.abandon(err).await);
-        }
-        txn.events += batch.len();
-        Ok(txn)
-    }
-
     fn begin(&self) -> Result<Transaction, SinkError> {
         let number = self.transactions.fetch_add(1, Ordering::SeqCst) + 1;
         self.producer.context().reset(number);
         self.producer
             .begin_transaction()
             .map_err(|e| self.classify(e))?;
-        Ok(Transaction {
-            number,
-            sent: 0,
-            events: 0,
-            opened: std::time::Instant::now(),
-        })
-    }
-
-    /// Writes `next` (the cursor after the last batch) to the state topic and waits until
-    /// local Kafka holds every record of `txn`, so another lane may write after them; on
-    /// failure aborts it.
-    pub async fn seal(&self, txn: &mut Transaction, next: &Cursor) -> Result<(), SinkError> {
-        let cursor = next.encode();
-        let state: BaseRecord<'_, [u8], [u8], usize> =
-            BaseRecord::with_opaque_to(&self.state_topic, txn.number)
-                .key(self.client_id.as_bytes())
-                .payload(cursor.as_bytes())
-                .partition(0);
-        let written = match self.enqueue(state, txn).await {
-            Ok(()) => self.producer.context().all(txn.sent).await,
-            Err(err) => Err(err),
-        };
-        match written {
-            Ok(()) => Ok(()),
-            Err(err) => Err(self.abandon(err).await),
-        }
-    }
-
-    /// Commits `txn`, [sealed](Self::seal) before; on failure aborts it.
-    pub async fn commit(&self, _txn: Transaction) -> Result<(), SinkError> {
-        let p = self.producer.clone();
-        let result = blocking(move || {
-            settle(&p);
-            p.commit_transaction(CALL_TIMEOUT)
-        })
-        .await
-        .map_err(|e| self.classify(e));
-        match result {
-            Ok(()) => Ok(()),
-            Err(err) => Err(self.abandon(err).await),
-        }
-    }
-
-    /// Aborts `txn`, written but not committed, because the transaction before it failed.
-    pub async fn abort(&self, _txn: Transaction) {
-        let p = self.producer.clone();
-        if let Err(err) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
-            tracing::warn!(error = %err, "aborting a transaction after the one before it failed, failed too");
-        }
+        Ok(Transaction { number, sent: 0 })
     }
 
     /// Aborts the open transaction unless `err` means the producer itself is gone; returns
@@ -550,6 +467,73 @@ impl LocalKafka {
                     });
                 }
             }
+        }
+    }
+}
+
+impl Lane for LocalKafka {
+    type Txn = Transaction;
+
+    /// Adds a batch to `open` (a new transaction when `None`) and hands it to the producer
+    /// without waiting for local Kafka: the acknowledgements are awaited at
+    /// [`Lane::seal`], so the next batch can be fetched and written meanwhile. On
+    /// failure the transaction is aborted.
+    async fn append(
+        &self,
+        open: Option<Transaction>,
+        batch: &BatchView,
+        next: &Cursor,
+    ) -> Result<Transaction, SinkError> {
+        let mut txn = match open {
+            Some(txn) => txn,
+            None => self.begin()?,
+        };
+        if let Err(err) = self.produce_all(batch, next, &mut txn).await {
+            return Err(self.abandon(err).await);
+        }
+        Ok(txn)
+    }
+
+    /// Writes `next` (the cursor after the last batch) to the state topic and waits until
+    /// local Kafka holds every record of `txn`, so another lane may write after them; on
+    /// failure aborts it.
+    async fn seal(&self, txn: &mut Transaction, next: &Cursor) -> Result<(), SinkError> {
+        let cursor = next.encode();
+        let state: BaseRecord<'_, [u8], [u8], usize> =
+            BaseRecord::with_opaque_to(&self.state_topic, txn.number)
+                .key(self.client_id.as_bytes())
+                .payload(cursor.as_bytes())
+                .partition(0);
+        let written = match self.enqueue(state, txn).await {
+            Ok(()) => self.producer.context().all(txn.sent).await,
+            Err(err) => Err(err),
+        };
+        match written {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.abandon(err).await),
+        }
+    }
+
+    /// Commits `txn`, [sealed](Self::seal) before; on failure aborts it.
+    async fn commit(&self, _txn: Transaction) -> Result<(), SinkError> {
+        let p = self.producer.clone();
+        let result = blocking(move || {
+            settle(&p);
+            p.commit_transaction(CALL_TIMEOUT)
+        })
+        .await
+        .map_err(|e| self.classify(e));
+        match result {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.abandon(err).await),
+        }
+    }
+
+    /// Aborts `txn`, written but not committed, because the transaction before it failed.
+    async fn abort(&self, _txn: Transaction) {
+        let p = self.producer.clone();
+        if let Err(err) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
+            tracing::warn!(error = %err, "aborting a transaction after the one before it failed, failed too");
         }
     }
 }
