@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::Config;
 use shared::Cursor;
-use shared::config::ClientConfig;
 
 /// The naming rule from source topic to local topic.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -21,7 +21,7 @@ pub enum Destination {
 
 impl Destination {
     /// The rule a validated client configuration asks for.
-    pub fn from_config(config: &ClientConfig) -> Self {
+    pub fn from_config(config: &Config) -> Self {
         match (&config.kafka_topic, &config.topic_prefix) {
             (Some(topic), _) => Self::Topic(topic.trim().to_owned()),
             (None, Some(prefix)) => Self::Prefix(prefix.clone()),

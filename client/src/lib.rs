@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod backoff;
+pub mod config;
 pub mod destination;
 pub mod memory;
 pub mod pace;
@@ -12,6 +13,7 @@ pub mod replicator;
 pub mod sink;
 pub mod topics;
 
+pub use config::Config;
 pub use destination::Destination;
 pub use replicator::{Progress, Replicator};
 

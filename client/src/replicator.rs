@@ -7,7 +7,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::config::{ClientConfig, StartPosition};
 use shared::wire::BatchView;
 use shared::{Cursor, StartFrom};
 use tokio::time::Instant;
@@ -16,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::ClientError;
 use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
+use crate::config::{Config, StartPosition};
 use crate::destination::Destination;
 use crate::pipeline::{Step, WritePipeline};
 use crate::sink::{LocalKafka, SinkError};
@@ -65,7 +65,7 @@ pub struct Replicator {
 
 impl Replicator {
     /// Builds the client from validated configuration; nothing is contacted yet.
-    pub fn new(config: &ClientConfig) -> Result<Self, ClientError> {
+    pub fn new(config: &Config) -> Result<Self, ClientError> {
         let api = EventsApi::new(
             config.server_url.as_deref().unwrap_or_default(),
             &config.api_prefix,

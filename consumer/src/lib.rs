@@ -3,6 +3,7 @@
 //! handlers on an internal socket. Source → buffer → internal server, each its own module.
 
 pub mod buffer;
+pub mod config;
 pub mod kafka;
 pub mod metrics;
 pub mod reader;
@@ -12,10 +13,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::config::{ConsumerAddr, ConsumerConfig};
+use shared::internal::ConsumerAddr;
+
 use tokio_util::sync::CancellationToken;
 
 pub use buffer::{BufferLimits, RecordBuffer, TopicPartition};
+pub use config::Config;
 pub use metrics::ConsumerMetrics;
 pub use reader::EventReader;
 
@@ -46,7 +49,7 @@ enum Listener {
 
 /// A consumer pod whose internal socket is bound; [`ConsumerPod::run`] starts consuming.
 pub struct ConsumerPod {
-    config: ConsumerConfig,
+    config: Config,
     listener: Listener,
     local_addr: ConsumerAddr,
 }
@@ -61,7 +64,7 @@ impl std::fmt::Debug for ConsumerPod {
 
 impl ConsumerPod {
     /// Binds the internal socket (port 0 picks a free port).
-    pub async fn bind(config: ConsumerConfig) -> Result<Self, ConsumerError> {
+    pub async fn bind(config: Config) -> Result<Self, ConsumerError> {
         let addr = config.consumer_addr.clone();
         let bind_err = |source| ConsumerError::Bind {
             addr: addr.clone(),

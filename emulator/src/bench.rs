@@ -58,18 +58,18 @@ pub struct BenchConfig {
     pub local_delay: Option<Duration>,
     /// The rate limits of the second API the backlog is copied through once more, to time
     /// catch-up with limits on (the shipped defaults unless told).
-    pub limits_on: shared::config::RateLimitArgs,
+    pub limits_on: handlers::config::RateLimitArgs,
 }
 
 /// The shipped per-key budget (`RATE_LIMIT_KEY_MAX` per `RATE_LIMIT_WINDOW_SECS`, 20
 /// requests a second) over a window of `window_secs`: the same rate, a shorter window.
-pub fn shipped_key_budget(window_secs: u64) -> shared::config::RateLimitArgs {
-    let key_max = u64::from(shared::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window_secs
-        / shared::config::DEFAULT_RATE_LIMIT_WINDOW_SECS;
-    shared::config::RateLimitArgs {
+pub fn shipped_key_budget(window_secs: u64) -> handlers::config::RateLimitArgs {
+    let key_max = u64::from(handlers::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window_secs
+        / handlers::config::DEFAULT_RATE_LIMIT_WINDOW_SECS;
+    handlers::config::RateLimitArgs {
         rate_limit_key_max: u32::try_from(key_max.max(1)).unwrap_or(u32::MAX),
         rate_limit_window_secs: window_secs,
-        ..shared::config::RateLimitArgs::default()
+        ..handlers::config::RateLimitArgs::default()
     }
 }
 
@@ -815,28 +815,28 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     };
     let plan = rounds(config.events, cap);
     let topic = format!("bench-{:08x}", rand::random::<u32>());
-    let mut stack = Stack::start(StackConfig {
+    let mut stack_config = StackConfig {
         source_brokers: config.source_brokers.clone(),
         local_brokers: config.local_brokers.clone(),
         topic: topic.clone(),
         partitions: config.partitions,
         events: Some(0),
         rate: 0,
-        client: false,
-        client_interval: Duration::from_millis(200),
-        client_batch_limit: config.batch_limit,
-        client_compression: config.compression,
-        group_id: format!("{topic}-group"),
-        client_id: format!("{topic}-client"),
+        run_client: false,
         pod_process: true,
-        rate_limits: shared::config::RateLimitArgs {
-            rate_limit_max: 0,
-            rate_limit_key_max: 0,
-            ..Default::default()
-        },
         ..StackConfig::default()
-    })
-    .await?;
+    };
+    stack_config.pod.source.group_id = format!("{topic}-group");
+    stack_config.handlers.limits = handlers::config::RateLimitArgs {
+        rate_limit_max: 0,
+        rate_limit_key_max: 0,
+        ..Default::default()
+    };
+    stack_config.client.interval_ms = 200;
+    stack_config.client.batch_limit = config.batch_limit;
+    stack_config.client.compression = config.compression;
+    stack_config.client.client_id = format!("{topic}-client");
+    let mut stack = Stack::start(stack_config).await?;
     let limited = match stack.serve_api(config.limits_on.clone()).await {
         Ok(served) => served,
         Err(err) => {

@@ -15,8 +15,7 @@ const CONNECTED: &str = "connected";
 
 /// Runs the client as the child process (the `bench-client` subcommand).
 pub async fn run_child() -> Result<(), BenchError> {
-    let config: shared::config::ClientConfig =
-        config_from_env("client").map_err(BenchError::Incomplete)?;
+    let config: client::Config = config_from_env("client").map_err(BenchError::Incomplete)?;
     let client =
         client::Replicator::new(&config).map_err(|e| BenchError::Incomplete(e.to_string()))?;
     let mut progress = client.watch();

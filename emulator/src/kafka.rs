@@ -50,7 +50,7 @@ impl KafkaCluster {
     pub fn fetch_wait_ms(&self) -> u32 {
         match self {
             Self::Mock(_) => MOCK_FETCH_WAIT_MS,
-            Self::External(_) => shared::config::DEFAULT_FETCH_WAIT_MS,
+            Self::External(_) => consumer::config::DEFAULT_FETCH_WAIT_MS,
         }
     }
 

@@ -56,7 +56,7 @@ struct Args {
     )]
     group_id: String,
     #[command(flatten)]
-    buffer: shared::config::BufferArgs,
+    buffer: consumer::config::BufferArgs,
     /// Write {"api_base","api_key","source_brokers","local_brokers","topic"} here once ready.
     #[arg(long)]
     ready_file: Option<PathBuf>,
@@ -72,9 +72,9 @@ struct Args {
     #[arg(long, value_enum, default_value_t = emulator::HandlersMode::Server)]
     handlers: emulator::HandlersMode,
     #[command(flatten)]
-    cors: shared::config::CorsArgs,
+    cors: handlers::config::CorsArgs,
     #[command(flatten)]
-    limits: shared::config::RateLimitArgs,
+    limits: handlers::config::RateLimitArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,7 +137,7 @@ struct BenchArgs {
     /// catch-up with limits on: the shipped per-key budget (18,000 per 900 s, 20 requests
     /// a second) kept at its rate over this window (e.g. 10: 200 per 10 s, where a longer
     /// catch-up meets the budget sooner).
-    #[arg(long, default_value_t = shared::config::DEFAULT_RATE_LIMIT_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    #[arg(long, default_value_t = handlers::config::DEFAULT_RATE_LIMIT_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limits_window_secs: u64,
     /// Print the report as one JSON line last.
     #[arg(long)]
@@ -254,27 +254,26 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => {}
     }
     let shutdown = shared::shutdown::token();
-    let config = StackConfig {
+    let mut config = StackConfig {
         source_brokers: args.source_brokers,
         local_brokers: args.local_brokers,
         topic: args.topic,
         partitions: args.partitions,
-        api_key: args.api_key,
-        api_prefix: args.api_prefix,
-        port: args.port,
         rate: args.rate,
         events: args.events,
-        client: !args.no_client,
-        client_interval: Duration::from_millis(args.interval),
-        group_id: args.group_id,
-        buffer_max_events: args.buffer.buffer_max_events,
-        buffer_max_bytes: args.buffer.buffer_max_bytes,
-        client_id: args.client_id,
-        allowed_origins: args.cors.allowed_origins,
-        rate_limits: args.limits,
+        run_client: !args.no_client,
         handlers_mode: args.handlers,
         ..StackConfig::default()
     };
+    config.pod.source.group_id = args.group_id;
+    config.pod.buffer = args.buffer;
+    config.handlers.keys.api_key = args.api_key;
+    config.handlers.api_prefix = args.api_prefix;
+    config.handlers.port = args.port;
+    config.handlers.cors = args.cors;
+    config.handlers.limits = args.limits;
+    config.client.interval_ms = args.interval;
+    config.client.client_id = args.client_id;
     let stack = tokio::select! {
         stack = Stack::start(config) => stack.context("the emulator could not start")?,
         () = shutdown.cancelled() => return Ok(()),

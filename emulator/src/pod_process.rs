@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use shared::config::{ConsumerAddr, ConsumerConfig};
+use shared::internal::ConsumerAddr;
 use tokio_util::sync::CancellationToken;
 
 use crate::child::{ChildProcess, config_from_env, stop_asked};
@@ -16,7 +16,7 @@ const LISTENING: &str = "listening ";
 
 /// Runs the pod as the child process (the `pod-process` subcommand).
 pub async fn run_child() -> Result<(), StackError> {
-    let config: ConsumerConfig = config_from_env("consumer").map_err(StackError::PodProcess)?;
+    let config: consumer::Config = config_from_env("consumer").map_err(StackError::PodProcess)?;
     let pod = consumer::ConsumerPod::bind(config).await?;
     println!("{LISTENING}{}", pod.local_addr());
     let stop = CancellationToken::new();
@@ -41,7 +41,7 @@ pub struct PodProcess {
 impl PodProcess {
     /// Starts the child with `config` (its address a free TCP port) and waits until it
     /// listens.
-    pub async fn start(config: &ConsumerConfig) -> Result<Self, StackError> {
+    pub async fn start(config: &consumer::Config) -> Result<Self, StackError> {
         let (child, addr) = ChildProcess::start(
             "consumer pod",
             "pod-process",

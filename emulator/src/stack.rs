@@ -7,11 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use consumer::config::SourceArgs;
+use handlers::config::{CorsArgs, KeyArgs, RateLimitArgs};
 use serde::Serialize;
-use shared::config::{
-    BufferArgs, ClientConfig, ConsumerAddr, ConsumerConfig, CorsArgs, FetchBoundsArgs,
-    HandlersConfig, KeyArgs, RateLimitArgs, SourceArgs, StartPosition, TlsArgs,
-};
+use shared::internal::ConsumerAddr;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -24,7 +23,8 @@ use crate::pod_process::PodProcess;
 /// How long the stack may take to become ready.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// What to run.
+/// What to run: the three components' own configurations, and what the stack adds around
+/// them (the clusters, the demo producer, how the handlers run).
 #[derive(Debug, Clone)]
 pub struct StackConfig {
     /// Source Kafka bootstrap servers; `None` starts a mock cluster.
@@ -39,49 +39,41 @@ pub struct StackConfig {
     pub partitions: i32,
     /// Create the demo topic on the local cluster too; `false` leaves it to the client.
     pub create_local_topic: bool,
-    /// Where the client writes (`KAFKA_TOPIC` / `TOPIC_PREFIX`).
-    pub destination: client::Destination,
     /// How the handlers run: as the container server does, or through the Lambda adapter.
     pub handlers_mode: HandlersMode,
     /// Handler replicas behind the API port; requests go to each in turn, as a load
     /// balancer without sticky sessions would send them.
     pub handler_replicas: usize,
-    /// `None` generates a key.
-    pub api_key: Option<String>,
-    pub api_prefix: String,
-    /// HTTP port of the API on 127.0.0.1; 0 picks a free one.
-    pub port: u16,
     /// Demo events per second (0: as fast as possible).
     pub rate: u64,
     /// Produce exactly this many demo events, then stop; `None`: forever. `Some(0)`: none.
     pub events: Option<u64>,
     /// Run the client replicating into the local cluster.
-    pub client: bool,
-    /// The client's poll interval.
-    pub client_interval: Duration,
-    pub client_batch_limit: u32,
-    /// Whether the client asks for compressed answers.
-    pub client_compression: bool,
-    pub group_id: String,
-    pub buffer_max_events: usize,
-    pub buffer_max_bytes: usize,
-    /// The client's identity in local Kafka (its transactional id and state key).
-    pub client_id: String,
-    /// The consumer pod's internal socket; `None`: a free TCP port on 127.0.0.1.
-    pub consumer_addr: Option<ConsumerAddr>,
+    pub run_client: bool,
     /// Run the consumer pod in a process of its own (the `emulator` binary only), so its
     /// memory is measured apart; it listens on a free TCP port.
     pub pod_process: bool,
-    /// `ALLOWED_ORIGINS` of the handlers.
-    pub allowed_origins: Vec<String>,
-    /// The handlers' rate limits.
-    pub rate_limits: RateLimitArgs,
-    /// Bounds on the consumer pod's own work.
-    pub pod_bounds: FetchBoundsArgs,
+    /// The consumer pod, as the `consumer` binary takes it. The stack sets its brokers,
+    /// topics and internal token; `127.0.0.1:0` listens on a free port.
+    pub pod: consumer::Config,
+    /// The handlers, as `handlers-server` takes them. The stack sets where the pod answers,
+    /// its token and the host (127.0.0.1); no `API_KEY` generates one, `PORT` 0 picks a
+    /// free one.
+    pub handlers: handlers::Config,
+    /// The client, as the `client` binary takes it. The stack sets the server's URL, key
+    /// and prefix, and the local brokers.
+    pub client: client::Config,
 }
 
 impl Default for StackConfig {
     fn default() -> Self {
+        let mut pod = consumer::Config::default();
+        pod.source.group_id = "kafka-replicator-emulator".into();
+        pod.consumer_addr = ConsumerAddr::Tcp("127.0.0.1:0".into());
+        let mut handlers = handlers::Config::default();
+        handlers.port = 0;
+        let mut client = client::Config::default();
+        client.client_id = "kafka-replicator-emulator-client".into();
         Self {
             source_brokers: None,
             local_brokers: None,
@@ -89,27 +81,15 @@ impl Default for StackConfig {
             extra_topics: Vec::new(),
             partitions: 3,
             create_local_topic: true,
-            destination: client::Destination::SameName,
             handlers_mode: HandlersMode::Server,
             handler_replicas: 1,
-            api_key: None,
-            api_prefix: "/api/v1".into(),
-            port: 0,
             rate: 10,
             events: None,
-            client: true,
-            client_interval: Duration::from_millis(1000),
-            client_batch_limit: 1000,
-            client_compression: true,
-            group_id: "kafka-replicator-emulator".into(),
-            buffer_max_events: 100_000,
-            buffer_max_bytes: 256 * 1024 * 1024,
-            client_id: "kafka-replicator-emulator-client".into(),
-            consumer_addr: None,
+            run_client: true,
             pod_process: false,
-            allowed_origins: Vec::new(),
-            rate_limits: RateLimitArgs::default(),
-            pod_bounds: FetchBoundsArgs::default(),
+            pod,
+            handlers,
+            client,
         }
     }
 }
@@ -173,7 +153,7 @@ pub struct Stack {
     pub local: KafkaCluster,
     shutdown: CancellationToken,
     tasks: JoinSet<()>,
-    pod_config: ConsumerConfig,
+    pod_config: consumer::Config,
     pod_task: PodRun,
     balancer: RoundRobin,
     handler_metrics: Vec<handlers::HandlerMetrics>,
@@ -228,6 +208,8 @@ impl Stack {
             local.create_topic(&config.topic, config.partitions).await?;
         }
         let api_key = config
+            .handlers
+            .keys
             .api_key
             .clone()
             .unwrap_or_else(shared::auth::generate_key);
@@ -237,23 +219,15 @@ impl Stack {
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
-        let mut pod_config = ConsumerConfig {
+        let mut pod_config = consumer::Config {
             source: SourceArgs {
                 brokers: Some(source.bootstrap().to_owned()),
                 topics,
-                group_id: config.group_id.clone(),
                 fetch_wait_ms: source.fetch_wait_ms(),
+                ..config.pod.source.clone()
             },
-            buffer: BufferArgs {
-                buffer_max_events: config.buffer_max_events,
-                buffer_max_bytes: config.buffer_max_bytes,
-            },
-            bounds: config.pod_bounds.clone(),
             internal_token: Some(internal_token.clone()),
-            consumer_addr: config
-                .consumer_addr
-                .clone()
-                .unwrap_or_else(|| ConsumerAddr::Tcp("127.0.0.1:0".into())),
+            ..config.pod.clone()
         };
         let (pod_addr, pod_task) = if config.pod_process {
             let process = PodProcess::start(&pod_config).await?;
@@ -264,21 +238,15 @@ impl Stack {
         };
         // A restarted pod comes back on the same address.
         pod_config.consumer_addr = pod_addr.clone();
-        let handlers_config = HandlersConfig {
+        let handlers_config = handlers::Config {
             keys: KeyArgs {
                 api_key: Some(api_key.clone()),
                 ..KeyArgs::default()
             },
-            api_prefix: config.api_prefix.clone(),
             consumer_addr: pod_addr.clone(),
             internal_token: Some(internal_token.clone()),
-            port: config.port,
             host: "127.0.0.1".into(),
-            cors: CorsArgs {
-                allowed_origins: config.allowed_origins.clone(),
-            },
-            limits: config.rate_limits.clone(),
-            tls: TlsArgs::default(),
+            ..config.handlers.clone()
         };
 
         let keys = shared::ApiKeys::parse(&api_key)?;
@@ -299,12 +267,10 @@ impl Stack {
             })
             .collect();
         let balancer = RoundRobin::new(routers);
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", config.port))
+        let port = config.handlers.port;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
-            .map_err(|source| StackError::Bind {
-                port: config.port,
-                source,
-            })?;
+            .map_err(|source| StackError::Bind { port, source })?;
         let addr = listener.local_addr()?;
         let app = balancer
             .router()
@@ -320,7 +286,7 @@ impl Stack {
         });
         let server_url = format!("http://{addr}");
         let info = ReadyInfo {
-            api_base: format!("{server_url}{}", config.api_prefix),
+            api_base: format!("{server_url}{}", config.handlers.api_prefix),
             api_key,
             source_brokers: source.bootstrap().to_owned(),
             local_brokers: local.bootstrap().to_owned(),
@@ -355,7 +321,7 @@ impl Stack {
             balancer,
             handler_metrics,
         };
-        if config.client {
+        if config.run_client {
             stack.start_client()?;
         }
         Ok(stack)
@@ -364,27 +330,12 @@ impl Stack {
     /// Starts the client replicating into the local cluster, as configured (the stack starts
     /// it itself when `client` is set).
     pub fn start_client(&mut self) -> Result<(), StackError> {
-        let config = &self.config;
-        let client = client::Replicator::new(&ClientConfig {
+        let client = client::Replicator::new(&client::Config {
             server_url: Some(self.server_url.clone()),
             api_key: Some(self.info.api_key.clone()),
-            api_prefix: config.api_prefix.clone(),
+            api_prefix: self.config.handlers.api_prefix.clone(),
             kafka_brokers: Some(self.local.bootstrap().to_owned()),
-            kafka_topic: match &config.destination {
-                client::Destination::Topic(t) => Some(t.clone()),
-                _ => None,
-            },
-            topic_prefix: match &config.destination {
-                client::Destination::Prefix(p) => Some(p.clone()),
-                _ => None,
-            },
-            interval_ms: u64::try_from(config.client_interval.as_millis()).unwrap_or(1000),
-            from: StartPosition::Earliest,
-            batch_limit: config.client_batch_limit,
-            compression: config.client_compression,
-            state_topic: "kafka-replicator-client-state".into(),
-            insecure_http: false,
-            client_id: config.client_id.clone(),
+            ..self.config.client.clone()
         })?;
         let stop = self.shutdown.clone();
         self.tasks.spawn(async move {
@@ -403,19 +354,18 @@ impl Stack {
         &mut self,
         limits: RateLimitArgs,
     ) -> Result<(String, handlers::HandlerMetrics), StackError> {
-        let config = HandlersConfig {
+        let config = handlers::Config {
             keys: KeyArgs {
                 api_key: Some(self.info.api_key.clone()),
                 ..KeyArgs::default()
             },
-            api_prefix: self.config.api_prefix.clone(),
             consumer_addr: self.pod_addr.clone(),
             internal_token: self.pod_config.internal_token.clone(),
             port: 0,
             host: "127.0.0.1".into(),
             cors: CorsArgs::default(),
             limits,
-            tls: TlsArgs::default(),
+            ..self.config.handlers.clone()
         };
         let keys = shared::ApiKeys::parse(&self.info.api_key)?;
         let state = handlers::AppState::with_keys(&config, handlers::KeyStore::fixed(keys))?;

@@ -15,7 +15,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::Value;
-use shared::config::ConsumerAddr;
+use shared::internal::ConsumerAddr;
 use tower::ServiceExt;
 
 /// Handlers of its own in front of the stack's pod.
@@ -113,7 +113,7 @@ fn seqs(page: &Value) -> Vec<u64> {
 async fn stack_with_events(n: u64, buffer_max_events: usize) -> (emulator::Stack, Router) {
     let mut config = common::config();
     config.events = Some(n);
-    config.buffer_max_events = buffer_max_events;
+    config.pod.buffer.buffer_max_events = buffer_max_events;
     let stack = common::start(config).await;
     let app = stack_router(&stack);
     consumed(&app, &stack.info.api_key, n).await;
@@ -510,14 +510,14 @@ async fn metrics_show_the_whole_system() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_source_or_pod_is_503_with_retry_after() {
     // A consumer pod whose source Kafka does not exist.
-    let pod = consumer::ConsumerPod::bind(shared::config::ConsumerConfig {
-        source: shared::config::SourceArgs {
+    let pod = consumer::ConsumerPod::bind(consumer::Config {
+        source: consumer::config::SourceArgs {
             brokers: Some("127.0.0.1:1".into()),
             topics: vec!["orders".into()],
             group_id: common::unique("group"),
-            fetch_wait_ms: shared::config::DEFAULT_FETCH_WAIT_MS,
+            fetch_wait_ms: consumer::config::DEFAULT_FETCH_WAIT_MS,
         },
-        buffer: shared::config::BufferArgs {
+        buffer: consumer::config::BufferArgs {
             buffer_max_events: 100,
             buffer_max_bytes: 1 << 20,
         },
@@ -567,7 +567,7 @@ async fn offsets_the_source_deleted_come_back_as_gaps() {
     // the oldest beyond that, as retention would; the pod keeps only 1,000 in memory.
     let mut config = common::config();
     config.partitions = 1;
-    config.buffer_max_events = 1000;
+    config.pod.buffer.buffer_max_events = 1000;
     config.events = Some(60_000);
     let stack = common::start(config).await;
     let app = stack_router(&stack);
@@ -876,8 +876,8 @@ async fn a_record_with_more_headers_than_a_u16_counts_is_served_in_both_forms() 
 async fn the_pod_answers_503_with_retry_after_past_its_bounds() {
     let mut config = common::config();
     config.events = Some(60);
-    config.buffer_max_events = 5;
-    config.pod_bounds = shared::config::FetchBoundsArgs {
+    config.pod.buffer.buffer_max_events = 5;
+    config.pod.bounds = consumer::config::FetchBoundsArgs {
         max_concurrent_fetches: 2,
         max_catchup_reads: 1,
         ..Default::default()
@@ -983,8 +983,8 @@ async fn a_fetch_far_behind_on_many_partitions_answers_within_its_read_budget() 
     const N: usize = 300;
     let mut config = common::config();
     config.partitions = PARTITIONS;
-    config.buffer_max_events = 1;
-    config.pod_bounds.fetch_read_budget_ms = 1000;
+    config.pod.buffer.buffer_max_events = 1;
+    config.pod.bounds.fetch_read_budget_ms = 1000;
     let stack = common::start(config).await;
     let key = stack.info.api_key.clone();
     common::produce_records(

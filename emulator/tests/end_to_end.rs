@@ -126,8 +126,8 @@ async fn replicates_exactly_once(
     config.local_brokers = local;
     config.partitions = 3;
     config.events = Some(N);
-    config.client = true;
-    config.client_batch_limit = 500;
+    config.run_client = true;
+    config.client.batch_limit = 500;
     let stack = common::start(config).await;
     let info = stack.info.clone();
     eprintln!(
@@ -237,7 +237,7 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
     })
     .await;
 
-    let replicator = client::Replicator::new(&shared::config::ClientConfig {
+    let replicator = client::Replicator::new(&client::Config {
         server_url: Some(stack.server_url.clone()),
         api_key: Some(info.api_key.clone()),
         api_prefix: "/api/v1".into(),
@@ -245,7 +245,7 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
         kafka_topic: None,
         topic_prefix: None,
         interval_ms: POLL.as_millis() as u64,
-        from: shared::config::StartPosition::Earliest,
+        from: client::config::StartPosition::Earliest,
         batch_limit: LIMIT,
         compression: false,
         state_topic: "kafka-replicator-client-state".into(),
@@ -291,7 +291,7 @@ async fn every_byte_sequence_is_copied_exactly(
     config.source_brokers = source;
     config.local_brokers = local;
     config.partitions = 3;
-    config.client = true;
+    config.run_client = true;
     let stack = common::start(config).await;
     let info = stack.info.clone();
     let mut records = common::random_records(seed, N, 3);

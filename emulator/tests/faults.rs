@@ -27,7 +27,7 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
     config.source_brokers = source;
     config.local_brokers = local;
     config.events = Some(N);
-    config.buffer_max_events = BUFFER;
+    config.pod.buffer.buffer_max_events = BUFFER;
     let stack = common::start(config).await;
     // All produced and consumed by the pod (which kept only the last 40) before the client
     // starts.
@@ -101,8 +101,8 @@ async fn a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries() {
     config.local_brokers = local;
     config.events = Some(N);
     config.rate = 1000;
-    config.client = true;
-    config.client_id = common::unique("client");
+    config.run_client = true;
+    config.client.client_id = common::unique("client");
     let mut stack = common::start(config).await;
     // Mid-stream: some events replicated, more still coming.
     let local_brokers = stack.info.local_brokers.clone();
@@ -164,8 +164,8 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
     config.local_brokers = Some(local.clone());
     config.events = Some(N);
     config.rate = 500;
-    config.client = true;
-    config.client_id = common::unique("client");
+    config.run_client = true;
+    config.client.client_id = common::unique("client");
     let stack = common::start(config).await;
     let topic = stack.info.topic.clone();
     common::wait_for_copies(&local, &topic, 300).await;
@@ -263,7 +263,7 @@ async fn http_answers_cut_off_mid_body_cost_only_retries() {
         .parse()
         .expect("api addr");
     let (proxy, cut) = cutting_proxy(api, 3, 3000).await;
-    let client_config = shared::config::ClientConfig {
+    let client_config = client::Config {
         server_url: Some(format!("http://{proxy}")),
         ..common::client_config(&stack, 100)
     };

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use shared::config::RateLimitArgs;
+use handlers::config::RateLimitArgs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schemathesis_finds_no_server_error_and_no_schema_break() {
@@ -17,7 +17,7 @@ async fn schemathesis_finds_no_server_error_and_no_schema_break() {
     let mut config = common::config();
     config.events = Some(200);
     // Thousands of requests from one address: budgets are tested elsewhere.
-    config.rate_limits = RateLimitArgs {
+    config.handlers.limits = RateLimitArgs {
         rate_limit_max: 0,
         rate_limit_key_max: 0,
         ..RateLimitArgs::default()

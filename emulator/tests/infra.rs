@@ -69,7 +69,7 @@ fn the_sam_template_passes_cfn_lint() {
 
 #[test]
 fn the_deployment_files_default_to_the_binaries_rate_limits() {
-    use shared::config::{
+    use handlers::config::{
         DEFAULT_RATE_LIMIT_KEY_MAX, DEFAULT_RATE_LIMIT_MAX, DEFAULT_RATE_LIMIT_WINDOW_SECS,
     };
     let wanted = [

@@ -24,7 +24,7 @@ fn fixture(name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_gateway_and_alb_events_are_answered_by_the_router() {
     let mut config = common::config();
-    config.api_key = Some(FIXTURE_KEY.into());
+    config.handlers.keys.api_key = Some(FIXTURE_KEY.into());
     config.events = Some(20);
     let stack = common::start(config).await;
     let state = common::handlers_state(&common::stack_handlers_config(&stack, FIXTURE_KEY));

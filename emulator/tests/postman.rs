@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use shared::config::RateLimitArgs;
+use handlers::config::RateLimitArgs;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_postman_collection_passes_against_the_emulator() {
@@ -15,7 +15,7 @@ async fn the_postman_collection_passes_against_the_emulator() {
     };
     let mut config = common::config();
     config.events = Some(30);
-    config.rate_limits = RateLimitArgs {
+    config.handlers.limits = RateLimitArgs {
         rate_limit_max: 0,
         ..RateLimitArgs::default()
     };

@@ -8,13 +8,13 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use client::config::StartPosition;
 use emulator::ReadyInfo;
 use emulator::verify::read_topic;
-use shared::config::{ClientConfig, StartPosition};
 use tokio_util::sync::CancellationToken;
 
-fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
-    ClientConfig {
+fn client_config(info: &ReadyInfo, client_id: &str) -> client::Config {
+    client::Config {
         server_url: Some(info.api_base.trim_end_matches("/api/v1").to_owned()),
         api_key: Some(info.api_key.clone()),
         api_prefix: "/api/v1".into(),
@@ -32,7 +32,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> ClientConfig {
 }
 
 /// Runs the client until `stop_after` passes, then stops it gracefully.
-async fn run_client(config: &ClientConfig, stop_after: Duration) -> client::Progress {
+async fn run_client(config: &client::Config, stop_after: Duration) -> client::Progress {
     let replicator = client::Replicator::new(config).expect("client");
     let stop = CancellationToken::new();
     let timer = stop.clone();
@@ -87,9 +87,9 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         .expect("addr")
         .port();
     let mut config = common::config();
-    config.port = port;
+    config.handlers.port = port;
     config.events = Some(N);
-    config.api_key = Some("early-client-key-0123456789".into());
+    config.handlers.keys.api_key = Some("early-client-key-0123456789".into());
     // Local Kafka is up; the API is not, yet.
     let local = emulator::KafkaCluster::mock_or(None).expect("local mock");
     local
@@ -133,14 +133,12 @@ async fn handlers_reach_the_pod_over_a_unix_socket() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = common::config();
     config.events = Some(N);
-    config.client = true;
-    config.consumer_addr = Some(shared::config::ConsumerAddr::Unix(
-        dir.path().join("pod.sock"),
-    ));
+    config.run_client = true;
+    config.pod.consumer_addr = shared::internal::ConsumerAddr::Unix(dir.path().join("pod.sock"));
     let stack = common::start(config).await;
     assert!(matches!(
         stack.pod_addr,
-        shared::config::ConsumerAddr::Unix(_)
+        shared::internal::ConsumerAddr::Unix(_)
     ));
     let copied = read_topic(
         &stack.info.local_brokers,

@@ -7,10 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use handlers::config::RateLimitArgs;
 use reqwest::StatusCode;
 use reqwest::header::HeaderMap;
 use serde_json::Value;
-use shared::config::RateLimitArgs;
 
 async fn get(
     http: &reqwest::Client,
@@ -40,7 +40,7 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
 async fn budgets_are_per_ip_and_per_key_and_shared_by_every_replica() {
     let mut config = common::config();
     config.handler_replicas = 3;
-    config.rate_limits = RateLimitArgs {
+    config.handlers.limits = RateLimitArgs {
         rate_limit_max: 5,
         rate_limit_key_max: 8,
         rate_limit_window_secs: 600,
@@ -119,8 +119,8 @@ fn shipped_ratio() -> RateLimitArgs {
     let window = 5;
     RateLimitArgs {
         rate_limit_key_max: u32::try_from(
-            u64::from(shared::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window
-                / shared::config::DEFAULT_RATE_LIMIT_WINDOW_SECS,
+            u64::from(handlers::config::DEFAULT_RATE_LIMIT_KEY_MAX) * window
+                / handlers::config::DEFAULT_RATE_LIMIT_WINDOW_SECS,
         )
         .expect("budget"),
         rate_limit_window_secs: window,
@@ -137,10 +137,10 @@ async fn client_within_the_budget(test: &str, rate: u64, secs: u64) {
     let mut config = common::config();
     config.events = Some(n);
     config.rate = rate;
-    config.client = true;
-    config.client_interval = Duration::from_millis(1000);
-    config.client_batch_limit = 1000;
-    config.rate_limits = shipped_ratio();
+    config.run_client = true;
+    config.client.interval_ms = 1000;
+    config.client.batch_limit = 1000;
+    config.handlers.limits = shipped_ratio();
     let stack = common::start(config).await;
     let copied = common::read_copies(&stack, n).await;
     let text = stack.handler_metrics();
@@ -176,7 +176,7 @@ async fn a_429_drawn_by_another_user_of_the_key_is_waited_out() {
     const BUDGET: u32 = 20;
     let mut config = common::config();
     config.events = Some(N);
-    config.rate_limits = RateLimitArgs {
+    config.handlers.limits = RateLimitArgs {
         rate_limit_key_max: BUDGET,
         rate_limit_window_secs: 8,
         ..RateLimitArgs::default()
@@ -236,7 +236,7 @@ const SECURITY_HEADERS: [(&str, &str); 6] = [
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_has_the_security_headers_and_json_errors() {
     let mut config = common::config();
-    config.rate_limits = RateLimitArgs {
+    config.handlers.limits = RateLimitArgs {
         rate_limit_max: 6,
         ..RateLimitArgs::default()
     };
@@ -329,7 +329,7 @@ async fn every_answer_has_the_security_headers_and_json_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_answers_only_the_configured_origins() {
     let mut config = common::config();
-    config.allowed_origins = vec!["https://app.example.com".into()];
+    config.handlers.cors.allowed_origins = vec!["https://app.example.com".into()];
     let stack = common::start(config).await;
     let base = stack.info.api_base.clone();
     let http = reqwest::Client::new();
@@ -394,7 +394,7 @@ async fn forwarded_addresses_count_only_behind_trusted_proxies() {
     // Behind a trusted proxy (here: loopback), each forwarded client has its own budget.
     let budgets = |trusted: bool| async move {
         let mut config = common::config();
-        config.rate_limits = RateLimitArgs {
+        config.handlers.limits = RateLimitArgs {
             rate_limit_max: 2,
             trusted_proxies: if trusted {
                 vec!["127.0.0.0/8".parse().expect("net")]

@@ -78,9 +78,9 @@ async fn several_topics_copy_under_a_prefix_into_topics_created_like_the_source(
     config.extra_topics = vec![common::unique("payments")];
     config.partitions = PARTITIONS;
     config.create_local_topic = false;
-    config.destination = client::Destination::Prefix("copy.".into());
-    config.client = true;
-    config.client_batch_limit = 300;
+    config.client.topic_prefix = Some("copy.".into());
+    config.run_client = true;
+    config.client.batch_limit = 300;
     let stack = common::start(config.clone()).await;
     let topics: Vec<String> = std::iter::once(config.topic.clone())
         .chain(config.extra_topics.clone())
@@ -133,9 +133,9 @@ async fn several_topics_merge_into_one_renamed_topic() {
     let mut config = common::config();
     config.extra_topics = vec![common::unique("payments")];
     let merged = common::unique("merged");
-    config.destination = client::Destination::Topic(merged.clone());
+    config.client.kafka_topic = Some(merged.clone());
     config.create_local_topic = false;
-    config.client = true;
+    config.run_client = true;
     let stack = common::start(config.clone()).await;
     stack
         .local
@@ -166,8 +166,8 @@ async fn handler_replicas_answer_in_turn_without_sticky_routing() {
     let mut config = common::config();
     config.handler_replicas = REPLICAS;
     config.events = Some(N);
-    config.client = true;
-    config.client_batch_limit = 50;
+    config.run_client = true;
+    config.client.batch_limit = 50;
     let stack = common::start(config).await;
     let copied = common::read_copies(&stack, N).await;
     let served = stack.requests_per_replica();

@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::config::IpNet;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shared::config::IpNet;
 use shared::internal::{RateCheck, RateDecision};
 use shared::{ApiError, ErrorCode};
 
@@ -246,7 +246,7 @@ mod tests {
         use clap::Parser;
         use tower::ServiceExt;
         // No pod to ask: the replica counts on its own, as it does during an outage.
-        let config = shared::config::HandlersConfig::try_parse_from([
+        let config = crate::Config::try_parse_from([
             "handlers",
             "--api-key",
             "0123456789abcdef0123",

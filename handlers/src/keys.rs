@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use shared::ApiKeys;
 use shared::auth::ApiKeysError;
-use shared::config::{ConfigError, KeyArgs};
+use shared::config::ConfigError;
+
+use crate::config::KeyArgs;
 use tokio::time::Instant;
 
 /// Longest a Secrets Manager call may take.

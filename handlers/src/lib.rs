@@ -2,6 +2,7 @@
 //! binaries: `handlers-server` (`axum::serve`) and `handlers-lambda` (`lambda_http::run`).
 //! Stateless: events, cursors and rate counts live in the consumer pod.
 
+pub mod config;
 pub mod guard;
 pub mod keys;
 pub mod lambda;
@@ -15,14 +16,15 @@ pub mod server;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::config::{CorsArgs, RateLimitArgs};
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use shared::config::{CorsArgs, HandlersConfig, RateLimitArgs};
 use shared::ratelimit::RateLimiter;
 
+pub use config::Config;
 pub use keys::KeyStore;
 pub use metrics::HandlerMetrics;
 pub use pod::PodClient;
@@ -57,13 +59,13 @@ pub enum HandlersError {
 impl AppState {
     /// Builds the state from validated configuration, reading the keys from wherever it
     /// says (a Secrets Manager secret is read now).
-    pub async fn from_config(config: &HandlersConfig) -> Result<Self, HandlersError> {
+    pub async fn from_config(config: &Config) -> Result<Self, HandlersError> {
         let keys = KeyStore::from_config(&config.keys).await?;
         Self::with_keys(config, keys)
     }
 
     /// Builds the state with these keys.
-    pub fn with_keys(config: &HandlersConfig, keys: KeyStore) -> Result<Self, HandlersError> {
+    pub fn with_keys(config: &Config, keys: KeyStore) -> Result<Self, HandlersError> {
         Ok(Self {
             keys,
             pod: PodClient::new(

@@ -8,8 +8,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use shared::ApiError;
 use shared::api::FetchRequest;
-use shared::config::ConsumerAddr;
 use shared::error::ErrorBody;
+use shared::internal::ConsumerAddr;
 use shared::internal::{
     FETCH_PATH, METRICS_PATH, PodStatus, RATE_PATH, RateCheck, RateDecision, STATUS_PATH,
 };

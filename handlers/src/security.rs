@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use crate::config::CorsArgs;
 use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
 use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use shared::config::CorsArgs;
 use shared::{ApiError, ErrorCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 

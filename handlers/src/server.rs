@@ -6,8 +6,8 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::Config;
 use axum_server::tls_rustls::RustlsConfig;
-use shared::config::HandlersConfig;
 
 use crate::AppState;
 
@@ -34,7 +34,7 @@ pub enum ServeError {
 
 /// Serves the public router on `HOST:PORT` until `shutdown`, then drains.
 pub async fn serve(
-    config: &HandlersConfig,
+    config: &Config,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {

@@ -251,14 +251,14 @@ impl Drop for Function {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_lambda_answers_gateway_and_alb_events_through_the_runtime_api() {
     let mut config = emulator::StackConfig {
-        api_key: Some(FIXTURE_KEY.into()),
         events: Some(20),
         rate: 0,
-        client: false,
+        run_client: false,
         topic: format!("lambda-{}", std::process::id()),
         ..emulator::StackConfig::default()
     };
-    config.group_id = format!("{}-group", config.topic);
+    config.pod.source.group_id = format!("{}-group", config.topic);
+    config.handlers.keys.api_key = Some(FIXTURE_KEY.into());
     let stack = emulator::Stack::start(config).await.expect("stack");
     let mut harness = Harness::start().await;
     let spawned = Instant::now();

@@ -1,7 +1,13 @@
 //! The internal protocol between the handlers and the consumer pod: HTTP/1.1 with JSON
 //! bodies on `CONSUMER_ADDR` (TCP or a Unix socket), never exposed publicly.
 
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
 use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, is_loopback_host, url_host};
 
 /// `POST` a [`crate::api::FetchRequest`], get an [`crate::api::EventsResponse`].
 pub const FETCH_PATH: &str = "/internal/v1/fetch";
@@ -45,4 +51,93 @@ pub struct PodStatus {
     pub buffered_bytes: usize,
     /// The last Kafka error, if the pod is not consuming.
     pub last_error: Option<String>,
+}
+
+/// Where the consumer pod's internal server listens, and where handlers reach it: a TCP
+/// `host:port`, or a Unix-socket path (anything with a `/`, or prefixed `unix:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsumerAddr {
+    Tcp(String),
+    Unix(PathBuf),
+}
+
+impl FromStr for ConsumerAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(Self::Unix(PathBuf::from(path)));
+        }
+        if s.contains('/') {
+            return Ok(Self::Unix(PathBuf::from(s)));
+        }
+        match s.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+                Ok(Self::Tcp(s.to_owned()))
+            }
+            _ => Err(format!(
+                "expected host:port or a Unix-socket path, got {s:?}"
+            )),
+        }
+    }
+}
+
+impl ConsumerAddr {
+    /// Whether only this host can reach it: a Unix socket, or a loopback address.
+    pub fn is_local(&self) -> bool {
+        match self {
+            Self::Unix(_) => true,
+            Self::Tcp(host_port) => is_loopback_host(url_host(host_port)),
+        }
+    }
+}
+
+impl fmt::Display for ConsumerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(addr) => f.write_str(addr),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// Fewest characters an `INTERNAL_TOKEN` may have (a generated key has 43).
+pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
+
+pub fn validate_internal_token(token: Option<&str>) -> Result<(), ConfigError> {
+    match token {
+        Some(t) if t.trim().len() < MIN_INTERNAL_TOKEN_LEN || t.trim() != t => {
+            Err(ConfigError::Invalid {
+                var: "INTERNAL_TOKEN",
+                reason: format!(
+                    "must be at least {MIN_INTERNAL_TOKEN_LEN} characters without surrounding spaces"
+                ),
+                example: "$(handlers-server generate-api-key)",
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_addr_forms() {
+        assert_eq!(
+            "consumer:7070".parse(),
+            Ok(ConsumerAddr::Tcp("consumer:7070".into()))
+        );
+        assert_eq!(
+            "/run/pod.sock".parse(),
+            Ok(ConsumerAddr::Unix("/run/pod.sock".into()))
+        );
+        assert_eq!(
+            "unix:pod.sock".parse(),
+            Ok(ConsumerAddr::Unix("pod.sock".into()))
+        );
+        assert!("consumer".parse::<ConsumerAddr>().is_err());
+        assert!("consumer:http".parse::<ConsumerAddr>().is_err());
+    }
 }

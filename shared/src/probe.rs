@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use crate::config::ConsumerAddr;
+use crate::internal::ConsumerAddr;
 
 /// How long the whole probe may take.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(3);

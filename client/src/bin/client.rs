@@ -2,7 +2,8 @@
 //! `.env`, flags and environment; runs until Ctrl-C, resuming from its saved position.
 
 use anyhow::Context;
-use shared::config::{self, ClientConfig};
+use client::Config;
+use shared::config;
 
 fn main() -> anyhow::Result<()> {
     client::memory::tune_malloc();
@@ -12,7 +13,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run() -> anyhow::Result<()> {
-    let config: ClientConfig = config::load();
+    let config: Config = config::load();
     shared::telemetry::init();
     let replicator = client::Replicator::new(&config).context("client could not start")?;
     replicator

@@ -4,7 +4,9 @@
 //! and exits 0 if it answers.
 
 use anyhow::Context;
-use shared::config::{self, ConsumerAddr, ConsumerConfig};
+use consumer::Config;
+use shared::config;
+use shared::internal::ConsumerAddr;
 use shared::internal::STATUS_PATH;
 
 #[tokio::main]
@@ -21,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
             token.as_deref(),
         ));
     }
-    let config: ConsumerConfig = config::load();
+    let config: Config = config::load();
     shared::telemetry::init();
     let pod = consumer::ConsumerPod::bind(config)
         .await

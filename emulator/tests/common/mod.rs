@@ -51,16 +51,17 @@ pub fn unique(prefix: &str) -> String {
 
 /// Test defaults: unique topic, group and client id, quick client polls, no demo traffic.
 pub fn config() -> StackConfig {
-    StackConfig {
+    let mut config = StackConfig {
         topic: unique("topic"),
-        group_id: unique("group"),
-        client_id: unique("client"),
         events: Some(0),
         rate: 0,
-        client: false,
-        client_interval: Duration::from_millis(100),
+        run_client: false,
         ..StackConfig::default()
-    }
+    };
+    config.pod.source.group_id = unique("group");
+    config.client.client_id = unique("client");
+    config.client.interval_ms = 100;
+    config
 }
 
 /// Starts a stack, failing the test clearly if it cannot. With `RUST_LOG` set, the
@@ -117,7 +118,7 @@ pub fn run_child_client_if_asked() {
         return;
     };
     let spec: ChildClient = serde_json::from_str(&spec).expect("child spec");
-    let config = shared::config::ClientConfig {
+    let config = client::Config {
         server_url: Some(spec.server_url),
         api_key: Some(spec.api_key),
         api_prefix: "/api/v1".into(),
@@ -125,7 +126,7 @@ pub fn run_child_client_if_asked() {
         kafka_topic: None,
         topic_prefix: None,
         interval_ms: 50,
-        from: shared::config::StartPosition::Earliest,
+        from: client::config::StartPosition::Earliest,
         batch_limit: 50,
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
@@ -145,8 +146,8 @@ pub fn run_child_client_if_asked() {
 
 /// The client's configuration for a running stack: its API and local Kafka, quick polls,
 /// batches of `batch_limit`, a fresh identity.
-pub fn client_config(stack: &Stack, batch_limit: u32) -> shared::config::ClientConfig {
-    shared::config::ClientConfig {
+pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
+    client::Config {
         server_url: Some(stack.server_url.clone()),
         api_key: Some(stack.info.api_key.clone()),
         api_prefix: "/api/v1".into(),
@@ -154,7 +155,7 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> shared::config::ClientC
         kafka_topic: None,
         topic_prefix: None,
         interval_ms: 100,
-        from: shared::config::StartPosition::Earliest,
+        from: client::config::StartPosition::Earliest,
         batch_limit,
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
@@ -240,12 +241,12 @@ pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
 /// Handler configuration for a pod (with its internal token) and key, with the contract's
 /// defaults otherwise.
 pub fn handlers_config(
-    pod: shared::config::ConsumerAddr,
+    pod: shared::internal::ConsumerAddr,
     internal_token: Option<&str>,
     key: &str,
-) -> shared::config::HandlersConfig {
-    shared::config::HandlersConfig {
-        keys: shared::config::KeyArgs {
+) -> handlers::Config {
+    handlers::Config {
+        keys: handlers::config::KeyArgs {
             api_key: Some(key.to_owned()),
             ..Default::default()
         },
@@ -261,12 +262,12 @@ pub fn handlers_config(
 }
 
 /// Handlers in front of a running stack's pod, built apart from the stack's own.
-pub fn stack_handlers_config(stack: &Stack, key: &str) -> shared::config::HandlersConfig {
+pub fn stack_handlers_config(stack: &Stack, key: &str) -> handlers::Config {
     handlers_config(stack.pod_addr.clone(), stack.internal_token(), key)
 }
 
 /// Handler state for a pod and key.
-pub fn handlers_state(config: &shared::config::HandlersConfig) -> handlers::AppState {
+pub fn handlers_state(config: &handlers::Config) -> handlers::AppState {
     let keys = shared::ApiKeys::parse(config.keys.api_key.as_deref().expect("key")).expect("key");
     handlers::AppState::with_keys(config, handlers::KeyStore::fixed(keys)).expect("state")
 }

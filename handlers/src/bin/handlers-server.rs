@@ -5,7 +5,9 @@
 //! running server's `/health` on `PORT` and exits 0 if it answers 200 (plain HTTP only).
 
 use anyhow::Context;
-use shared::config::{self, ConsumerAddr, HandlersConfig};
+use handlers::Config;
+use shared::config;
+use shared::internal::ConsumerAddr;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -20,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
         let path = format!("{}/health", prefix.trim_end_matches('/'));
         std::process::exit(shared::probe::exit_code(&addr, &path, None));
     }
-    let config: HandlersConfig = config::load();
+    let config: Config = config::load();
     shared::telemetry::init();
     let state = handlers::AppState::from_config(&config).await?;
     handlers::server::serve(&config, state, shared::shutdown::signal())
