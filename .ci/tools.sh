@@ -15,9 +15,12 @@
 #     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/node; npm runs only
 #     when that version is not already there (Debian's nodejs and npm via apt-get when
 #     node is not on PATH).
+#   - cargo-machete (unused Cargo dependencies) pinned at 0.9.2, built with `cargo install
+#     --locked` under ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/cargo-tools
+#     when that version is not already there.
 #
 # Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
-# NEWMAN, KUBECTL.
+# NEWMAN, KUBECTL, CARGO_MACHETE.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -31,6 +34,8 @@ stamp="$venv/.requirements.sha256"
 python="${PYTHON:-python3}"
 node_prefix="$cache/node"
 newman_version="6.2.2"
+cargo_tools="$cache/cargo-tools"
+machete_version="0.9.2"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -153,6 +158,17 @@ else
     log "newman $newman_version up to date ($node_prefix)"
 fi
 
+# ---------------------------------------------------------------- cargo-machete
+cargo_machete="$cargo_tools/bin/cargo-machete"
+if [[ "$("$cargo_machete" --version 2>/dev/null || true)" != *"$machete_version"* ]]; then
+    log "installing cargo-machete $machete_version (cargo install) under $cargo_tools"
+    cargo install --locked --quiet --version "$machete_version" --root "$cargo_tools" \
+        cargo-machete >&2
+    [[ -x "$cargo_machete" ]] || die "cargo-machete missing after cargo install"
+else
+    log "cargo-machete $machete_version up to date ($cargo_tools)"
+fi
+
 # ---------------------------------------------------------------- exports
 {
     printf 'export MOTO_SERVER=%q\n' "$moto_server"
@@ -163,4 +179,5 @@ fi
     printf 'export KUBECTL=%q\n' "$kubectl"
     printf 'export CHROMIUM=%q\n' "$chromium"
     printf 'export NEWMAN=%q\n' "$newman"
+    printf 'export CARGO_MACHETE=%q\n' "$cargo_machete"
 } >&3

@@ -70,10 +70,14 @@ impl Default for StackConfig {
         let mut pod = consumer::Config::default();
         pod.source.group_id = "kafka-replicator-emulator".into();
         pod.consumer_addr = ConsumerAddr::Tcp("127.0.0.1:0".into());
-        let mut handlers = handlers::Config::default();
-        handlers.port = 0;
-        let mut client = client::Config::default();
-        client.client_id = "kafka-replicator-emulator-client".into();
+        let handlers = handlers::Config {
+            port: 0,
+            ..handlers::Config::default()
+        };
+        let client = client::Config {
+            client_id: "kafka-replicator-emulator-client".into(),
+            ..client::Config::default()
+        };
         Self {
             source_brokers: None,
             local_brokers: None,
@@ -117,7 +121,7 @@ pub enum StackError {
     #[error("client: {0}")]
     Client(#[from] client::ClientError),
     #[error("API key: {0}")]
-    ApiKey(#[from] shared::auth::ApiKeysError),
+    ApiKey(#[from] handlers::api_keys::ApiKeysError),
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
     Bind { port: u16, source: std::io::Error },
     #[error("I/O: {0}")]
@@ -212,10 +216,10 @@ impl Stack {
             .keys
             .api_key
             .clone()
-            .unwrap_or_else(shared::auth::generate_key);
-        shared::ApiKeys::parse(&api_key)?;
+            .unwrap_or_else(handlers::api_keys::generate_key);
+        handlers::ApiKeys::parse(&api_key)?;
         // The pod's internal socket is guarded as in production: a fresh token per run.
-        let internal_token = shared::auth::generate_key();
+        let internal_token = handlers::api_keys::generate_key();
         let shutdown = CancellationToken::new();
         let mut tasks = JoinSet::new();
 
@@ -249,7 +253,7 @@ impl Stack {
             ..config.handlers.clone()
         };
 
-        let keys = shared::ApiKeys::parse(&api_key)?;
+        let keys = handlers::ApiKeys::parse(&api_key)?;
         let replicas = (0..config.handler_replicas.max(1))
             .map(|_| {
                 handlers::AppState::with_keys(
@@ -367,7 +371,7 @@ impl Stack {
             limits,
             ..self.config.handlers.clone()
         };
-        let keys = shared::ApiKeys::parse(&self.info.api_key)?;
+        let keys = handlers::ApiKeys::parse(&self.info.api_key)?;
         let state = handlers::AppState::with_keys(&config, handlers::KeyStore::fixed(keys))?;
         let metrics = state.metrics.clone();
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;

@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
+use crate::api_keys::{ApiKeys, ApiKeysError};
 use clap::{Args, Parser};
 pub use ipnet::IpNet;
-use shared::auth::{ApiKeys, ApiKeysError};
 use shared::config::{ConfigError, Validate, parse_prefix};
 use shared::internal::{ConsumerAddr, validate_internal_token};
 

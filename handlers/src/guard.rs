@@ -256,7 +256,7 @@ mod tests {
             "2",
         ])
         .expect("config");
-        let keys = shared::ApiKeys::parse("0123456789abcdef0123").expect("key");
+        let keys = crate::ApiKeys::parse("0123456789abcdef0123").expect("key");
         let app = crate::router(
             crate::AppState::with_keys(&config, crate::KeyStore::fixed(keys)).expect("state"),
         );

@@ -5,8 +5,8 @@
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
-use shared::ApiKeys;
-use shared::auth::ApiKeysError;
+use crate::ApiKeys;
+use crate::api_keys::ApiKeysError;
 use shared::config::ConfigError;
 
 use crate::config::KeyArgs;

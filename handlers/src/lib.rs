@@ -2,6 +2,7 @@
 //! binaries: `handlers-server` (`axum::serve`) and `handlers-lambda` (`lambda_http::run`).
 //! Stateless: events, cursors and rate counts live in the consumer pod.
 
+pub mod api_keys;
 pub mod config;
 pub mod guard;
 pub mod keys;
@@ -24,6 +25,7 @@ use axum::response::Response;
 use axum::routing::get;
 use shared::ratelimit::RateLimiter;
 
+pub use api_keys::ApiKeys;
 pub use config::Config;
 pub use keys::KeyStore;
 pub use metrics::HandlerMetrics;

@@ -21,7 +21,8 @@ pub const MIN_MAX_BYTES: u32 = 1024;
 pub const MAX_MAX_BYTES: u32 = 16 * 1024 * 1024;
 
 /// `GET /events` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventsResponse {
     pub events: Vec<Event>,
     /// Pass back as `cursor` to continue right after the last event returned.
@@ -31,7 +32,8 @@ pub struct EventsResponse {
 }
 
 /// A run of offsets `from..=to` of one partition that the source no longer holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Gap {
     pub topic: String,
     pub partition: i32,
@@ -40,7 +42,8 @@ pub struct Gap {
 }
 
 /// `GET /health` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthResponse {
     pub status: String,
     pub service: String,
@@ -48,7 +51,8 @@ pub struct HealthResponse {
 }
 
 /// `GET /ready` answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadyResponse {
     /// `ready` or `not_ready`.
     pub status: String,

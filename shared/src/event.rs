@@ -114,7 +114,8 @@ fn escaped_len(byte: u8) -> usize {
 }
 
 /// How the payloads of an [`Event`] are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     /// Key, value, header keys and header values are UTF-8 text, given as JSON strings.
@@ -125,14 +126,16 @@ pub enum Encoding {
 }
 
 /// A header of an [`Event`], its key and value written per the event's [`Encoding`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Header {
     pub key: String,
     pub value: Option<String>,
 }
 
 /// One event as the public API shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub topic: String,
     pub partition: i32,

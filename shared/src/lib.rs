@@ -1,9 +1,9 @@
-//! Types every Kafka Replicator component agrees on: the event model, the cursor codec,
-//! the public and internal DTOs, typed configuration, API-key verification, metrics
-//! helpers and the error type that maps to the contract's JSON error.
+//! The protocol both ends of Kafka Replicator speak: the event model, the cursor codec, the
+//! binary wire format, the public and internal API shapes and errors, and the probes. Each
+//! component owns its own configuration; behind features sit what only the server side
+//! shares (`server`), OpenAPI schemas (`openapi`) and records to and from librdkafka (`kafka`).
 
 pub mod api;
-pub mod auth;
 pub mod config;
 pub mod cursor;
 pub mod error;
@@ -11,16 +11,17 @@ pub mod event;
 pub mod internal;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "axum")]
+#[cfg(feature = "server")]
 pub mod listen;
+#[cfg(feature = "server")]
 pub mod metrics;
 pub mod probe;
+#[cfg(feature = "server")]
 pub mod ratelimit;
 pub mod shutdown;
 pub mod telemetry;
 pub mod wire;
 
-pub use auth::ApiKeys;
 pub use cursor::{Cursor, CursorError, StartFrom};
 pub use error::{ApiError, ErrorCode};
 pub use event::{Encoding, Event, Header, Record};

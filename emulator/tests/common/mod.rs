@@ -268,7 +268,7 @@ pub fn stack_handlers_config(stack: &Stack, key: &str) -> handlers::Config {
 
 /// Handler state for a pod and key.
 pub fn handlers_state(config: &handlers::Config) -> handlers::AppState {
-    let keys = shared::ApiKeys::parse(config.keys.api_key.as_deref().expect("key")).expect("key");
+    let keys = handlers::ApiKeys::parse(config.keys.api_key.as_deref().expect("key")).expect("key");
     handlers::AppState::with_keys(config, handlers::KeyStore::fixed(keys)).expect("state")
 }
 

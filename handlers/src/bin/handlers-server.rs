@@ -12,7 +12,7 @@ use shared::internal::ConsumerAddr;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("generate-api-key") {
-        println!("{}", shared::auth::generate_key());
+        println!("{}", handlers::api_keys::generate_key());
         return Ok(());
     }
     if std::env::args().nth(1).as_deref() == Some("healthcheck") {

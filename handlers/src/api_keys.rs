@@ -109,11 +109,6 @@ impl fmt::Debug for ApiKeys {
     }
 }
 
-/// Whether two secrets are equal, compared in constant time.
-pub fn same_secret(presented: &str, expected: &str) -> bool {
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
-}
-
 /// The first 128 bits of a key's SHA-256, hex: names a key without revealing it.
 pub fn fingerprint(key: &str) -> String {
     use sha2::Digest;
