@@ -152,7 +152,11 @@ impl EventsApi {
             .send()
             .await
             .map_err(|e| FetchError::Transient {
-                message: format!("cannot reach {}: {}", self.url, root_cause(&e)),
+                message: format!(
+                    "cannot reach {}: {}",
+                    self.url,
+                    shared::error::error_chain(&e)
+                ),
                 retry_after: None,
             })?;
         let status = response.status();
@@ -175,12 +179,7 @@ impl EventsApi {
                 ),
             });
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = shared::api::retry_after(response.headers());
         let body = response.json::<ErrorBody>().await.ok();
         let (code, message) = body.map_or_else(
             || {
@@ -230,7 +229,7 @@ async fn read_batch(response: reqwest::Response) -> Result<BatchView, FetchError
     let body = response
         .bytes()
         .await
-        .map_err(|e| unreadable(root_cause(&e)))?;
+        .map_err(|e| unreadable(shared::error::error_chain(&e)))?;
     if binary {
         return BatchView::parse(body).map_err(|e| unreadable(e.to_string()));
     }
@@ -245,15 +244,6 @@ async fn read_batch(response: reqwest::Response) -> Result<BatchView, FetchError
     shared::wire::encode(records.iter(), &answer.next_cursor, &answer.gaps)
         .and_then(|body| BatchView::parse(body.into()))
         .map_err(|e| unreadable(e.to_string()))
-}
-
-/// The innermost error's text: the useful part of reqwest's layered errors.
-fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = err;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[cfg(test)]

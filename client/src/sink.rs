@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Cursor;
+use shared::kafka::{EofQuietContext, client_config, send_when_room, topic_partitions};
 use shared::wire::{BatchView, RecordRef};
 
 use crate::destination::Destination;
@@ -265,8 +265,7 @@ impl LocalKafka {
         client_id: &str,
         transactional_id: &str,
     ) -> Result<Self, SinkError> {
-        let producer: ThreadedProducer<Deliveries> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer: ThreadedProducer<Deliveries> = client_config(brokers)
             .set("transactional.id", transactional_id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -447,26 +446,21 @@ impl LocalKafka {
     /// acknowledgement is counted by [`Deliveries`].
     async fn enqueue<'a>(
         &self,
-        mut out: BaseRecord<'a, [u8], [u8], usize>,
+        out: BaseRecord<'a, [u8], [u8], usize>,
         txn: &mut Transaction,
     ) -> Result<(), SinkError> {
-        loop {
-            match self.producer.send(out) {
-                Ok(()) => {
-                    txn.sent += 1;
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    out = back;
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
-                Err((source, back)) => {
-                    return Err(SinkError::Delivery {
-                        topic: back.topic.to_owned(),
-                        source,
-                    });
-                }
+        // rdkafka hands a refused record back in the error, as it is.
+        #[allow(clippy::result_large_err)]
+        let send = |r| self.producer.send(r);
+        match send_when_room(out, send).await {
+            Ok(()) => {
+                txn.sent += 1;
+                Ok(())
             }
+            Err((source, back)) => Err(SinkError::Delivery {
+                topic: back.topic.to_owned(),
+                source,
+            }),
         }
     }
 }
@@ -563,38 +557,18 @@ impl Decimal {
     }
 }
 
-/// Callbacks of the state reader: reaching the end of the partition is how it knows it has
-/// read everything (rdkafka reports it to the context's error log too), not an error.
-struct StateReaderContext;
-
-impl ClientContext for StateReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::warn!(error = %error, reason, "local Kafka state reader error");
-        }
-    }
-}
-
-impl ConsumerContext for StateReaderContext {}
-
 /// The newest committed value under `key` in the single-partition state topic.
 fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
-    let consumer: BaseConsumer<StateReaderContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer<EofQuietContext> = client_config(brokers)
         .set("group.id", "kafka-replicator-client-state")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create_with_context(StateReaderContext)?;
+        .create_with_context(EofQuietContext {
+            role: "local Kafka state reader",
+        })?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
-    let exists = metadata
-        .topics()
-        .iter()
-        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if !exists {
+    if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);
     }
     let (low, high) = consumer.fetch_watermarks(topic, 0, CALL_TIMEOUT)?;

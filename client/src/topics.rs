@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use shared::kafka::{client_config, topic_partitions};
 
 /// How long one metadata lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,11 +42,8 @@ impl std::fmt::Debug for LocalTopics {
 
 impl LocalTopics {
     pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()?;
-        let probe = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let admin = client_config(brokers).create()?;
+        let probe = client_config(brokers)
             .set("allow.auto.create.topics", "false")
             .create()?;
         Ok(Self {
@@ -62,11 +59,8 @@ impl LocalTopics {
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             let metadata = probe.fetch_metadata(Some(&name), LOOKUP_TIMEOUT)?;
-            Ok(metadata
-                .topics()
-                .iter()
-                .find(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-                .map(|t| t.partitions().len() as i32))
+            let partitions = topic_partitions(&metadata, &name);
+            Ok((!partitions.is_empty()).then_some(partitions.len() as i32))
         })
         .await
         .map_err(|_| KafkaError::Canceled)?

@@ -17,6 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::kafka::record_of;
+use shared::kafka::{EofQuietContext, topic_partitions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -33,9 +34,8 @@ const PREFETCH_MAX_KBYTES: usize = 8 * 1024;
 
 /// Settings every Kafka client of the pod shares.
 pub fn base_config(brokers: &str) -> ClientConfig {
-    let mut config = ClientConfig::new();
+    let mut config = shared::kafka::client_config(brokers);
     config
-        .set("bootstrap.servers", brokers)
         .set("isolation.level", "read_committed")
         .set("socket.keepalive.enable", "true")
         .set("reconnect.backoff.max.ms", "5000");
@@ -80,23 +80,10 @@ impl SourceStatus {
     }
 }
 
-/// The reader consumers' callbacks: end-of-partition is how a read learns it is done, not
-/// an error (rdkafka reports it to the context's error log too); the rest are warnings.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct ReaderContext;
-
-impl ClientContext for ReaderContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(
-            error.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::PartitionEOF)
-        ) {
-            tracing::warn!(error = %error, reason, "source Kafka reader error");
-        }
-    }
-}
-
-impl ConsumerContext for ReaderContext {}
+/// The reader consumers' callbacks: end-of-partition is how a read learns it is done.
+const READER_CONTEXT: EofQuietContext = EofQuietContext {
+    role: "source Kafka reader",
+};
 
 /// The group consumer's callbacks: keep the buffer in step with assignments, count errors.
 struct SourceContext {
@@ -286,7 +273,7 @@ pub struct RangeRead {
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
 pub struct KafkaReader {
     config: ClientConfig,
-    pool: Mutex<Vec<BaseConsumer<ReaderContext>>>,
+    pool: Mutex<Vec<BaseConsumer<EofQuietContext>>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
     cluster_id: RwLock<Option<String>>,
@@ -327,7 +314,7 @@ impl KafkaReader {
     async fn with_consumer<T, F>(&self, work: F) -> Result<T, KafkaError>
     where
         T: Send + 'static,
-        F: FnOnce(&BaseConsumer<ReaderContext>) -> Result<T, KafkaError> + Send + 'static,
+        F: FnOnce(&BaseConsumer<EofQuietContext>) -> Result<T, KafkaError> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -341,7 +328,7 @@ impl KafkaReader {
             .pop();
         let consumer = match pooled {
             Some(c) => c,
-            None => self.config.create_with_context(ReaderContext)?,
+            None => self.config.create_with_context(READER_CONTEXT)?,
         };
         let (consumer, result) = tokio::task::spawn_blocking(move || {
             let result = work(&consumer);
@@ -365,11 +352,7 @@ impl KafkaReader {
                 let mut counts = BTreeMap::new();
                 for topic in &topics_owned {
                     let metadata = c.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
-                    let count = metadata
-                        .topics()
-                        .iter()
-                        .find(|t| t.name() == topic && t.error().is_none())
-                        .map_or(0, |t| t.partitions().len() as i32);
+                    let count = topic_partitions(&metadata, topic).len() as i32;
                     counts.insert(topic.clone(), count);
                 }
                 Ok((cluster, counts))
@@ -566,7 +549,7 @@ impl KafkaReader {
     }
 }
 
-fn fetch_position(consumer: &BaseConsumer<ReaderContext>, tp: &TopicPartition) -> Option<i64> {
+fn fetch_position(consumer: &BaseConsumer<EofQuietContext>, tp: &TopicPartition) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(&tp.topic, tp.partition)?.offset() {
         Offset::Offset(o) => Some(o),

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
+use shared::kafka::send_when_room;
 use tokio_util::sync::CancellationToken;
 
 use crate::bench_client::{ClientProcess, ClientSettings};
@@ -184,8 +184,7 @@ impl Watcher {
         partitions: i32,
         from_end: bool,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let consumer: BaseConsumer = shared::kafka::client_config(brokers)
             .set("group.id", "kafka-replicator-bench")
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
@@ -409,9 +408,7 @@ fn log_ends(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()?;
+    let consumer: BaseConsumer = shared::kafka::client_config(brokers).create()?;
     (0..partitions)
         .map(|p| {
             consumer
@@ -502,14 +499,12 @@ impl DirectCopy {
         to: &str,
         fetch_wait_ms: u32,
     ) -> Result<Self, BenchError> {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", source)
+        let consumer: BaseConsumer = shared::kafka::client_config(source)
             .set("group.id", "kafka-replicator-bench-direct")
             .set("enable.auto.commit", "false")
             .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
             .create()?;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", local)
+        let producer: FutureProducer = shared::kafka::client_config(local)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -586,20 +581,12 @@ impl DirectCopy {
                 if let Some(ts) = m.timestamp().to_millis() {
                     record = record.timestamp(ts);
                 }
-                let delivery = loop {
-                    match producer.send_result(record) {
-                        Ok(delivery) => break delivery,
-                        Err((_, back)) => {
-                            // Queue full: let deliveries drain, then enqueue again.
-                            record = back;
-                            match in_flight.next().await {
-                                Some(Ok(Ok(_))) => acked += 1,
-                                Some(_) => {}
-                                None => tokio::time::sleep(Duration::from_millis(5)).await,
-                            }
-                        }
-                    }
-                };
+                // rdkafka hands a refused record back in the error, as it is.
+                #[allow(clippy::result_large_err)]
+                let send = |r| producer.send_result(r);
+                let delivery = send_when_room(record, send)
+                    .await
+                    .map_err(|(err, _)| BenchError::Kafka(err))?;
                 in_flight.push(delivery);
                 while in_flight.len() >= 10_000 {
                     if let Some(Ok(Ok(_))) = in_flight.next().await {

@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use shared::kafka::send_when_room;
 use tokio_util::sync::CancellationToken;
 
 /// Deliveries awaited at once before producing more.
@@ -64,8 +64,7 @@ impl DemoProducer {
         rate: u64,
         total: Option<u64>,
     ) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer = shared::kafka::client_config(brokers)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()?;
@@ -143,18 +142,14 @@ impl DemoProducer {
                 let share = seq % u64::from(partitions.unsigned_abs());
                 record = record.partition(i32::try_from(share).unwrap_or(0));
             }
-            let delivery = loop {
-                match self.producer.send_result(record) {
-                    Ok(delivery) => break delivery,
-                    Err((_, back)) => {
-                        // Queue full: let deliveries drain, then enqueue again.
-                        record = back;
-                        if let Some(result) = in_flight.next().await {
-                            acked += count_ack(result);
-                        } else {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                    }
+            // rdkafka hands a refused record back in the error, as it is.
+            #[allow(clippy::result_large_err)]
+            let send = |r| self.producer.send_result(r);
+            let delivery = match send_when_room(record, send).await {
+                Ok(delivery) => delivery,
+                Err((err, _)) => {
+                    tracing::warn!(error = %err, seq, "demo producer refused an event; stopping");
+                    break;
                 }
             };
             in_flight.push(delivery);

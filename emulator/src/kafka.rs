@@ -76,9 +76,8 @@ impl KafkaCluster {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions),
             Self::External(brokers) => {
-                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-                    .set("bootstrap.servers", brokers)
-                    .create()?;
+                let admin: AdminClient<DefaultClientContext> =
+                    shared::kafka::client_config(brokers).create()?;
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&topic], &options).await? {
@@ -163,8 +162,7 @@ mod tests {
         let cluster = KafkaCluster::mock_or(None).unwrap();
         let delay = Duration::from_millis(300);
         cluster.slow_down(delay).unwrap();
-        let client: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", cluster.bootstrap())
+        let client: BaseProducer = shared::kafka::client_config(cluster.bootstrap())
             .create()
             .unwrap();
         let asked = std::time::Instant::now();

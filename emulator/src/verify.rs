@@ -4,12 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use consumer::kafka::ReaderContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::Record;
+use shared::kafka::{EofQuietContext, client_config, topic_partitions};
 
 /// Every record of `topic`, per partition in offset order, once at least `expected`
 /// records are visible (or `timeout` passed) and every partition was read to its end.
@@ -32,23 +31,19 @@ fn read_topic_blocking(
     expected: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
-    let consumer: BaseConsumer<ReaderContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer<EofQuietContext> = client_config(brokers)
         .set("group.id", "kafka-replicator-verify")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("enable.partition.eof", "true")
-        .create_with_context(ReaderContext)?;
+        .create_with_context(EofQuietContext {
+            role: "copy verifier",
+        })?;
     let deadline = Instant::now() + timeout;
     // A topic created moments ago may not be in the metadata yet: ask until it is.
     let partitions: Vec<i32> = loop {
         let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let found: Vec<i32> = metadata
-            .topics()
-            .iter()
-            .filter(|t| t.name() == topic && t.error().is_none())
-            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-            .collect();
+        let found = topic_partitions(&metadata, topic);
         if !found.is_empty() || Instant::now() >= deadline {
             break found;
         }

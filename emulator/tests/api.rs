@@ -11,7 +11,6 @@ use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 use serde_json::Value;
@@ -278,8 +277,7 @@ async fn latest_long_polls_until_a_new_event() {
     let (brokers, topic) = (stack.info.source_brokers.clone(), stack.info.topic.clone());
     let producing = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &brokers)
+        let producer: FutureProducer = shared::kafka::client_config(&brokers)
             .create()
             .expect("producer");
         let value = emulator::demo::demo_value(999, 0);

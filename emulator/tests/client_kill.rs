@@ -51,8 +51,7 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         let local = local.clone();
         move || {
             use rdkafka::producer::{BaseProducer, Producer};
-            let warm: BaseProducer = rdkafka::config::ClientConfig::new()
-                .set("bootstrap.servers", &local)
+            let warm: BaseProducer = shared::kafka::client_config(&local)
                 .set("transactional.id", common::unique("warm-up"))
                 .create()
                 .expect("producer");
@@ -67,8 +66,7 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
     let written = |brokers: String, topic: String| async move {
         tokio::task::spawn_blocking(move || {
             use rdkafka::consumer::{BaseConsumer, Consumer};
-            let probe: BaseConsumer = rdkafka::config::ClientConfig::new()
-                .set("bootstrap.servers", &brokers)
+            let probe: BaseConsumer = shared::kafka::client_config(&brokers)
                 .create()
                 .expect("probe");
             (0..3)

@@ -9,7 +9,6 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use emulator::verify::read_topic;
-use rdkafka::config::ClientConfig;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
@@ -18,8 +17,7 @@ use shared::Record;
 /// Records that the demo producer never makes: binary payloads, a null key, a tombstone,
 /// a header without value, an old timestamp. Returns how many were produced.
 async fn produce_unusual_records(brokers: &str, topic: &str) -> usize {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = shared::kafka::client_config(brokers)
         .create()
         .expect("producer");
     let binary = [0u8, 159, 146, 150, 0xff];

@@ -164,7 +164,7 @@ async fn read_secret(
         .await
         .map_err(|err| KeyStoreError::Read {
             secret_id: secret_id.to_owned(),
-            reason: error_chain(&err),
+            reason: shared::error::error_chain(&err),
         })?;
     let text = output.secret_string().ok_or_else(|| KeyStoreError::Read {
         secret_id: secret_id.to_owned(),
@@ -174,19 +174,4 @@ async fn read_secret(
         secret_id: secret_id.to_owned(),
         source,
     })
-}
-
-/// An error and its causes on one line, most general first.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(next) = cause {
-        let part = next.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cause = next.source();
-    }
-    text
 }

@@ -223,11 +223,7 @@ impl PodClient {
                 RETRY_AFTER_SECS,
             );
         }
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        let retry_after = shared::api::retry_after(response.headers()).map(|d| d.as_secs());
         match response.json::<ErrorBody>().await {
             Ok(body) => ApiError {
                 retry_after_secs: retry_after,

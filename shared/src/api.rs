@@ -1,6 +1,8 @@
 //! Public API shapes: the `/events` query and its validation, the `/events` answer with its
 //! [`Gap`]s, and the health and readiness bodies.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use crate::cursor::StartFrom;
@@ -168,9 +170,29 @@ fn parse_in_range(text: Option<&str>, default: u32, min: u32, max: u32) -> Resul
     }
 }
 
+/// The seconds a `Retry-After` header asks a caller to wait (the delta-seconds form, the
+/// one the API and the pod send); `None` when absent or not a number.
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let value = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_after_reads_delta_seconds_only() {
+        let mut headers = http::HeaderMap::new();
+        assert_eq!(retry_after(&headers), None);
+        headers.insert(http::header::RETRY_AFTER, " 7".parse().unwrap());
+        assert_eq!(retry_after(&headers), Some(Duration::from_secs(7)));
+        headers.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2015 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&headers), None);
+    }
 
     fn query(limit: Option<&str>, wait: Option<&str>, cursor: Option<&str>) -> EventsQuery {
         EventsQuery {

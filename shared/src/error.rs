@@ -178,9 +178,40 @@ impl axum::response::IntoResponse for ApiError {
     }
 }
 
+/// An error and its causes on one line, most general first, each cause only when it adds
+/// to the text before it (layered errors often repeat their source).
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(next) = cause {
+        let part = next.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cause = next.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_says_each_cause_once() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot load keys")]
+        struct Outer(#[source] Middle);
+        #[derive(Debug, thiserror::Error)]
+        #[error("request failed: {0}")]
+        struct Middle(#[source] std::io::Error);
+        let io = std::io::Error::other("connection refused");
+        assert_eq!(
+            error_chain(&Outer(Middle(io))),
+            "cannot load keys: request failed: connection refused"
+        );
+    }
 
     #[test]
     fn body_matches_the_contract() {

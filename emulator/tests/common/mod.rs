@@ -317,8 +317,7 @@ pub async fn read_copies(
 /// `topic`, every byte as given: header keys that are not UTF-8 too.
 pub async fn produce_records(brokers: &str, topic: &str, records: &[shared::Record]) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
-    let producer: FutureProducer = rdkafka::config::ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let producer: FutureProducer = shared::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "10000000")
         .create()

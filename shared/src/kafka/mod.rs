@@ -1,0 +1,120 @@
+//! Everything the components need from librdkafka beyond rust-rdkafka itself, in one place:
+//! the client configuration every client starts from, a context that keeps end-of-partition
+//! out of the logs, sending through a full queue, reading partitions from metadata, and
+//! records as the bytes Kafka holds ([`records`]).
+
+pub mod records;
+
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::metadata::Metadata;
+
+pub use records::{add_header, headers_of, record_of};
+
+/// The configuration every Kafka client of the product starts from: the bootstrap servers.
+pub fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config.set("bootstrap.servers", brokers);
+    config
+}
+
+/// The callbacks of a consumer that reads to the end of its partitions: reaching the end is
+/// how it knows it is done (rdkafka reports it to the context's error log too), not an
+/// error; everything else is a warning naming `role`.
+#[derive(Debug, Clone, Copy)]
+pub struct EofQuietContext {
+    /// What the client is, for the log: "source Kafka reader", "local Kafka state reader".
+    pub role: &'static str,
+}
+
+impl ClientContext for EofQuietContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_eof(&error) {
+            tracing::warn!(error = %error, reason, role = self.role, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for EofQuietContext {}
+
+/// Whether `error` only says a consumer reached the end of a partition.
+pub fn is_partition_eof(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
+/// Whether a send was refused only because the producer's local queue is full.
+pub fn is_queue_full(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)
+    )
+}
+
+/// How long a send waits for room in a full queue before it tries again; librdkafka sends
+/// in the background meanwhile.
+pub const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(1);
+
+/// Sends `record` with `send` (a producer's `send` or `send_result`), and while librdkafka's
+/// queue is full waits [`QUEUE_FULL_PAUSE`] and sends it again. Any other refusal is
+/// returned with the record.
+pub async fn send_when_room<R, T>(
+    mut record: R,
+    mut send: impl FnMut(R) -> Result<T, (KafkaError, R)>,
+) -> Result<T, (KafkaError, R)> {
+    loop {
+        match send(record) {
+            Err((error, back)) if is_queue_full(&error) => {
+                record = back;
+                tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The partitions `metadata` lists for `topic`; none when the cluster does not have it (or
+/// answered with an error for it).
+pub fn topic_partitions(metadata: &Metadata, topic: &str) -> Vec<i32> {
+    metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_full_queue_is_waited_out_and_other_refusals_returned() {
+        let mut attempts = 0;
+        let sent = send_when_room("record", |r| {
+            attempts += 1;
+            if attempts < 3 {
+                Err((
+                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                    r,
+                ))
+            } else {
+                Ok(attempts)
+            }
+        })
+        .await;
+        assert_eq!(sent, Ok(3));
+        let refused = send_when_room("record", |r| {
+            Err::<(), _>((
+                KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+                r,
+            ))
+        })
+        .await;
+        assert!(matches!(refused, Err((_, "record"))));
+    }
+}
