@@ -109,8 +109,8 @@ pub fn router(state: AppState) -> Router {
     // answered before any count), size and time limits, compression, and the guard.
     let app = app
         .fallback(routes::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), guard::guard))
-        .layer(middleware::from_fn(security::request_limits))
+        .layer(middleware::from_fn_with_state(state.clone(), guard::guard));
+    let app = security::with_request_limits(app)
         // Negotiated by Accept-Encoding (zstd, gzip); worth most on the long way to a
         // laptop, where 1 KiB JSON events shrink several times.
         .layer(
@@ -121,12 +121,11 @@ pub fn router(state: AppState) -> Router {
         Some(cors) => app.layer(cors),
         None => app,
     };
-    app.layer(middleware::from_fn_with_state(
+    let app = app.layer(middleware::from_fn_with_state(
         state.clone(),
         record_request,
-    ))
-    .layer(middleware::from_fn(security::security_headers))
-    .with_state(state)
+    ));
+    security::with_security_headers(app).with_state(state)
 }
 
 /// Counts and times every answer by route (the matched pattern, never the raw path).

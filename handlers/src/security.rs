@@ -1,18 +1,23 @@
 //! What every answer gets and every request must respect: Helmet's security headers
 //! (with a CSP that Swagger UI works under), CORS from `ALLOWED_ORIGINS` only, and size
-//! and time limits that answer with the contract's JSON error.
+//! and time limits that answer with the contract's JSON error, from tower-http's layers.
 
 use std::time::Duration;
 
-use crate::config::CorsArgs;
+use axum::Router;
 use axum::body::HttpBody;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::{HeaderMap, Method};
-use axum::middleware::Next;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use shared::{ApiError, ErrorCode};
 use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::config::CorsArgs;
 
 /// Largest request body accepted (the API takes none; this leaves room for proxies).
 pub const MAX_BODY_BYTES: u64 = 16 * 1024;
@@ -47,51 +52,81 @@ const SECURITY_HEADERS: [(&str, &str); 11] = [
     ("x-xss-protection", "0"),
 ];
 
-/// Middleware on every answer: the security headers, no `Server`/`X-Powered-By`, and
+/// The security headers on every answer (tower-http's set-header layers), and
 /// `Cache-Control: no-store` unless the route chose otherwise.
-pub async fn security_headers(request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
-    for (name, value) in SECURITY_HEADERS {
-        headers.insert(
+pub fn with_security_headers<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
+    let app = SECURITY_HEADERS.iter().fold(app, |app, (name, value)| {
+        app.layer(SetResponseHeaderLayer::overriding(
             HeaderName::from_static(name),
             HeaderValue::from_static(value),
-        );
-    }
-    headers.remove(header::SERVER);
-    headers.remove("x-powered-by");
-    headers
-        .entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    response
+        ))
+    });
+    app.layer(SetResponseHeaderLayer::if_not_present(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    ))
 }
 
-/// Middleware: refuses oversized requests and requests that take longer than
-/// [`REQUEST_TIMEOUT`], with JSON.
-pub async fn request_limits(request: Request, next: Next) -> Response {
-    limit_request(REQUEST_TIMEOUT, request, next).await
+/// Refuses oversized requests and requests that take longer than [`REQUEST_TIMEOUT`],
+/// with the contract's JSON error.
+pub fn with_request_limits<S: Clone + Send + Sync + 'static>(app: Router<S>) -> Router<S> {
+    limited(app, REQUEST_TIMEOUT)
 }
 
-async fn limit_request(timeout: Duration, request: Request, next: Next) -> Response {
-    if let Some(err) = oversized(request.headers()) {
-        return err.into_response();
+fn limited<S: Clone + Send + Sync + 'static>(app: Router<S>, timeout: Duration) -> Router<S> {
+    app.layer(TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        timeout,
+    ))
+    .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES as usize))
+    .layer(middleware::from_fn(refuse_what_no_layer_sees))
+    .layer(middleware::map_response(move |response: Response| async move {
+        as_json_error(response, timeout)
+    }))
+}
+
+/// The layers above answer 408 and 413 with an empty or plain-text body; the API answers
+/// every error with its JSON shape.
+fn as_json_error(response: Response, timeout: Duration) -> Response {
+    if is_json(&response) {
+        return response;
     }
-    // A body already in memory (a Lambda event's) has an exact size, without headers.
-    if request.body().size_hint().lower() > MAX_BODY_BYTES {
-        return ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request bodies over {MAX_BODY_BYTES} bytes are refused"),
-        )
-        .into_response();
-    }
-    match tokio::time::timeout(timeout, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
+    match response.status() {
+        StatusCode::REQUEST_TIMEOUT => ApiError::new(
             ErrorCode::RequestTimeout,
             format!("the request took longer than {timeout:?}"),
         )
         .into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE => too_large().into_response(),
+        _ => response,
     }
+}
+
+fn is_json(response: &Response) -> bool {
+    response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::PayloadTooLarge,
+        format!("request bodies over {MAX_BODY_BYTES} bytes (or streamed) are refused"),
+    )
+}
+
+/// What tower-http's limits do not catch, because they act only on a body being read and
+/// no route reads one: the total size of the headers (no layer counts it), a streamed
+/// body, and a body already in memory (a Lambda event's, with no Content-Length).
+async fn refuse_what_no_layer_sees(request: Request, next: Next) -> Response {
+    if let Some(err) = oversized(request.headers()) {
+        return err.into_response();
+    }
+    if request.body().size_hint().lower() > MAX_BODY_BYTES {
+        return too_large().into_response();
+    }
+    next.run(request).await
 }
 
 fn oversized(headers: &HeaderMap) -> Option<ApiError> {
@@ -105,17 +140,9 @@ fn oversized(headers: &HeaderMap) -> Option<ApiError> {
             format!("request headers over {MAX_HEADER_BYTES} bytes"),
         ));
     }
-    let body = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if body.is_some_and(|n| n > MAX_BODY_BYTES) || headers.contains_key(header::TRANSFER_ENCODING) {
-        return Some(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("request bodies over {MAX_BODY_BYTES} bytes (or streamed) are refused"),
-        ));
-    }
-    None
+    headers
+        .contains_key(header::TRANSFER_ENCODING)
+        .then(too_large)
 }
 
 /// CORS for the configured origins; `None` when none are (no cross-origin access).
@@ -166,10 +193,7 @@ mod tests {
     fn oversized_requests_are_named() {
         let mut headers = HeaderMap::new();
         assert!(oversized(&headers).is_none());
-        headers.insert(
-            header::CONTENT_LENGTH,
-            HeaderValue::from(MAX_BODY_BYTES + 1),
-        );
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         assert_eq!(
             oversized(&headers).map(|e| e.code),
             Some(ErrorCode::PayloadTooLarge)
@@ -185,39 +209,57 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn slow_requests_get_a_json_408() {
-        use axum::Router;
-        use axum::body::Body;
-        use axum::routing::get;
-        use tower::ServiceExt;
-
-        let app = Router::new()
-            .route(
-                "/slow",
-                get(|| async {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    "late"
-                }),
-            )
-            .route("/quick", get(|| async { "on time" }))
-            .layer(axum::middleware::from_fn(|request, next| {
-                limit_request(Duration::from_millis(50), request, next)
-            }));
-        let call = |path: &'static str| {
-            app.clone()
-                .oneshot(Request::get(path).body(Body::empty()).expect("request"))
-        };
-        let slow = call("/slow").await.expect("answer");
-        assert_eq!(slow.status(), 408);
-        let body = axum::body::to_bytes(slow.into_body(), 1024)
+    async fn code_of(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), 4096)
             .await
             .expect("body");
-        assert!(
-            String::from_utf8_lossy(&body).contains("\"request_timeout\""),
-            "{body:?}"
+        let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
+        json["error"]["code"].as_str().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_and_large_requests_get_json_errors() {
+        use axum::body::Body;
+        use axum::routing::{get, post};
+        use tower::ServiceExt;
+
+        let app = limited(
+            Router::new()
+                .route(
+                    "/slow",
+                    get(|| async {
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                        "late"
+                    }),
+                )
+                .route("/quick", get(|| async { "on time" }))
+                .route("/echo", post(|body: String| async move { body })),
+            Duration::from_millis(50),
         );
-        assert_eq!(call("/quick").await.expect("answer").status(), 200);
+        let call = |request: Request| app.clone().oneshot(request);
+        let slow = call(Request::get("/slow").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(slow.status(), 408);
+        assert_eq!(code_of(slow).await, "request_timeout");
+        let quick = Request::get("/quick").body(Body::empty()).unwrap();
+        assert_eq!(call(quick).await.unwrap().status(), 200);
+        let declared = Request::post("/echo")
+            .header(header::CONTENT_LENGTH, MAX_BODY_BYTES + 1)
+            .body(Body::from(vec![b'x'; MAX_BODY_BYTES as usize + 1]))
+            .unwrap();
+        let declared = call(declared).await.unwrap();
+        assert_eq!(declared.status(), 413);
+        assert_eq!(code_of(declared).await, "payload_too_large");
+        // No Content-Length, the body in memory (a Lambda event's).
+        let in_memory = Body::from(vec![b'x'; MAX_BODY_BYTES as usize + 1]);
+        let in_memory = call(Request::post("/echo").body(in_memory).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(in_memory.status(), 413);
+        assert_eq!(code_of(in_memory).await, "payload_too_large");
+        let small = Request::post("/echo").body(Body::from("hello")).unwrap();
+        assert_eq!(call(small).await.unwrap().status(), 200);
     }
 
     #[test]
