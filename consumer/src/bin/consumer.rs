@@ -4,26 +4,51 @@
 //! and exits 0 if it answers.
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
 use consumer::Config;
-use shared::config;
-use shared::internal::ConsumerAddr;
+use shared::config::{self, ConfigError, Validate};
 use shared::internal::STATUS_PATH;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "consumer",
+    version,
+    about = "Consumes the source Kafka into a bounded buffer and serves it to the handlers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Ask the running pod's internal socket (CONSUMER_ADDR, with INTERNAL_TOKEN) for its
+    /// status; exit 0 if it answers.
+    Healthcheck,
+}
+
+impl Validate for Cli {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.command {
+            // A probe needs only where the pod answers.
+            Some(Command::Healthcheck) => Ok(()),
+            None => self.config.validate(),
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let addr: ConsumerAddr = std::env::var("CONSUMER_ADDR")
-            .unwrap_or_else(|_| "127.0.0.1:7070".into())
-            .parse()
-            .map_err(anyhow::Error::msg)?;
-        let token = std::env::var("INTERNAL_TOKEN").ok();
+    let Cli { command, config } = config::load();
+    if let Some(Command::Healthcheck) = command {
         std::process::exit(shared::probe::exit_code(
-            &addr,
+            &config.consumer_addr,
             STATUS_PATH,
-            token.as_deref(),
+            config.internal_token.as_deref(),
         ));
     }
-    let config: Config = config::load();
     shared::telemetry::init();
     let pod = consumer::ConsumerPod::bind(config)
         .await

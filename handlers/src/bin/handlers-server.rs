@@ -5,24 +5,58 @@
 //! running server's `/health` on `PORT` and exits 0 if it answers 200 (plain HTTP only).
 
 use anyhow::Context;
+use clap::{Parser, Subcommand};
 use handlers::Config;
-use shared::config;
+use shared::config::{self, ConfigError, Validate};
 use shared::internal::ConsumerAddr;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "handlers-server",
+    version,
+    about = "The public Kafka Replicator API, as a container server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random 256-bit API key (base64url) and exit.
+    GenerateApiKey,
+    /// Ask the running server's /health on 127.0.0.1:PORT (plain HTTP); exit 0 if it
+    /// answers 200.
+    Healthcheck,
+}
+
+impl Validate for Cli {
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.command {
+            // Neither needs the server's keys or the pod.
+            Some(_) => Ok(()),
+            None => self.config.validate(),
+        }
+    }
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    if std::env::args().nth(1).as_deref() == Some("generate-api-key") {
-        println!("{}", handlers::api_keys::generate_key());
-        return Ok(());
+    let Cli { command, config } = config::load();
+    match command {
+        Some(Command::GenerateApiKey) => {
+            println!("{}", handlers::api_keys::generate_key());
+            return Ok(());
+        }
+        Some(Command::Healthcheck) => {
+            let addr = ConsumerAddr::Tcp(format!("127.0.0.1:{}", config.port));
+            let path = format!("{}/health", config.api_prefix);
+            std::process::exit(shared::probe::exit_code(&addr, &path, None));
+        }
+        None => {}
     }
-    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
-        let port = std::env::var("PORT").unwrap_or_else(|_| "3000".into());
-        let prefix = std::env::var("API_PREFIX").unwrap_or_else(|_| "/api/v1".into());
-        let addr = ConsumerAddr::Tcp(format!("127.0.0.1:{port}"));
-        let path = format!("{}/health", prefix.trim_end_matches('/'));
-        std::process::exit(shared::probe::exit_code(&addr, &path, None));
-    }
-    let config: Config = config::load();
     shared::telemetry::init();
     let state = handlers::AppState::from_config(&config).await?;
     handlers::server::serve(&config, state, shared::shutdown::signal())
