@@ -8,13 +8,18 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use handlers::lambda::LambdaService;
+use lambda_http::aws_lambda_events::apigw::{
+    ApiGatewayV2httpRequest, ApiGatewayV2httpRequestContext,
+    ApiGatewayV2httpRequestContextHttpDescription, ApiGatewayV2httpResponse,
+};
+use lambda_http::aws_lambda_events::encodings::Body as LambdaBody;
 use lambda_http::{Context, LambdaEvent};
-use serde_json::{Map, Value, json};
+use serde_json::json;
 
 /// Lambda's limit on a synchronous invocation's response (6 MB): a larger one fails the
 /// invocation, and API Gateway answers 502.
@@ -58,6 +63,9 @@ impl LambdaBridge {
         };
         // lambda_http's response conversion is not `Send` (the Lambda runtime polls one
         // invocation at a time), so each invocation runs to completion on a blocking thread.
+        let Ok(event) = serde_json::to_value(&event) else {
+            return StatusCode::BAD_GATEWAY.into_response();
+        };
         let service = self.service.clone();
         let runtime = tokio::runtime::Handle::current();
         let invoked = tokio::task::spawn_blocking(move || {
@@ -81,7 +89,7 @@ impl LambdaBridge {
                     )
                         .into_response();
                 }
-                from_answer(&answer)
+                from_answer(answer)
             }
             Ok(Err(err)) => {
                 // What API Gateway answers when the function fails.
@@ -101,7 +109,7 @@ impl LambdaBridge {
 }
 
 /// The API Gateway v2 (HTTP API, payload format 2.0) event for a request.
-async fn to_event(request: Request) -> Result<Value, Response> {
+async fn to_event(request: Request) -> Result<ApiGatewayV2httpRequest, Response> {
     let (parts, body) = request.into_parts();
     let body = axum::body::to_bytes(body, MAX_EVENT_BODY)
         .await
@@ -112,101 +120,98 @@ async fn to_event(request: Request) -> Result<Value, Response> {
             )
                 .into_response()
         })?;
-    let mut headers = Map::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let text = |name: axum::http::HeaderName| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let mut http = ApiGatewayV2httpRequestContextHttpDescription::default();
+    http.method = parts.method.clone();
+    http.path = Some(parts.uri.path().to_owned());
+    http.protocol = Some("HTTP/1.1".into());
+    http.source_ip = Some(
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string()),
+    );
+    http.user_agent = Some(text(header::USER_AGENT).unwrap_or_default());
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.route_key = Some("$default".into());
+    context.account_id = Some("000000000000".into());
+    context.stage = Some("$default".into());
+    context.request_id = Some(format!("emulator-{now}"));
+    context.apiid = Some("emulator".into());
+    context.domain_name = text(header::HOST);
+    context.time_epoch = now;
+    context.http = http;
+    let mut event = ApiGatewayV2httpRequest::default();
+    event.version = Some("2.0".into());
+    event.route_key = Some("$default".into());
+    event.raw_path = Some(parts.uri.path().to_owned());
+    event.raw_query_string = Some(parts.uri.query().unwrap_or_default().to_owned());
+    event.query_string_parameters = parts
+        .uri
+        .query()
+        .unwrap_or_default()
+        .parse()
+        .unwrap_or_default();
+    // API Gateway joins a repeated header's values with commas, and passes text only.
     for name in parts.headers.keys() {
-        let joined: Vec<&str> = parts
+        let values: Vec<&str> = parts
             .headers
             .get_all(name)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .collect();
-        headers.insert(name.as_str().to_owned(), Value::String(joined.join(",")));
+        if let Ok(joined) = HeaderValue::from_str(&values.join(",")) {
+            event.headers.insert(name.clone(), joined);
+        }
     }
-    let source_ip = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map_or_else(|| "127.0.0.1".to_owned(), |c| c.0.ip().to_string());
-    let path = parts.uri.path().to_owned();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let user_agent = parts
-        .headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let mut event = json!({
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": parts.uri.query().unwrap_or_default(),
-        "headers": headers,
-        "requestContext": {
-            "accountId": "000000000000",
-            "apiId": "emulator",
-            "domainName": headers.get("host").cloned().unwrap_or(Value::Null),
-            "http": {
-                "method": parts.method.as_str(),
-                "path": path,
-                "protocol": "HTTP/1.1",
-                "sourceIp": source_ip,
-                "userAgent": user_agent,
-            },
-            "requestId": format!("emulator-{now}"),
-            "routeKey": "$default",
-            "stage": "$default",
-            "timeEpoch": now,
-        },
-        "isBase64Encoded": false,
-    });
+    event.request_context = context;
     if !body.is_empty() {
-        event["body"] = Value::String(STANDARD.encode(&body));
-        event["isBase64Encoded"] = Value::Bool(true);
+        event.body = Some(STANDARD.encode(&body));
+        event.is_base64_encoded = true;
     }
     Ok(event)
 }
 
-/// The HTTP answer for a Lambda response in API Gateway v2 (or v1/ALB) shape.
-fn from_answer(answer: &Value) -> Response {
-    let status = answer["statusCode"]
-        .as_u64()
-        .and_then(|s| StatusCode::from_u16(u16::try_from(s).ok()?).ok())
+/// The HTTP answer for a Lambda response to an API Gateway v2 event; a response that is not
+/// one is what API Gateway answers for it, a 502.
+fn from_answer(answer: serde_json::Value) -> Response {
+    let Ok(answer) = serde_json::from_value::<ApiGatewayV2httpResponse>(answer) else {
+        tracing::error!("the Lambda response is not an API Gateway v2 response");
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    let status = u16::try_from(answer.status_code)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::BAD_GATEWAY);
-    let text = answer["body"].as_str().unwrap_or_default();
-    let body = if answer["isBase64Encoded"].as_bool() == Some(true) {
-        STANDARD.decode(text).unwrap_or_default()
-    } else {
-        text.as_bytes().to_vec()
+    let body = match answer.body {
+        None | Some(LambdaBody::Empty) => Vec::new(),
+        Some(LambdaBody::Binary(bytes)) => bytes,
+        Some(LambdaBody::Text(text)) if answer.is_base64_encoded => {
+            STANDARD.decode(text).unwrap_or_default()
+        }
+        Some(LambdaBody::Text(text)) => text.into_bytes(),
+        // The enum is non-exhaustive; nothing else exists today.
+        Some(_) => Vec::new(),
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    let single = answer["headers"].as_object().into_iter().flatten();
-    for (name, value) in single {
-        if let (Ok(name), Some(Ok(value))) = (
-            HeaderName::try_from(name.as_str()),
-            value.as_str().map(HeaderValue::from_str),
-        ) {
-            headers.append(name, value);
-        }
+    headers.extend(answer.headers);
+    for (name, value) in &answer.multi_value_headers {
+        headers.append(name.clone(), value.clone());
     }
-    for (name, values) in answer["multiValueHeaders"]
-        .as_object()
-        .into_iter()
-        .flatten()
-    {
-        let Ok(name) = HeaderName::try_from(name.as_str()) else {
-            continue;
-        };
-        for value in values.as_array().into_iter().flatten() {
-            if let Some(Ok(value)) = value.as_str().map(HeaderValue::from_str) {
-                headers.append(name.clone(), value);
-            }
-        }
-    }
-    for cookie in answer["cookies"].as_array().into_iter().flatten() {
-        if let Some(Ok(value)) = cookie.as_str().map(HeaderValue::from_str) {
-            headers.append(axum::http::header::SET_COOKIE, value);
+    for cookie in &answer.cookies {
+        if let Ok(value) = HeaderValue::from_str(cookie) {
+            headers.append(header::SET_COOKIE, value);
         }
     }
     response
