@@ -1,8 +1,7 @@
 //! The consumer pod's metrics, registered once in the pod's own registry and served to the
 //! handlers' `/metrics` over the internal socket.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
-use shared::metrics::register;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Every metric the consumer pod emits.
 #[derive(Debug, Clone)]
@@ -42,122 +41,101 @@ pub struct ConsumerMetrics {
     pub fetches_in_flight: IntGauge,
 }
 
+/// Every metric name is fixed here, once per registry: a clash is a bug.
+const UNIQUE: &str = "metric names are unique within a component";
+
 impl ConsumerMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let metrics = Self {
-            events_consumed: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "kafka_events_consumed_total",
-                        "Records consumed from the source Kafka into the buffer",
-                    ),
-                    &["topic"],
-                )
-                .expect("valid metric"),
-            ),
-            kafka_errors: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("kafka_errors_total", "Kafka client errors"),
-                    &["component", "kind"],
-                )
-                .expect("valid metric"),
-            ),
-            buffer_events: register(
-                &registry,
-                IntGauge::new("consumer_buffer_events", "Records held in the buffer")
-                    .expect("valid metric"),
-            ),
-            buffer_bytes: register(
-                &registry,
-                IntGauge::new("consumer_buffer_bytes", "Bytes held in the buffer")
-                    .expect("valid metric"),
-            ),
-            buffer_evicted: register(
-                &registry,
-                IntCounter::new(
-                    "consumer_buffer_evicted_total",
-                    "Records evicted from the buffer (still in Kafka)",
-                )
-                .expect("valid metric"),
-            ),
-            catchup_reads: register(
-                &registry,
-                IntCounter::new(
-                    "consumer_catchup_reads_total",
-                    "Partition reads served from Kafka, not the buffer",
-                )
-                .expect("valid metric"),
-            ),
-            gaps: register(
-                &registry,
-                IntCounter::new(
-                    "consumer_gaps_total",
-                    "Offset runs reported as no longer in the source",
-                )
-                .expect("valid metric"),
-            ),
-            buffer_max_events: register(
-                &registry,
-                IntGauge::new(
-                    "consumer_buffer_max_events",
-                    "Most records the buffer holds",
-                )
-                .expect("valid metric"),
-            ),
-            buffer_max_bytes: register(
-                &registry,
-                IntGauge::new("consumer_buffer_max_bytes", "Most bytes the buffer holds")
-                    .expect("valid metric"),
-            ),
-            consumer_lag: register(
-                &registry,
-                IntGaugeVec::new(
-                    Opts::new(
-                        "kafka_consumer_lag",
-                        "Records in the source partition not yet consumed by the pod",
-                    ),
-                    &["topic", "partition"],
-                )
-                .expect("valid metric"),
-            ),
-            rate_limit_buckets: register(
-                &registry,
-                IntGauge::new(
-                    "rate_limit_buckets",
-                    "Callers (client IPs and API keys) with a live rate-limit window",
-                )
-                .expect("valid metric"),
-            ),
-            fetches_refused: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "consumer_fetches_refused_total",
-                        "Fetches answered 503 because the pod was at a bound",
-                    ),
-                    &["bound"],
-                )
-                .expect("valid metric"),
-            ),
-            fetches_cut_short: register(
-                &registry,
-                IntCounter::new(
-                    "consumer_fetches_cut_short_total",
-                    "Fetches answered with what they had when their time budget ran out",
-                )
-                .expect("valid metric"),
-            ),
-            fetches_in_flight: register(
-                &registry,
-                IntGauge::new(
-                    "consumer_fetches_in_flight",
-                    "Fetches (long-polls included) being served now",
-                )
-                .expect("valid metric"),
-            ),
+            events_consumed: prometheus::register_int_counter_vec_with_registry!(
+                "kafka_events_consumed_total",
+                "Records consumed from the source Kafka into the buffer",
+                &["topic"],
+                registry
+            )
+            .expect(UNIQUE),
+            kafka_errors: prometheus::register_int_counter_vec_with_registry!(
+                "kafka_errors_total",
+                "Kafka client errors",
+                &["component", "kind"],
+                registry
+            )
+            .expect(UNIQUE),
+            buffer_events: prometheus::register_int_gauge_with_registry!(
+                "consumer_buffer_events",
+                "Records held in the buffer",
+                registry
+            )
+            .expect(UNIQUE),
+            buffer_bytes: prometheus::register_int_gauge_with_registry!(
+                "consumer_buffer_bytes",
+                "Bytes held in the buffer",
+                registry
+            )
+            .expect(UNIQUE),
+            buffer_evicted: prometheus::register_int_counter_with_registry!(
+                "consumer_buffer_evicted_total",
+                "Records evicted from the buffer (still in Kafka)",
+                registry
+            )
+            .expect(UNIQUE),
+            catchup_reads: prometheus::register_int_counter_with_registry!(
+                "consumer_catchup_reads_total",
+                "Partition reads served from Kafka, not the buffer",
+                registry
+            )
+            .expect(UNIQUE),
+            gaps: prometheus::register_int_counter_with_registry!(
+                "consumer_gaps_total",
+                "Offset runs reported as no longer in the source",
+                registry
+            )
+            .expect(UNIQUE),
+            buffer_max_events: prometheus::register_int_gauge_with_registry!(
+                "consumer_buffer_max_events",
+                "Most records the buffer holds",
+                registry
+            )
+            .expect(UNIQUE),
+            buffer_max_bytes: prometheus::register_int_gauge_with_registry!(
+                "consumer_buffer_max_bytes",
+                "Most bytes the buffer holds",
+                registry
+            )
+            .expect(UNIQUE),
+            consumer_lag: prometheus::register_int_gauge_vec_with_registry!(
+                "kafka_consumer_lag",
+                "Records in the source partition not yet consumed by the pod",
+                &["topic", "partition"],
+                registry
+            )
+            .expect(UNIQUE),
+            rate_limit_buckets: prometheus::register_int_gauge_with_registry!(
+                "rate_limit_buckets",
+                "Callers (client IPs and API keys) with a live rate-limit window",
+                registry
+            )
+            .expect(UNIQUE),
+            fetches_refused: prometheus::register_int_counter_vec_with_registry!(
+                "consumer_fetches_refused_total",
+                "Fetches answered 503 because the pod was at a bound",
+                &["bound"],
+                registry
+            )
+            .expect(UNIQUE),
+            fetches_cut_short: prometheus::register_int_counter_with_registry!(
+                "consumer_fetches_cut_short_total",
+                "Fetches answered with what they had when their time budget ran out",
+                registry
+            )
+            .expect(UNIQUE),
+            fetches_in_flight: prometheus::register_int_gauge_with_registry!(
+                "consumer_fetches_in_flight",
+                "Fetches (long-polls included) being served now",
+                registry
+            )
+            .expect(UNIQUE),
             registry,
         };
         // Exported at zero from the start, so dashboards and alerts see the series.

@@ -1,8 +1,7 @@
 //! The handlers' metrics, in their own registry: `api_requests_total` by route, method and
 //! status, and request latency. `/metrics` appends the consumer pod's metrics to these.
 
-use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use shared::metrics::register;
+use prometheus::{HistogramVec, IntCounterVec, Registry};
 
 /// Every metric the handlers emit.
 #[derive(Debug, Clone)]
@@ -18,54 +17,44 @@ pub struct HandlerMetrics {
     pub rate_limited: IntCounterVec,
 }
 
+/// Every metric name is fixed here, once per registry: a clash is a bug.
+const UNIQUE: &str = "metric names are unique within a component";
+
 impl HandlerMetrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let metrics = Self {
-            requests: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new("api_requests_total", "Public API requests answered"),
-                    &["route", "method", "status"],
-                )
-                .expect("valid metric"),
-            ),
-            duration: register(
-                &registry,
-                HistogramVec::new(
-                    HistogramOpts::new(
-                        "api_request_duration_seconds",
-                        "Public API request latency",
-                    )
-                    .buckets(vec![
-                        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-                    ]),
-                    &["route"],
-                )
-                .expect("valid metric"),
-            ),
-            auth_failures: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "api_auth_failures_total",
-                        "Requests refused for a missing or wrong API key",
-                    ),
-                    &["reason"],
-                )
-                .expect("valid metric"),
-            ),
-            rate_limited: register(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(
-                        "api_rate_limited_total",
-                        "Requests refused with 429 for exceeding a rate-limit budget",
-                    ),
-                    &["kind"],
-                )
-                .expect("valid metric"),
-            ),
+            requests: prometheus::register_int_counter_vec_with_registry!(
+                "api_requests_total",
+                "Public API requests answered",
+                &["route", "method", "status"],
+                registry
+            )
+            .expect(UNIQUE),
+            duration: prometheus::register_histogram_vec_with_registry!(
+                "api_request_duration_seconds",
+                "Public API request latency",
+                &["route"],
+                vec![
+                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ],
+                registry
+            )
+            .expect(UNIQUE),
+            auth_failures: prometheus::register_int_counter_vec_with_registry!(
+                "api_auth_failures_total",
+                "Requests refused for a missing or wrong API key",
+                &["reason"],
+                registry
+            )
+            .expect(UNIQUE),
+            rate_limited: prometheus::register_int_counter_vec_with_registry!(
+                "api_rate_limited_total",
+                "Requests refused with 429 for exceeding a rate-limit budget",
+                &["kind"],
+                registry
+            )
+            .expect(UNIQUE),
             registry,
         };
         // Exported at zero from the start, so dashboards and alerts see the series.

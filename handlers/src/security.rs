@@ -80,9 +80,9 @@ fn limited<S: Clone + Send + Sync + 'static>(app: Router<S>, timeout: Duration) 
     ))
     .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES as usize))
     .layer(middleware::from_fn(refuse_what_no_layer_sees))
-    .layer(middleware::map_response(move |response: Response| async move {
-        as_json_error(response, timeout)
-    }))
+    .layer(middleware::map_response(
+        move |response: Response| async move { as_json_error(response, timeout) },
+    ))
 }
 
 /// The layers above answer 408 and 413 with an empty or plain-text body; the API answers
@@ -193,7 +193,10 @@ mod tests {
     fn oversized_requests_are_named() {
         let mut headers = HeaderMap::new();
         assert!(oversized(&headers).is_none());
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         assert_eq!(
             oversized(&headers).map(|e| e.code),
             Some(ErrorCode::PayloadTooLarge)
@@ -214,7 +217,10 @@ mod tests {
             .await
             .expect("body");
         let json: serde_json::Value = serde_json::from_slice(&body).expect("a JSON error");
-        json["error"]["code"].as_str().unwrap_or_default().to_owned()
+        json["error"]["code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     #[tokio::test]

@@ -1,5 +1,6 @@
-//! Metrics helpers: each component owns a [`prometheus::Registry`] of its own (so one
-//! process can run several components without clashes) and renders it as Prometheus text.
+//! Metrics rendering: each component registers its metrics (with prometheus's
+//! `register_*_with_registry!` macros) in a [`prometheus::Registry`] of its own, so one
+//! process can run several components without clashes, and renders it as Prometheus text.
 
 use prometheus::{Encoder, Registry, TextEncoder};
 
@@ -12,15 +13,4 @@ pub fn render(registry: &Registry) -> String {
         tracing::error!(error = %err, "could not encode metrics");
     }
     String::from_utf8(buf).unwrap_or_default()
-}
-
-/// Registers a metric, returning it; names are fixed at compile time, so a clash is a bug.
-pub fn register<M>(registry: &Registry, metric: M) -> M
-where
-    M: prometheus::core::Collector + Clone + 'static,
-{
-    registry
-        .register(Box::new(metric.clone()))
-        .expect("metric names are unique within a component");
-    metric
 }
