@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -161,11 +162,12 @@ pub enum BenchError {
 }
 
 /// Copies seen by a `read_committed` reader of a local topic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Seen {
     /// Copies per `seq`.
     counts: HashMap<u64, u32>,
-    latencies_ms: Vec<f64>,
+    /// Milliseconds from each event's source timestamp to its copy being read.
+    latency_ms: Histogram<u64>,
     first: Option<Instant>,
     last: Option<Instant>,
 }
@@ -218,7 +220,8 @@ impl Watcher {
             };
             *seen.counts.entry(seq).or_default() += 1;
             if let Some(ts) = message.timestamp().to_millis() {
-                seen.latencies_ms.push((now_ms() - ts).max(0) as f64);
+                seen.latency_ms
+                    .saturating_record((now_ms() - ts).max(0).unsigned_abs());
             }
             seen.first.get_or_insert(now);
             seen.last = Some(now);
@@ -273,13 +276,19 @@ async fn seen(mut watcher: WatchTask) -> Result<Seen, BenchError> {
         .map_err(|e| BenchError::Incomplete(e.to_string()))
 }
 
-impl Seen {
-    fn sorted_latencies(&self) -> Vec<f64> {
-        let mut sorted = self.latencies_ms.clone();
-        sorted.sort_by(f64::total_cmp);
-        sorted
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            counts: HashMap::new(),
+            // Three significant digits: 1 ms apart below 1 s, and grows as needed.
+            latency_ms: Histogram::new(3).expect("3 significant digits are supported"),
+            first: None,
+            last: None,
+        }
     }
+}
 
+impl Seen {
     fn duplicated(&self) -> u64 {
         self.counts
             .values()
@@ -388,15 +397,14 @@ async fn mirror_maker_2(
     .await;
     mm2.stop().await;
     let latency = latency?;
-    let sorted = latency.sorted_latencies();
     let rate = copied.saturating_sub(1) as f64 / copy_secs;
     Ok(PeerResult {
         events_per_sec: rate,
         mb_per_sec: rate * VALUE_BYTES as f64 / 1_000_000.0,
         start_secs,
-        p50_ms: percentile(&sorted, 50.0),
-        p99_ms: percentile(&sorted, 99.0),
-        p999_ms: percentile(&sorted, 99.9),
+        p50_ms: percentile(&latency.latency_ms, 50.0),
+        p99_ms: percentile(&latency.latency_ms, 99.0),
+        p999_ms: percentile(&latency.latency_ms, 99.9),
         lost: n.saturating_sub(copied) + steady.saturating_sub(latency.counts.len() as u64),
         duplicated: watched.duplicated() + latency.duplicated(),
     })
@@ -426,12 +434,12 @@ fn seq_of(value: &[u8]) -> Option<u64> {
     rest[..end].parse().ok()
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
+/// The `p`th percentile of `histogram`; NaN when it holds nothing.
+fn percentile(histogram: &Histogram<u64>, p: f64) -> f64 {
+    if histogram.is_empty() {
         return f64::NAN;
     }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
+    histogram.value_at_quantile(p / 100.0) as f64
 }
 
 /// Peak resident set of this process, in MiB (Linux; 0 elsewhere).
@@ -945,7 +953,6 @@ async fn measure(
         .chain(latency.counts.values())
         .map(|c| u64::from(c.saturating_sub(1)))
         .sum();
-    let steady_latencies = latency.sorted_latencies();
     let lost_steady = steady.saturating_sub(latency.counts.len() as u64);
     let peak = peak_rss_mb();
     let pod_peak = stack.pod_peak_rss_mb().unwrap_or(f64::NAN);
@@ -976,9 +983,9 @@ async fn measure(
         pipeline: PipelineResult {
             events_per_sec: n as f64 / pipeline_secs,
             mb_per_sec: mb / pipeline_secs,
-            p50_ms: percentile(&steady_latencies, 50.0),
-            p99_ms: percentile(&steady_latencies, 99.0),
-            p999_ms: percentile(&steady_latencies, 99.9),
+            p50_ms: percentile(&latency.latency_ms, 50.0),
+            p99_ms: percentile(&latency.latency_ms, 99.0),
+            p999_ms: percentile(&latency.latency_ms, 99.9),
             lost: lost + lost_steady,
             duplicated,
             peak_rss_mb: peak,
@@ -1022,9 +1029,13 @@ mod tests {
 
     #[test]
     fn percentiles_pick_ranks() {
-        let sorted: Vec<f64> = (1..=1000).map(f64::from).collect();
-        assert_eq!(percentile(&sorted, 50.0), 501.0);
-        assert_eq!(percentile(&sorted, 99.0), 990.0);
-        assert!(percentile(&[], 50.0).is_nan());
+        let mut latency = Seen::default().latency_ms;
+        assert!(percentile(&latency, 50.0).is_nan());
+        for ms in 1..=1000 {
+            latency.record(ms).unwrap();
+        }
+        assert_eq!(percentile(&latency, 50.0), 500.0);
+        assert_eq!(percentile(&latency, 99.0), 990.0);
+        assert_eq!(percentile(&latency, 100.0), 1000.0);
     }
 }
