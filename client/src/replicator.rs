@@ -36,7 +36,9 @@ enum Health {
 pub struct Progress {
     /// Local Kafka is connected and the committed position read: fetching has begun.
     pub connected: bool,
+    /// Events committed to local Kafka.
     pub events: u64,
+    /// Answers (or failures) to requests for events.
     pub polls: u64,
     /// Requests the server refused over the key's rate limit (each waited out).
     pub rate_limited: u64,
@@ -193,6 +195,7 @@ impl Replicator {
                 r = fetch.answer => r,
             };
             self.progress.polls += 1;
+            self.publish();
             // An open transaction takes only more events: anything else closes it first, and
             // with nothing to write the commit in flight is seen through.
             if !matches!(&fetched, Ok(b) if !b.is_empty()) {

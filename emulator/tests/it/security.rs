@@ -3,7 +3,7 @@
 //! `RateLimit-*`, a client that keeps going through them, security headers on every
 //! answer, CORS for the configured origins only, and size limits answered with JSON.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

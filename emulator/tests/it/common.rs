@@ -44,6 +44,23 @@ pub fn apache_or_mock(test: &str) -> (Option<String>, Option<String>) {
     }
 }
 
+/// The Apache Kafka brokers for a test that cannot run on the mock cluster at all (it
+/// restarts a broker, or needs a real transaction coordinator): in CI a missing broker
+/// fails the test; locally the test says in one line that it did not run.
+pub fn apache_kafka_only(test: &str) -> Option<(String, String)> {
+    let brokers = apache_kafka();
+    if brokers.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: CI must run this on Apache Kafka: set TEST_KAFKA_SOURCE_BROKERS and TEST_KAFKA_LOCAL_BROKERS (see .ci/run)"
+        );
+        eprintln!(
+            "{test}: needs Apache Kafka (set TEST_KAFKA_SOURCE_BROKERS and TEST_KAFKA_LOCAL_BROKERS); skipped here, CI runs it"
+        );
+    }
+    brokers
+}
+
 /// A name no other test or run uses.
 pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:08x}", rand::rng().random::<u32>())
@@ -164,12 +181,19 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
     }
 }
 
+/// Not a test of its own: the body of the child process the fault tests kill.
+#[test]
+#[ignore = "run by the fault tests as a child process"]
+fn child_client_process() {
+    run_child_client_if_asked();
+}
+
 /// Starts this test binary again as a client process (its `child_client_process` test).
 pub fn spawn_child(spec: &ChildClient) -> std::process::Child {
     std::process::Command::new(std::env::current_exe().expect("test binary"))
         .args([
             "--exact",
-            "child_client_process",
+            "common::child_client_process",
             "--ignored",
             "--nocapture",
             "--test-threads=1",

@@ -3,7 +3,7 @@
 //! `kubernetes-validate --strict` on each overlay plus the hardening rules on every
 //! Deployment, and cfn-lint on the Lambda SAM template.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::process::Command;

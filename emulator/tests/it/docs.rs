@@ -2,7 +2,7 @@
 //! from a running stack, with the real security headers and CSP, and the rendered page
 //! must list every operation and offer "Authorize"; `/openapi.json` is the document.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

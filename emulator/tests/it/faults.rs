@@ -3,19 +3,12 @@
 //! restarted mid-stream (Apache Kafka), HTTP answers broken off mid-body. The client killed
 //! hard is in `client_kill.rs`.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 use std::time::Duration;
 
 use emulator::verify::read_topic;
-
-/// Not a test of its own: the body of the child process the fault tests kill.
-#[test]
-#[ignore = "run by the fault tests as a child process"]
-fn child_client_process() {
-    common::run_child_client_if_asked();
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everything() {
@@ -139,14 +132,7 @@ fn kafka_local(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_apache_kafka() {
     let test = "the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_apache_kafka";
-    let Some((source, _)) = common::apache_kafka() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: CI must run this on Apache Kafka"
-        );
-        eprintln!(
-            "{test}: needs Apache Kafka (set TEST_KAFKA_SOURCE_BROKERS and fetch infra/kafka-local); not run"
-        );
+    let Some((source, _)) = common::apache_kafka_only(test) else {
         return;
     };
     // A broker of its own, so restarting it disturbs no other test.

@@ -3,7 +3,7 @@
 //! on the librdkafka mock cluster and on Apache Kafka, with the handlers as a server and
 //! through the Lambda adapter.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

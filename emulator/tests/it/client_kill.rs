@@ -3,31 +3,17 @@
 //! for the two cores while it times its kills. Local Kafka must be Apache Kafka:
 //! librdkafka's mock cluster shows aborted transactions even to `read_committed` readers.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
 use emulator::verify::read_topic;
 use rand::Rng;
 
-/// Not a test of its own: the body of the child process the fault tests kill.
-#[test]
-#[ignore = "run by the fault tests as a child process"]
-fn child_client_process() {
-    common::run_child_client_if_asked();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_kafka() {
     let test = "client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_kafka";
-    let Some((_, local)) = common::apache_kafka() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: CI must run this on Apache Kafka (TEST_KAFKA_LOCAL_BROKERS)"
-        );
-        eprintln!(
-            "{test}: needs Apache Kafka as the local cluster (set TEST_KAFKA_LOCAL_BROKERS); not run"
-        );
+    let Some((_, local)) = common::apache_kafka_only(test) else {
         return;
     };
     eprintln!("{test}: local Kafka is Apache Kafka at {local}");

@@ -2,7 +2,7 @@
 //! another process, its ready line and ready file, a client that is stopped and restarted
 //! mid-stream without loss or duplicates, and clean exits on SIGTERM.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -31,16 +31,49 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> client::Config {
     }
 }
 
-/// Runs the client until `stop_after` passes, then stops it gracefully.
-async fn run_client(config: &client::Config, stop_after: Duration) -> client::Progress {
-    let replicator = client::Replicator::new(config).expect("client");
-    let stop = CancellationToken::new();
-    let timer = stop.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(stop_after).await;
-        timer.cancel();
-    });
-    replicator.run(stop).await.expect("client run")
+/// A client running on its own task, watched through its [`client::Progress`].
+struct RunningClient {
+    progress: tokio::sync::watch::Receiver<client::Progress>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<client::Progress>,
+}
+
+impl RunningClient {
+    fn start(config: &client::Config) -> Self {
+        let replicator = client::Replicator::new(config).expect("client");
+        let progress = replicator.watch();
+        let stop = CancellationToken::new();
+        let run = stop.clone();
+        let task = tokio::spawn(async move { replicator.run(run).await.expect("client run") });
+        Self {
+            progress,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until the client's progress satisfies `done` (at most a minute).
+    async fn wait(&mut self, what: &str, done: impl Fn(&client::Progress) -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), self.progress.wait_for(|p| done(p)))
+            .await
+            .unwrap_or_else(|_| panic!("the client did not get to {what} within a minute"))
+            .expect("the client is running");
+    }
+
+    /// Stops it gracefully; its totals.
+    async fn stop(self) -> client::Progress {
+        self.stop.cancel();
+        self.task.await.expect("client task")
+    }
+}
+
+/// Runs a client until it has committed `events`, then stops it gracefully.
+async fn run_client_for(config: &client::Config, events: u64) -> client::Progress {
+    let mut client = RunningClient::start(config);
+    client
+        .wait(&format!("{events} events"), |p| p.events >= events)
+        .await;
+    client.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,14 +84,14 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     config.rate = 1000;
     let stack = common::start(config).await;
     let client = client_config(&stack.info, &common::unique("client"));
-    // Stopped four times while events still stream in, each time mid-run.
+    // Stopped four times while events stream in, each once it has written some more.
     let mut delivered = 0;
     for run in 0..4 {
-        let progress = run_client(&client, Duration::from_millis(250 + 100 * run)).await;
+        let progress = run_client_for(&client, (100 + 50 * run).min(N - delivered)).await;
         delivered += progress.events;
     }
     // Then left to finish.
-    let progress = run_client(&client, Duration::from_secs(8)).await;
+    let progress = run_client_for(&client, N - delivered).await;
     delivered += progress.events;
     let copied = read_topic(
         &stack.info.local_brokers,
@@ -104,9 +137,11 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         topic: config.topic.clone(),
     };
     let client = client_config(&planned, &common::unique("client"));
-    let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(8)).await });
+    let mut replicate = RunningClient::start(&client);
     // The client is already retrying against a closed port when the server comes up.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    replicate
+        .wait("two refused polls", |p| p.polls >= 2 && p.events == 0)
+        .await;
     let stack = common::start(config).await;
     let copied = read_topic(
         local.bootstrap(),
@@ -121,8 +156,9 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         &copied,
         N,
     );
-    let progress = replicate.await.expect("client task");
-    assert!(progress.polls > 1, "the client polled again after failing");
+    replicate.wait("every event", |p| p.events >= N).await;
+    let progress = replicate.stop().await;
+    assert_eq!(progress.events, N);
     stack.stop().await;
 }
 
@@ -233,7 +269,7 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
 
     // This process is not the one that owns the mock clusters.
     let client = client_config(&info, &common::unique("client"));
-    let replicate = tokio::spawn(async move { run_client(&client, Duration::from_secs(6)).await });
+    let replicate = tokio::spawn(async move { run_client_for(&client, N).await });
     let copied = read_topic(
         &info.local_brokers,
         &info.topic,

@@ -2,7 +2,7 @@
 //! consumer pod on a librdkafka mock cluster: auth, validation, cursors, long-poll,
 //! catch-up reads past the buffer, metrics, errors, and an unreachable source or pod.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
@@ -275,8 +275,18 @@ async fn latest_long_polls_until_a_new_event() {
     let cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
 
     let (brokers, topic) = (stack.info.source_brokers.clone(), stack.info.topic.clone());
+    let (waiting, waiting_key) = (app.clone(), key.clone());
     let producing = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Produced only once the long-poll below is waiting at the pod.
+        wait_for_metric(
+            &waiting,
+            &waiting_key,
+            "the long-poll waiting at the pod",
+            Duration::from_secs(20),
+            "consumer_fetches_in_flight",
+            |n| n >= 1,
+        )
+        .await;
         let producer: FutureProducer = shared::kafka::client_config(&brokers)
             .create()
             .expect("producer");

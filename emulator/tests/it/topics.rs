@@ -2,7 +2,7 @@
 //! merged into one renamed topic, a missing destination created with the source's
 //! partition count, and several handler replicas answering in turn with no sticky routing.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! stage in the path) and ALB event JSON turned into requests by `lambda_http` and answered
 //! by the same service `handlers-lambda` runs, against a real consumer pod.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

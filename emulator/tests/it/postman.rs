@@ -1,7 +1,7 @@
 //! The Postman collection shipped in `infra/postman`, run by newman against a live stack:
 //! every route with its status and body checks, as an API consumer would run it.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! mutated requests to every operation, failing on any 5xx, any answer that breaks the
 //! documented schema, status or headers, and any method the API should refuse but takes.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

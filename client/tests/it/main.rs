@@ -1,0 +1,3 @@
+//! The `client` binary as a user starts it.
+
+mod config;

@@ -1,0 +1,3 @@
+//! The `consumer` binary as an operator starts it.
+
+mod config;
