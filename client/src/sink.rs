@@ -401,7 +401,7 @@ impl LocalKafka {
         txn: &mut Transaction,
     ) -> Result<(), SinkError> {
         let plan = self.plan(batch.records(), next).await;
-        let (mut partition_text, mut offset_text) = (Decimal::default(), Decimal::default());
+        let (mut partition_text, mut offset_text) = (itoa::Buffer::new(), itoa::Buffer::new());
         for record in batch.records() {
             let (topic, partitions) = &plan[record.topic];
             let partitions = *partitions;
@@ -416,11 +416,11 @@ impl LocalKafka {
                 })
                 .insert(Header {
                     key: SOURCE_PARTITION_HEADER,
-                    value: Some(partition_text.format(record.partition.into())),
+                    value: Some(partition_text.format(record.partition).as_bytes()),
                 })
                 .insert(Header {
                     key: SOURCE_OFFSET_HEADER,
-                    value: Some(offset_text.format(record.offset)),
+                    value: Some(offset_text.format(record.offset).as_bytes()),
                 });
             let mut out: BaseRecord<'_, [u8], [u8], usize> =
                 BaseRecord::with_opaque_to(topic, txn.number).headers(headers);
@@ -532,31 +532,6 @@ impl Lane for LocalKafka {
     }
 }
 
-/// A number written out in decimal without allocating, for the source headers.
-#[derive(Default)]
-struct Decimal([u8; 20]);
-
-impl Decimal {
-    fn format(&mut self, n: i64) -> &[u8] {
-        let mut at = self.0.len();
-        let mut rest = n.unsigned_abs();
-        loop {
-            at -= 1;
-            // A digit: `rest % 10` is below 10.
-            self.0[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        if n < 0 {
-            at -= 1;
-            self.0[at] = b'-';
-        }
-        &self.0[at..]
-    }
-}
-
 /// The newest committed value under `key` in the single-partition state topic.
 fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
     let consumer: BaseConsumer<EofQuietContext> = client_config(brokers)
@@ -593,19 +568,6 @@ fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, 
             Some(Ok(_)) | None => {}
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
             Some(Err(err)) => return Err(err),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::Decimal;
-
-    #[test]
-    fn decimal_writes_what_to_string_does() {
-        let mut text = Decimal::default();
-        for n in [0, 7, 10, 42, -1, -10, 1_000_000_007, i64::MAX, i64::MIN] {
-            assert_eq!(text.format(n), n.to_string().as_bytes(), "{n}");
         }
     }
 }
