@@ -504,6 +504,18 @@ mod tests {
             (BatchView::parse(body.into()).unwrap(), next)
         }
 
+        /// Copies from where `pipeline` stands to the end without faults, commits, and
+        /// checks the copy.
+        async fn copy_the_rest(&self, pipeline: &mut WritePipeline<FakeLane>) {
+            let shutdown = CancellationToken::new();
+            while pipeline.fetch_from() != &StartFrom::Cursor(self.end()) {
+                let (batch, next) = self.fetch(pipeline.fetch_from(), 10);
+                go(pipeline.write(&batch, &next, false, &shutdown).await);
+            }
+            go(pipeline.close(&shutdown).await);
+            self.assert_exactly_once();
+        }
+
         fn end(&self) -> Cursor {
             self.fetch(&StartFrom::Earliest, usize::MAX).1
         }
@@ -603,12 +615,7 @@ mod tests {
         assert_eq!(pipeline.fetch_from(), &StartFrom::Cursor(first.clone()));
         assert_eq!(pipeline.committed(), &StartFrom::Cursor(first));
         assert_eq!(pipeline.take_committed(), Some(10));
-        while pipeline.fetch_from() != &StartFrom::Cursor(fixture.end()) {
-            let (batch, next) = fixture.fetch(pipeline.fetch_from(), 10);
-            go(pipeline.write(&batch, &next, false, &shutdown).await);
-        }
-        go(pipeline.close(&shutdown).await);
-        fixture.assert_exactly_once();
+        fixture.copy_the_rest(&mut pipeline).await;
     }
 
     #[tokio::test]
@@ -625,12 +632,7 @@ mod tests {
         assert_eq!(pipeline.fetch_from(), &StartFrom::Earliest);
         assert_eq!(pipeline.take_committed(), None);
         assert!(fixture.kafka.lock().unwrap().records.is_empty());
-        while pipeline.fetch_from() != &StartFrom::Cursor(fixture.end()) {
-            let (batch, next) = fixture.fetch(pipeline.fetch_from(), 10);
-            go(pipeline.write(&batch, &next, false, &shutdown).await);
-        }
-        go(pipeline.close(&shutdown).await);
-        fixture.assert_exactly_once();
+        fixture.copy_the_rest(&mut pipeline).await;
     }
 
     #[tokio::test]
