@@ -86,20 +86,24 @@ fn limited<S: Clone + Send + Sync + 'static>(app: Router<S>, timeout: Duration) 
 }
 
 /// The layers above answer 408 and 413 with an empty or plain-text body; the API answers
-/// every error with its JSON shape.
+/// every error with its JSON shape. A 413 also closes the connection: the body it refused
+/// was never read, so the connection cannot carry another request.
 fn as_json_error(response: Response, timeout: Duration) -> Response {
-    if is_json(&response) {
-        return response;
-    }
-    match response.status() {
-        StatusCode::REQUEST_TIMEOUT => ApiError::new(
+    let mut response = match response.status() {
+        StatusCode::REQUEST_TIMEOUT if !is_json(&response) => ApiError::new(
             ErrorCode::RequestTimeout,
             format!("the request took longer than {timeout:?}"),
         )
         .into_response(),
-        StatusCode::PAYLOAD_TOO_LARGE => too_large().into_response(),
+        StatusCode::PAYLOAD_TOO_LARGE if !is_json(&response) => too_large().into_response(),
         _ => response,
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
 }
 
 fn is_json(response: &Response) -> bool {
@@ -256,6 +260,7 @@ mod tests {
             .unwrap();
         let declared = call(declared).await.unwrap();
         assert_eq!(declared.status(), 413);
+        assert_eq!(declared.headers()[header::CONNECTION], "close");
         assert_eq!(code_of(declared).await, "payload_too_large");
         // No Content-Length, the body in memory (a Lambda event's).
         let in_memory = Body::from(vec![b'x'; MAX_BODY_BYTES as usize + 1]);
