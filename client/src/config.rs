@@ -3,6 +3,7 @@
 
 use clap::Parser;
 use shared::config::{ConfigError, Validate, is_loopback_host, parse_prefix, required, url_host};
+use shared::kafka::{BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs};
 
 /// Where a client with no saved position starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -73,6 +74,48 @@ pub struct Config {
         default_value = "kafka-replicator-client"
     )]
     pub client_id: String,
+    /// librdkafka properties for the local Kafka (TLS, SASL, …).
+    #[command(flatten)]
+    pub properties: KafkaPropertyArgs,
+}
+
+/// What the client sets on its local Kafka clients itself: a user property may not change
+/// it.
+pub const LOCAL_GUARDS: &[Guard] = &[
+    BOOTSTRAP_GUARD,
+    Guard::SetBy {
+        key: "transactional.id",
+        variable: "CLIENT_ID",
+    },
+    Guard::Fixed {
+        key: "enable.idempotence",
+        values: &["true"],
+        why: "each batch and its cursor are written in one transaction, which needs it",
+    },
+    Guard::Fixed {
+        key: "acks",
+        values: &["all", "-1"],
+        why: "a batch counts as written only once every in-sync replica has it",
+    },
+    Guard::Fixed {
+        key: "isolation.level",
+        values: &["read_committed"],
+        why: "the saved position is read only from committed transactions",
+    },
+    Guard::Fixed {
+        key: "enable.partition.eof",
+        values: &["true"],
+        why: "the client reads its saved position to the end of the state topic",
+    },
+];
+
+impl Config {
+    /// The user's librdkafka properties for local Kafka, checked against [`LOCAL_GUARDS`].
+    pub fn kafka_properties(&self) -> Result<KafkaProperties, ConfigError> {
+        let properties = self.properties.load()?;
+        properties.check(LOCAL_GUARDS)?;
+        Ok(properties)
+    }
 }
 
 impl Validate for Config {
@@ -123,6 +166,7 @@ impl Validate for Config {
             "kafka-brokers",
             "localhost:9092",
         )?;
+        self.kafka_properties()?;
         if self
             .kafka_topic
             .as_deref()

@@ -24,6 +24,8 @@ pub enum ClientError {
     Http(reqwest::Error),
     #[error(transparent)]
     Sink(#[from] sink::SinkError),
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
     #[error("the server sent an event that cannot be decoded: {0}")]
     BadEvent(#[from] shared::event::DecodeError),
     #[error("the server sent a cursor that cannot be decoded: {0}")]

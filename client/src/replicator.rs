@@ -12,6 +12,8 @@ use shared::{Cursor, StartFrom};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use shared::kafka::Cluster;
+
 use crate::ClientError;
 use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
@@ -48,7 +50,8 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Replicator {
     api: EventsApi,
-    brokers: String,
+    /// Local Kafka, with the user's properties for it.
+    local: Cluster,
     destination: Destination,
     state_topic: String,
     client_id: String,
@@ -77,7 +80,10 @@ impl Replicator {
         .map_err(ClientError::Http)?;
         Ok(Self {
             api,
-            brokers: config.kafka_brokers.clone().unwrap_or_default(),
+            local: Cluster::new(
+                config.kafka_brokers.as_deref().unwrap_or_default(),
+                config.kafka_properties()?,
+            ),
             destination: Destination::from_config(config),
             state_topic: config.state_topic.clone(),
             client_id: config.client_id.clone(),
@@ -135,7 +141,7 @@ impl Replicator {
         loop {
             let attempt = async {
                 let sinks = LocalKafka::connect_lanes(
-                    &self.brokers,
+                    &self.local,
                     self.destination.clone(),
                     &self.state_topic,
                     &self.client_id,

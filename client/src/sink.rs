@@ -19,7 +19,7 @@ use rdkafka::message::{DeliveryResult, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Cursor;
-use shared::kafka::{EofQuietContext, client_config, send_when_room, topic_partitions};
+use shared::kafka::{Cluster, EofQuietContext, send_when_room, topic_partitions};
 use shared::wire::{BatchView, RecordRef};
 
 use crate::destination::Destination;
@@ -155,7 +155,7 @@ pub struct LocalKafka {
     producer: ThreadedProducer<Deliveries>,
     /// Number of the last transaction begun.
     transactions: AtomicUsize,
-    brokers: String,
+    local: Cluster,
     destination: Destination,
     topics: Arc<LocalTopics>,
     state_topic: String,
@@ -165,7 +165,7 @@ pub struct LocalKafka {
 impl std::fmt::Debug for LocalKafka {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalKafka")
-            .field("brokers", &self.brokers)
+            .field("brokers", &self.local.brokers())
             .field("destination", &self.destination)
             .field("state_topic", &self.state_topic)
             .field("client_id", &self.client_id)
@@ -223,12 +223,12 @@ impl LocalKafka {
     /// `client_id` + [`SECOND_LANE_SUFFIX`]), fencing any earlier instance and aborting what
     /// it left open.
     pub async fn connect_lanes(
-        brokers: &str,
+        local: &Cluster,
         destination: Destination,
         state_topic: &str,
         client_id: &str,
     ) -> Result<[Arc<Self>; 2], SinkError> {
-        let topics = Arc::new(LocalTopics::new(brokers).map_err(SinkError::Create)?);
+        let topics = Arc::new(LocalTopics::new(local).map_err(SinkError::Create)?);
         // Created in the background: a cluster that cannot create topics through the admin
         // API (or is slow to) must not hold up the start; the first write auto-creates it.
         let (admin, name) = (Arc::clone(&topics), state_topic.to_owned());
@@ -236,21 +236,14 @@ impl LocalKafka {
         let second = format!("{client_id}{SECOND_LANE_SUFFIX}");
         let (first, second) = tokio::try_join!(
             Self::connect(
-                brokers,
+                local,
                 destination.clone(),
                 Arc::clone(&topics),
                 state_topic,
                 client_id,
                 client_id,
             ),
-            Self::connect(
-                brokers,
-                destination,
-                topics,
-                state_topic,
-                client_id,
-                &second,
-            ),
+            Self::connect(local, destination, topics, state_topic, client_id, &second,),
         )?;
         Ok([Arc::new(first), Arc::new(second)])
     }
@@ -258,36 +251,38 @@ impl LocalKafka {
     /// Connects one lane as `transactional_id`, fencing any earlier instance with that id
     /// and aborting what it left open.
     async fn connect(
-        brokers: &str,
+        local: &Cluster,
         destination: Destination,
         topics: Arc<LocalTopics>,
         state_topic: &str,
         client_id: &str,
         transactional_id: &str,
     ) -> Result<Self, SinkError> {
-        let producer: ThreadedProducer<Deliveries> = client_config(brokers)
-            .set("transactional.id", transactional_id)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set(
-                "transaction.timeout.ms",
-                TRANSACTION_TIMEOUT.as_millis().to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                TRANSACTION_TIMEOUT.as_millis().to_string(),
-            )
-            // Every batch is awaited before its commit, so lingering only adds latency;
-            // records enqueued while a request is in flight still go out together.
-            .set("linger.ms", "1")
-            .set("compression.type", "lz4")
-            // Bounds what a lane holds unacknowledged (librdkafka's default is 1 GiB): when
-            // local Kafka lags, the client waits instead of growing.
-            .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
-            // Records go into requests by reference, not copied into them once more: with
-            // acknowledgements lagging, that copy of everything in flight was a quarter of
-            // the client's heap.
-            .set("message.copy.max.bytes", "0")
+        let config = local.config(|c| {
+            c.set("transactional.id", transactional_id)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set(
+                    "transaction.timeout.ms",
+                    TRANSACTION_TIMEOUT.as_millis().to_string(),
+                )
+                .set(
+                    "message.timeout.ms",
+                    TRANSACTION_TIMEOUT.as_millis().to_string(),
+                )
+                // Every batch is awaited before its commit, so lingering only adds latency;
+                // records enqueued while a request is in flight still go out together.
+                .set("linger.ms", "1")
+                .set("compression.type", "lz4")
+                // Bounds what a lane holds unacknowledged (librdkafka's default is 1 GiB): when
+                // local Kafka lags, the client waits instead of growing.
+                .set("queue.buffering.max.kbytes", QUEUE_MAX_KBYTES.to_string())
+                // Records go into requests by reference, not copied into them once more: with
+                // acknowledgements lagging, that copy of everything in flight was a quarter of
+                // the client's heap.
+                .set("message.copy.max.bytes", "0");
+        });
+        let producer: ThreadedProducer<Deliveries> = config
             .create_with_context(Deliveries::default())
             .map_err(SinkError::Create)?;
         let p = producer.clone();
@@ -303,7 +298,7 @@ impl LocalKafka {
         Ok(Self {
             producer,
             transactions: AtomicUsize::new(0),
-            brokers: brokers.to_owned(),
+            local: local.clone(),
             destination,
             topics,
             state_topic: state_topic.to_owned(),
@@ -313,12 +308,12 @@ impl LocalKafka {
 
     /// The last committed position of this client, or `None` for a new client.
     pub async fn load_cursor(&self) -> Result<Option<Cursor>, SinkError> {
-        let (brokers, topic, key) = (
-            self.brokers.clone(),
+        let (local, topic, key) = (
+            self.local.clone(),
             self.state_topic.clone(),
             self.client_id.clone(),
         );
-        let latest = blocking(move || read_latest(&brokers, &topic, &key))
+        let latest = blocking(move || read_latest(&local, &topic, &key))
             .await
             .map_err(|source| SinkError::LoadState {
                 topic: self.state_topic.clone(),
@@ -533,15 +528,16 @@ impl Lane for LocalKafka {
 }
 
 /// The newest committed value under `key` in the single-partition state topic.
-fn read_latest(brokers: &str, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
-    let consumer: BaseConsumer<EofQuietContext> = client_config(brokers)
-        .set("group.id", "kafka-replicator-client-state")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(EofQuietContext {
-            role: "local Kafka state reader",
-        })?;
+fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+    let config = local.config(|c| {
+        c.set("group.id", "kafka-replicator-client-state")
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+    });
+    let consumer: BaseConsumer<EofQuietContext> = config.create_with_context(EofQuietContext {
+        role: "local Kafka state reader",
+    })?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);

@@ -11,7 +11,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use shared::kafka::{client_config, topic_partitions};
+use shared::kafka::{Cluster, topic_partitions};
 
 /// How long one metadata lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,10 +41,12 @@ impl std::fmt::Debug for LocalTopics {
 }
 
 impl LocalTopics {
-    pub fn new(brokers: &str) -> Result<Self, KafkaError> {
-        let admin = client_config(brokers).create()?;
-        let probe = client_config(brokers)
-            .set("allow.auto.create.topics", "false")
+    pub fn new(local: &Cluster) -> Result<Self, KafkaError> {
+        let admin = local.config(|_| {}).create()?;
+        let probe = local
+            .config(|c| {
+                c.set("allow.auto.create.topics", "false");
+            })
             .create()?;
         Ok(Self {
             admin,

@@ -4,6 +4,7 @@
 use clap::{Args, Parser};
 use shared::config::{ConfigError, Validate, required};
 use shared::internal::{ConsumerAddr, validate_internal_token};
+use shared::kafka::{BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs};
 
 /// The source Kafka the consumer pod reads.
 #[derive(Debug, Clone, Args)]
@@ -31,7 +32,34 @@ pub struct SourceArgs {
         value_parser = clap::value_parser!(u32).range(1..=10_000)
     )]
     pub fetch_wait_ms: u32,
+    /// librdkafka properties for the source Kafka (TLS, SASL, …).
+    #[command(flatten)]
+    pub properties: KafkaPropertyArgs,
 }
+
+/// What the pod sets on its source clients itself: a user property may not change it.
+pub const SOURCE_GUARDS: &[Guard] = &[
+    BOOTSTRAP_GUARD,
+    Guard::SetBy {
+        key: "group.id",
+        variable: "KAFKA_GROUP_ID",
+    },
+    Guard::Fixed {
+        key: "isolation.level",
+        values: &["read_committed"],
+        why: "the pod serves only committed events; read_uncommitted would hand out events their producer may still abort",
+    },
+    Guard::Fixed {
+        key: "enable.auto.offset.store",
+        values: &["false"],
+        why: "the pod stores an offset only once its record is in the buffer",
+    },
+    Guard::Fixed {
+        key: "enable.partition.eof",
+        values: &["false", "true"],
+        why: "set per client by the pod; catch-up reads need it on, the group consumer off",
+    },
+];
 
 /// librdkafka's own default for `fetch.wait.max.ms`.
 pub const DEFAULT_FETCH_WAIT_MS: u32 = 500;
@@ -51,6 +79,7 @@ impl Validate for SourceArgs {
                 example: "orders,payments",
             });
         }
+        self.kafka_properties()?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::Missing {
                 var: "KAFKA_GROUP_ID",
@@ -66,6 +95,13 @@ impl SourceArgs {
     /// The bootstrap servers; call after [`Validate::validate`].
     pub fn brokers(&self) -> &str {
         self.brokers.as_deref().unwrap_or_default().trim()
+    }
+
+    /// The user's librdkafka properties for the source, checked against [`SOURCE_GUARDS`].
+    pub fn kafka_properties(&self) -> Result<KafkaProperties, ConfigError> {
+        let properties = self.properties.load()?;
+        properties.check(SOURCE_GUARDS)?;
+        Ok(properties)
     }
 
     /// The topic names, trimmed.

@@ -17,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::kafka::record_of;
-use shared::kafka::{EofQuietContext, topic_partitions};
+use shared::kafka::{EofQuietContext, KafkaProperties, topic_partitions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -168,6 +168,7 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     pub fn new(
         source: &SourceArgs,
+        properties: &KafkaProperties,
         buffer: Arc<RecordBuffer>,
         status: Arc<SourceStatus>,
         metrics: ConsumerMetrics,
@@ -177,7 +178,8 @@ impl KafkaSource {
             status,
             metrics: metrics.clone(),
         };
-        let consumer: StreamConsumer<SourceContext> = base_config(source.brokers())
+        let mut config = base_config(source.brokers());
+        config
             .set("group.id", &source.group_id)
             .set("fetch.wait.max.ms", source.fetch_wait_ms.to_string())
             .set("enable.auto.commit", "true")
@@ -192,8 +194,9 @@ impl KafkaSource {
                 PREFETCH_MAX_KBYTES.to_string(),
             )
             // Fetch again as soon as the buffer took some (the default waits a second).
-            .set("fetch.queue.backoff.ms", "5")
-            .create_with_context(context)?;
+            .set("fetch.queue.backoff.ms", "5");
+        properties.apply(&mut config);
+        let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         let topics = source.topics();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
@@ -289,7 +292,12 @@ impl std::fmt::Debug for KafkaReader {
 }
 
 impl KafkaReader {
-    pub fn new(brokers: &str, group_id: &str, status: Arc<SourceStatus>) -> Self {
+    pub fn new(
+        brokers: &str,
+        group_id: &str,
+        properties: &KafkaProperties,
+        status: Arc<SourceStatus>,
+    ) -> Self {
         let mut config = base_config(brokers);
         config
             .set("group.id", format!("{group_id}-reader"))
@@ -300,6 +308,7 @@ impl KafkaReader {
             .set("auto.offset.reset", "error")
             .set("enable.partition.eof", "true")
             .set("fetch.wait.max.ms", "50");
+        properties.apply(&mut config);
         Self {
             config,
             pool: Mutex::default(),

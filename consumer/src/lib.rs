@@ -30,6 +30,8 @@ const METADATA_EVERY: Duration = Duration::from_secs(3);
 pub enum ConsumerError {
     #[error("cannot create the Kafka consumer: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ConsumerAddr,
@@ -119,13 +121,19 @@ impl ConsumerPod {
             .set(i64::try_from(self.config.buffer.buffer_max_bytes).unwrap_or(i64::MAX));
         let buffer = Arc::new(RecordBuffer::new(limits, metrics.clone()));
         let status = Arc::new(kafka::SourceStatus::default());
+        let properties = source.kafka_properties()?;
+        if !properties.is_empty() {
+            tracing::info!(properties = %properties, "source Kafka properties");
+        }
         let kafka_reader = Arc::new(kafka::KafkaReader::new(
             source.brokers(),
             &source.group_id,
+            &properties,
             Arc::clone(&status),
         ));
         let kafka_source = kafka::KafkaSource::new(
             source,
+            &properties,
             Arc::clone(&buffer),
             Arc::clone(&status),
             metrics.clone(),

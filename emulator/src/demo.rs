@@ -10,7 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use shared::kafka::send_when_room;
+use shared::kafka::{Cluster, send_when_room};
 use tokio_util::sync::CancellationToken;
 
 /// Deliveries awaited at once before producing more.
@@ -64,9 +64,25 @@ impl DemoProducer {
         rate: u64,
         total: Option<u64>,
     ) -> Result<Self, KafkaError> {
-        let producer = shared::kafka::client_config(brokers)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "5")
+        Self::to_cluster(
+            &Cluster::new(brokers, Default::default()),
+            topic,
+            rate,
+            total,
+        )
+    }
+
+    /// The same, into a cluster reached with properties of its own (TLS, SASL, …).
+    pub fn to_cluster(
+        cluster: &Cluster,
+        topic: &str,
+        rate: u64,
+        total: Option<u64>,
+    ) -> Result<Self, KafkaError> {
+        let producer = cluster
+            .config(|c| {
+                c.set("enable.idempotence", "true").set("linger.ms", "5");
+            })
             .create()?;
         Ok(Self {
             producer,

@@ -11,6 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use rdkafka::types::RDKafkaErrorCode;
+use shared::kafka::{Cluster, KafkaProperties};
 
 /// Id of the mock cluster's only broker.
 const MOCK_BROKER_ID: i32 = 1;
@@ -23,16 +24,25 @@ const MOCK_FETCH_WAIT_MS: u32 = 5;
 pub enum KafkaCluster {
     /// An in-process mock cluster, alive as long as this value.
     Mock(MockKafka),
-    /// A real cluster (Apache Kafka, MSK, …) at these bootstrap servers.
-    External(String),
+    /// A real cluster (Apache Kafka, MSK, …) at these bootstrap servers, with the user's
+    /// properties for it.
+    External(Cluster),
 }
 
 impl KafkaCluster {
     /// A new mock cluster, or the given brokers.
     pub fn mock_or(brokers: Option<&str>) -> Result<Self, KafkaError> {
         match brokers {
-            Some(b) => Ok(Self::External(b.to_owned())),
+            Some(b) => Ok(Self::External(Cluster::new(b, KafkaProperties::default()))),
             None => MockKafka::start().map(Self::Mock),
+        }
+    }
+
+    /// A real cluster reached with `properties` (TLS, SASL, …); a mock cluster takes none.
+    pub fn with_properties(self, properties: KafkaProperties) -> Self {
+        match self {
+            Self::External(cluster) => Self::External(Cluster::new(cluster.brokers(), properties)),
+            mock @ Self::Mock(_) => mock,
         }
     }
 
@@ -40,7 +50,15 @@ impl KafkaCluster {
     pub fn bootstrap(&self) -> &str {
         match self {
             Self::Mock(m) => &m.bootstrap,
-            Self::External(b) => b,
+            Self::External(cluster) => cluster.brokers(),
+        }
+    }
+
+    /// The cluster as a Kafka client reaches it.
+    pub fn cluster(&self) -> Cluster {
+        match self {
+            Self::Mock(m) => Cluster::new(&m.bootstrap, KafkaProperties::default()),
+            Self::External(cluster) => cluster.clone(),
         }
     }
 
@@ -75,9 +93,8 @@ impl KafkaCluster {
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions),
-            Self::External(brokers) => {
-                let admin: AdminClient<DefaultClientContext> =
-                    shared::kafka::client_config(brokers).create()?;
+            Self::External(cluster) => {
+                let admin: AdminClient<DefaultClientContext> = cluster.config(|_| {}).create()?;
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&topic], &options).await? {

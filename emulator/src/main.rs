@@ -75,6 +75,12 @@ struct Args {
     cors: handlers::config::CorsArgs,
     #[command(flatten)]
     limits: handlers::config::RateLimitArgs,
+    /// librdkafka properties for the source Kafka (with KAFKA_BROKERS).
+    #[command(flatten)]
+    source_properties: shared::kafka::KafkaPropertyArgs,
+    /// librdkafka properties for the local Kafka (with LOCAL_KAFKA_BROKERS).
+    #[command(flatten)]
+    local_properties: shared::kafka::LocalKafkaPropertyArgs,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -222,6 +228,12 @@ impl Validate for Args {
     fn validate(&self) -> Result<(), shared::config::ConfigError> {
         self.buffer.validate()?;
         self.cors.validate()?;
+        self.source_properties
+            .load()?
+            .check(consumer::config::SOURCE_GUARDS)?;
+        self.local_properties
+            .load()?
+            .check(client::config::LOCAL_GUARDS)?;
         self.limits.validate()
     }
 }
@@ -267,6 +279,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     config.pod.source.group_id = args.group_id;
     config.pod.buffer = args.buffer;
+    config.pod.source.properties = args.source_properties;
+    config.client.properties = args.local_properties.into();
     config.handlers.keys.api_key = args.api_key;
     config.handlers.api_prefix = args.api_prefix;
     config.handlers.port = args.port;

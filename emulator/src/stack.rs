@@ -120,6 +120,8 @@ pub enum StackError {
     Handlers(#[from] handlers::HandlersError),
     #[error("client: {0}")]
     Client(#[from] client::ClientError),
+    #[error(transparent)]
+    Config(#[from] shared::config::ConfigError),
     #[error("API key: {0}")]
     ApiKey(#[from] handlers::api_keys::ApiKeysError),
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
@@ -200,8 +202,10 @@ fn spawn_pod(pod: consumer::ConsumerPod, shutdown: &CancellationToken) -> PodRun
 impl Stack {
     /// Starts everything and waits until the API says ready.
     pub async fn start(config: StackConfig) -> Result<Self, StackError> {
-        let source = KafkaCluster::mock_or(config.source_brokers.as_deref())?;
-        let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?;
+        let source = KafkaCluster::mock_or(config.source_brokers.as_deref())?
+            .with_properties(config.pod.source.kafka_properties()?);
+        let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?
+            .with_properties(config.client.kafka_properties()?);
         let topics: Vec<String> = std::iter::once(config.topic.clone())
             .chain(config.extra_topics.iter().cloned())
             .collect();
@@ -299,8 +303,8 @@ impl Stack {
         wait_ready(&info.api_base).await?;
 
         if config.events != Some(0) {
-            let demo = DemoProducer::new(
-                source.bootstrap(),
+            let demo = DemoProducer::to_cluster(
+                &source.cluster(),
                 &config.topic,
                 config.rate,
                 config.events,

@@ -61,3 +61,32 @@ fn bad_values_are_refused() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("interval"), "{stderr}");
 }
+
+#[test]
+fn a_property_that_would_break_exactly_once_is_refused_with_why() {
+    let env = [
+        ("SERVER_URL", "https://replicator.example.com"),
+        ("API_KEY", "k"),
+        ("KAFKA_BROKERS", "localhost:9092"),
+    ];
+    for (flag, says) in [
+        (
+            "enable.idempotence=false",
+            "enable.idempotence must be true",
+        ),
+        ("acks=1", "acks must be all or -1"),
+        ("transactional.id=mine", "set from CLIENT_ID"),
+        ("no.such.property=1", "no.such.property"),
+    ] {
+        let (code, stderr) = run(&env, &["--kafka-property", flag]);
+        assert_eq!(code, Some(2), "{flag}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: --kafka-property is invalid") && stderr.contains(says),
+            "{flag}: {stderr}"
+        );
+    }
+    let (code, stderr) = run(&env, &["--kafka-property", "sasl.password"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("is not KEY=VALUE"), "{stderr}");
+}

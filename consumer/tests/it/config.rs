@@ -116,3 +116,45 @@ fn the_healthcheck_passes_with_the_pods_token_only() {
     assert_eq!(without, Some(1), "refused without it");
     assert_eq!(wrong, Some(1), "refused with another");
 }
+
+#[test]
+fn kafka_properties_are_checked_at_start_without_showing_secrets() {
+    let source = [("KAFKA_BROKERS", "127.0.0.1:9"), ("KAFKA_TOPIC", "orders")];
+    let with = |properties: &str| {
+        let mut env = source.to_vec();
+        env.push(("KAFKA_PROPERTIES", properties));
+        run(&env)
+    };
+    for (properties, says) in [
+        ("no.such.property=1", "no.such.property"),
+        (
+            "isolation.level=read_uncommitted",
+            "isolation.level must be read_committed",
+        ),
+        ("group.id=mine", "set from KAFKA_GROUP_ID"),
+        ("bootstrap.servers=elsewhere:9092", "set from KAFKA_BROKERS"),
+    ] {
+        let (code, stderr) = with(properties);
+        assert_eq!(code, Some(2), "{properties}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.starts_with("error: KAFKA_PROPERTIES is invalid") && stderr.contains(says),
+            "{properties}: {stderr}"
+        );
+    }
+    let (code, stderr) = with("sasl.password=hunter2,2");
+    assert_eq!(code, Some(2));
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("kafka.properties");
+    std::fs::write(&file, "# SCRAM\nsasl.mechanism=SCRAM-SHA-512\nno.such=1\n").expect("file");
+    let mut env = source.to_vec();
+    let path = file.display().to_string();
+    env.push(("KAFKA_PROPERTIES_FILE", &path));
+    let (code, stderr) = run(&env);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("KAFKA_PROPERTIES_FILE is invalid") && stderr.contains("no.such"),
+        "{stderr}"
+    );
+}

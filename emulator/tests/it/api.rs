@@ -524,6 +524,7 @@ async fn unreachable_source_or_pod_is_503_with_retry_after() {
             topics: vec!["orders".into()],
             group_id: common::unique("group"),
             fetch_wait_ms: consumer::config::DEFAULT_FETCH_WAIT_MS,
+            properties: Default::default(),
         },
         buffer: consumer::config::BufferArgs {
             buffer_max_events: 100,

@@ -149,6 +149,7 @@ pub fn run_child_client_if_asked() {
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         client_id: spec.client_id,
+        properties: Default::default(),
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -178,6 +179,7 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         client_id: unique("client"),
+        properties: Default::default(),
     }
 }
 
@@ -340,10 +342,23 @@ pub async fn read_copies(
 /// Produces `records` (their topic, partition, key, value, headers and timestamp) to
 /// `topic`, every byte as given: header keys that are not UTF-8 too.
 pub async fn produce_records(brokers: &str, topic: &str, records: &[shared::Record]) {
+    produce_compressed(brokers, topic, records, "none").await;
+}
+
+/// [`produce_records`] in batches compressed with `codec` (librdkafka's
+/// `compression.type`).
+pub async fn produce_compressed(
+    brokers: &str,
+    topic: &str,
+    records: &[shared::Record],
+    codec: &str,
+) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     let producer: FutureProducer = shared::kafka::client_config(brokers)
         .set("enable.idempotence", "true")
         .set("message.max.bytes", "10000000")
+        .set("compression.type", codec)
+        .set("linger.ms", "20")
         .create()
         .expect("producer");
     for r in records {

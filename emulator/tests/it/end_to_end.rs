@@ -249,6 +249,7 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         client_id: common::unique("client"),
+        properties: Default::default(),
     })
     .expect("client");
     let mut progress = replicator.watch();
@@ -341,6 +342,33 @@ async fn every_byte_sequence_is_copied_exactly(
         }
     }
     assert_eq!(ready, 200, "the pod is still ready after every record");
+}
+
+/// A source whose producers compress with zstd, lz4, snappy or gzip is read and copied
+/// byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_codec_is_read_and_copied_on_apache_kafka() {
+    const TEST: &str = "every_codec_is_read_and_copied_on_apache_kafka";
+    const CODECS: [&str; 4] = ["zstd", "lz4", "snappy", "gzip"];
+    let (source, local) = common::apache_or_mock(TEST);
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.run_client = true;
+    let stack = common::start(config).await;
+    let info = stack.info.clone();
+    let records = common::random_records(rand::random(), 100 * CODECS.len(), 3);
+    for (codec, part) in CODECS.iter().zip(records.chunks(100)) {
+        common::produce_compressed(&info.source_brokers, &info.topic, part, codec).await;
+    }
+    let (source, copied) = source_and_copies(&info, records.len()).await;
+    stack.stop().await;
+    assert_totals(&source, &copied, records.len());
+    for (partition, originals) in &source {
+        for (copy, original) in copied[partition].iter().zip(originals) {
+            assert!(content(copy) == content(original), "partition {partition}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 //! out of the logs, sending through a full queue, reading partitions from metadata, and
 //! records as the bytes Kafka holds ([`records`]).
 
+pub mod properties;
 pub mod records;
 
 use std::time::Duration;
@@ -13,13 +14,50 @@ use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
+pub use properties::{
+    BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaPropertyArgs,
+};
 pub use records::{add_header, headers_of, record_of};
 
 /// The configuration every Kafka client of the product starts from: the bootstrap servers.
+/// The user's [`KafkaProperties`] go on last ([`KafkaProperties::apply`]), over the
+/// product's own settings.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);
     config
+}
+
+/// A Kafka cluster as the product reaches it: its bootstrap servers and the user's
+/// properties for it.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    brokers: String,
+    properties: KafkaProperties,
+}
+
+impl Cluster {
+    pub fn new(brokers: &str, properties: KafkaProperties) -> Self {
+        Self {
+            brokers: brokers.to_owned(),
+            properties,
+        }
+    }
+
+    /// The bootstrap servers.
+    pub fn brokers(&self) -> &str {
+        &self.brokers
+    }
+
+    /// A client configuration for this cluster: the bootstrap servers, then what `product`
+    /// sets, then the user's properties over it (those the product must decide are refused
+    /// at start, see [`Guard`]).
+    pub fn config(&self, product: impl FnOnce(&mut ClientConfig)) -> ClientConfig {
+        let mut config = client_config(&self.brokers);
+        product(&mut config);
+        self.properties.apply(&mut config);
+        config
+    }
 }
 
 /// The callbacks of a consumer that reads to the end of its partitions: reaching the end is
