@@ -442,3 +442,29 @@ pub fn random_records(seed: u64, n: usize, partitions: i32) -> Vec<shared::Recor
         })
         .collect()
 }
+
+/// Runs the Apache Kafka launcher of `infra/kafka-local` with `env` set; its stdout,
+/// trimmed.
+pub fn kafka_local_with(args: &[&str], env: &[(&str, &str)]) -> String {
+    let script = format!(
+        "{}/../infra/kafka-local/kafka-local.sh",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("launcher runs");
+    assert!(
+        out.status.success(),
+        "kafka-local.sh {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// [`kafka_local_with`] and nothing more in the environment.
+pub fn kafka_local(args: &[&str]) -> String {
+    kafka_local_with(args, &[])
+}

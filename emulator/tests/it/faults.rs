@@ -5,7 +5,6 @@
 
 use crate::common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use emulator::verify::read_topic;
@@ -110,25 +109,6 @@ async fn a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries() {
     common::assert_exactly_once(test, &copied, N);
 }
 
-/// Runs the Apache Kafka launcher of `infra/kafka-local`; its stdout, trimmed.
-fn kafka_local(args: &[&str]) -> String {
-    let script = format!(
-        "{}/../infra/kafka-local/kafka-local.sh",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let out = Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .output()
-        .expect("launcher runs");
-    assert!(
-        out.status.success(),
-        "kafka-local.sh {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_apache_kafka() {
     let test = "the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_apache_kafka";
@@ -139,7 +119,7 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
     let name = common::unique("restart");
     let local = tokio::task::spawn_blocking({
         let name = name.clone();
-        move || kafka_local(&["start", &name])
+        move || common::kafka_local(&["start", &name])
     })
     .await
     .expect("start task");
@@ -157,7 +137,7 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
     common::wait_for_copies(&local, &topic, 300).await;
     let restarted = tokio::task::spawn_blocking({
         let name = name.clone();
-        move || kafka_local(&["restart", &name])
+        move || common::kafka_local(&["restart", &name])
     })
     .await
     .expect("restart task");
@@ -166,7 +146,7 @@ async fn the_local_broker_restarted_mid_stream_loses_and_duplicates_nothing_on_a
         .await
         .expect("read local");
     stack.stop().await;
-    let _ = tokio::task::spawn_blocking(move || kafka_local(&["remove", &name])).await;
+    let _ = tokio::task::spawn_blocking(move || common::kafka_local(&["remove", &name])).await;
     common::assert_exactly_once(test, &copied, N);
 }
 

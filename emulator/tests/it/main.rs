@@ -12,5 +12,6 @@ mod infra;
 mod lambda;
 mod postman;
 mod processes;
+mod secured;
 mod security;
 mod topics;
