@@ -26,6 +26,10 @@ pub enum ClientError {
     Sink(#[from] sink::SinkError),
     #[error(transparent)]
     Config(#[from] shared::config::ConfigError),
+    #[error(
+        "local Kafka refused the client: {0}; check the credentials and certificates in KAFKA_PROPERTIES, KAFKA_PROPERTIES_FILE or --kafka-property"
+    )]
+    AccessRefused(shared::kafka::AccessRefused),
     #[error("the server sent an event that cannot be decoded: {0}")]
     BadEvent(#[from] shared::event::DecodeError),
     #[error("the server sent a cursor that cannot be decoded: {0}")]

@@ -22,6 +22,9 @@ use crate::destination::Destination;
 use crate::pipeline::{Step, WritePipeline};
 use crate::sink::{LocalKafka, SinkError};
 
+/// Longest the client waits at start to learn whether local Kafka accepts its credentials.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What the client is doing, for one log line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Health {
@@ -180,6 +183,14 @@ impl Replicator {
 
     /// Runs until `shutdown`; returns the totals.
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<Progress, ClientError> {
+        // Wrong credentials or certificates stop the start; a local Kafka not up yet does not.
+        let local = self.local.clone();
+        tokio::task::spawn_blocking(move || {
+            shared::kafka::check_access(&local, ACCESS_CHECK_TIMEOUT)
+        })
+        .await
+        .unwrap_or(Ok(()))
+        .map_err(ClientError::AccessRefused)?;
         let Some((lanes, start)) = self.connect(&shutdown).await? else {
             return Ok(self.progress);
         };

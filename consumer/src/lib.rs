@@ -25,6 +25,9 @@ pub use reader::EventReader;
 /// How often the pod re-reads the source's metadata (and so notices it is reachable).
 const METADATA_EVERY: Duration = Duration::from_secs(3);
 
+/// Longest the pod waits at start to learn whether the source accepts its credentials.
+const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Why the pod could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsumerError {
@@ -32,6 +35,10 @@ pub enum ConsumerError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error(transparent)]
     Config(#[from] shared::config::ConfigError),
+    #[error(
+        "the source Kafka refused the pod: {0}; check the credentials and certificates in KAFKA_PROPERTIES, KAFKA_PROPERTIES_FILE or --kafka-property"
+    )]
+    AccessRefused(shared::kafka::AccessRefused),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: ConsumerAddr,
@@ -67,6 +74,15 @@ impl std::fmt::Debug for ConsumerPod {
 impl ConsumerPod {
     /// Binds the internal socket (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, ConsumerError> {
+        // Wrong credentials or certificates stop the start; a source not up yet does not.
+        let source =
+            shared::kafka::Cluster::new(config.source.brokers(), config.source.kafka_properties()?);
+        tokio::task::spawn_blocking(move || {
+            shared::kafka::check_access(&source, ACCESS_CHECK_TIMEOUT)
+        })
+        .await
+        .unwrap_or(Ok(()))
+        .map_err(ConsumerError::AccessRefused)?;
         let addr = config.consumer_addr.clone();
         let bind_err = |source| ConsumerError::Bind {
             addr: addr.clone(),

@@ -122,6 +122,13 @@ pub enum StackError {
     Client(#[from] client::ClientError),
     #[error(transparent)]
     Config(#[from] shared::config::ConfigError),
+    #[error(
+        "the {which} Kafka refused the emulator: {refused}; check the credentials and certificates in its properties"
+    )]
+    AccessRefused {
+        which: &'static str,
+        refused: shared::kafka::AccessRefused,
+    },
     #[error("API key: {0}")]
     ApiKey(#[from] handlers::api_keys::ApiKeysError),
     #[error("cannot listen on 127.0.0.1:{port}: {source}")]
@@ -206,6 +213,17 @@ impl Stack {
             .with_properties(config.pod.source.kafka_properties()?);
         let local = KafkaCluster::mock_or(config.local_brokers.as_deref())?
             .with_properties(config.client.kafka_properties()?);
+        // Wrong credentials or certificates stop the start at once, as in the pod and the
+        // client, before any topic is created.
+        for (which, cluster) in [("source", &source), ("local", &local)] {
+            let cluster = cluster.cluster();
+            tokio::task::spawn_blocking(move || {
+                shared::kafka::check_access(&cluster, Duration::from_secs(5))
+            })
+            .await
+            .unwrap_or(Ok(()))
+            .map_err(|refused| StackError::AccessRefused { which, refused })?;
+        }
         let topics: Vec<String> = std::iter::once(config.topic.clone())
             .chain(config.extra_topics.iter().cloned())
             .collect();

@@ -52,6 +52,19 @@ pub fn load<T: Parser + Validate>() -> T {
     config
 }
 
+/// How a binary ends: on an error, one line on stderr with its causes (`error: …: …`) and
+/// exit status 1.
+pub fn exit_code<E: std::fmt::Display>(result: Result<(), E>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            // `{:#}` puts anyhow's causes on the same line.
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// The configuration `T` holds with no flag given and nothing in the environment: the
 /// defaults its flags declare, in one place, for code that builds a configuration itself.
 pub fn defaults<T: Parser>() -> T {

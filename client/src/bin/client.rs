@@ -5,11 +5,10 @@ use anyhow::Context;
 use client::Config;
 use shared::config;
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     client::memory::tune_malloc();
-    tokio::runtime::Runtime::new()
-        .context("cannot start the async runtime")?
-        .block_on(run())
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime");
+    shared::config::exit_code(runtime.and_then(|runtime| runtime.block_on(run())))
 }
 
 async fn run() -> anyhow::Result<()> {

@@ -40,7 +40,7 @@ impl Validate for Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let Cli { command, config } = config::load();
     if let Some(Command::Healthcheck) = command {
         std::process::exit(shared::probe::exit_code(
@@ -50,6 +50,10 @@ async fn main() -> anyhow::Result<()> {
         ));
     }
     shared::telemetry::init();
+    shared::config::exit_code(run(config).await)
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
     let pod = consumer::ConsumerPod::bind(config)
         .await
         .context("consumer pod could not start")?;

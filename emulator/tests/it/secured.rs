@@ -22,7 +22,6 @@ struct Certificates {
     client_cert: PathBuf,
     client_key: PathBuf,
     /// A CA that signed nothing here.
-    #[allow(dead_code)]
     stranger_ca: PathBuf,
 }
 
@@ -191,14 +190,129 @@ async fn replicates_from_scram_to_mtls_exactly_once_on_apache_kafka() {
     // One cluster on both ends: the copies go to their own topic.
     config.client.topic_prefix = Some("copy.".into());
     config.create_local_topic = false;
-    config.pod.source.properties.kafka_properties =
-        Some(broker.scram_properties(&broker.password));
+    config.pod.source.properties.kafka_properties = Some(broker.scram_properties(&broker.password));
     config.client.properties.kafka_properties = Some(broker.mtls_properties(&broker.tls.ca, true));
     let stack = common::start(config).await;
     let copies = format!("copy.{}", stack.info.topic);
-    let copied = read_topic(&broker.plaintext, &copies, N as usize, Duration::from_secs(60))
-        .await
-        .expect("read copies");
+    let copied = read_topic(
+        &broker.plaintext,
+        &copies,
+        N as usize,
+        Duration::from_secs(60),
+    )
+    .await
+    .expect("read copies");
     stack.stop().await;
     common::assert_exactly_once(TEST, &copied, N);
+}
+
+/// What the pod says at start against the SCRAM listener with `properties`, if it stops.
+async fn pod_error(broker: &SecuredBroker, properties: String) -> Option<String> {
+    let mut config = consumer::Config::default();
+    config.source.brokers = Some(broker.scram.clone());
+    config.source.topics = vec!["orders".into()];
+    config.source.properties.kafka_properties = Some(properties);
+    config.consumer_addr = shared::internal::ConsumerAddr::Tcp("127.0.0.1:0".into());
+    consumer::ConsumerPod::bind(config)
+        .await
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// What the client says at start against the mTLS listener with `properties`, if it stops.
+async fn client_error(broker: &SecuredBroker, properties: String) -> Option<String> {
+    let mut config = client::Config {
+        server_url: Some("http://127.0.0.1:9".into()),
+        api_key: Some("unused-key-0123456789".into()),
+        kafka_brokers: Some(broker.mtls.clone()),
+        ..client::Config::default()
+    };
+    config.properties.kafka_properties = Some(properties);
+    let replicator = client::Replicator::new(&config).expect("client");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stopper = stop.clone();
+    // A client that got in would run until stopped.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(15)).await;
+        stopper.cancel();
+    });
+    replicator.run(stop).await.err().map(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_and_certificates_stop_the_start_with_one_clear_line_on_apache_kafka() {
+    const TEST: &str =
+        "wrong_credentials_and_certificates_stop_the_start_with_one_clear_line_on_apache_kafka";
+    if common::apache_kafka_only(TEST).is_none() {
+        return;
+    }
+    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
+        .await
+        .expect("broker");
+    let wrong_password = pod_error(&broker, broker.scram_properties("not-it")).await;
+    let stranger = format!(
+        "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={USER},\
+         sasl.password={},ssl.ca.location={}",
+        broker.password,
+        broker.tls.stranger_ca.display()
+    );
+    let untrusted = pod_error(&broker, stranger).await;
+    let no_certificate = client_error(&broker, broker.mtls_properties(&broker.tls.ca, false)).await;
+    // The emulator checks its clusters as the pod does, and refuses an unknown property.
+    let mut config = common::config();
+    config.source_brokers = Some(broker.scram.clone());
+    config.local_brokers = Some(broker.mtls.clone());
+    config.pod.source.properties.kafka_properties = Some(broker.scram_properties("not-it"));
+    let emulator_refused = emulator::Stack::start(config)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    let mut config = common::config();
+    config.source_brokers = Some(broker.scram.clone());
+    config.pod.source.properties.kafka_properties = Some("no.such.property=1".into());
+    let unknown = emulator::Stack::start(config)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    for (case, said, wanted) in [
+        (
+            "wrong password",
+            &wrong_password,
+            "the source Kafka refused the pod",
+        ),
+        (
+            "untrusted CA",
+            &untrusted,
+            "the source Kafka refused the pod",
+        ),
+        (
+            "no client certificate",
+            &no_certificate,
+            "local Kafka refused the client",
+        ),
+        (
+            "emulator, wrong password",
+            &emulator_refused,
+            "the source Kafka refused",
+        ),
+        ("unknown property", &unknown, "no.such.property"),
+    ] {
+        eprintln!("{TEST}: {case}: {said:?}");
+        let said = said
+            .as_deref()
+            .unwrap_or_else(|| panic!("{case}: the start went on"));
+        assert!(said.contains(wanted), "{case}: {said}");
+        assert_eq!(said.lines().count(), 1, "{case}: {said}");
+        assert!(
+            !said.contains(&broker.password),
+            "{case}: a secret shown: {said}"
+        );
+    }
+    let wrong_password = wrong_password.unwrap_or_default();
+    assert!(
+        wrong_password.contains(&broker.scram) && wrong_password.contains("uthentication"),
+        "names the broker and what failed: {wrong_password}"
+    );
+    let untrusted = untrusted.unwrap_or_default();
+    assert!(untrusted.contains("certificate"), "{untrusted}");
 }

@@ -43,12 +43,12 @@ impl Validate for Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
     let Cli { command, config } = config::load();
     match command {
         Some(Command::GenerateApiKey) => {
             println!("{}", handlers::api_keys::generate_key());
-            return Ok(());
+            return std::process::ExitCode::SUCCESS;
         }
         Some(Command::Healthcheck) => {
             let addr = ConsumerAddr::Tcp(format!("127.0.0.1:{}", config.port));
@@ -58,8 +58,12 @@ async fn main() -> anyhow::Result<()> {
         None => {}
     }
     shared::telemetry::init();
-    let state = handlers::AppState::from_config(&config).await?;
-    handlers::server::serve(&config, state, shared::shutdown::signal())
+    shared::config::exit_code(serve(&config).await)
+}
+
+async fn serve(config: &Config) -> anyhow::Result<()> {
+    let state = handlers::AppState::from_config(config).await?;
+    handlers::server::serve(config, state, shared::shutdown::signal())
         .await
         .context("handlers-server")
 }

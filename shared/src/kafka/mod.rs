@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::ConsumerContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
@@ -57,6 +57,75 @@ impl Cluster {
         product(&mut config);
         self.properties.apply(&mut config);
         config
+    }
+}
+
+/// A cluster refused the product's credentials or certificates: what librdkafka said,
+/// naming the broker.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AccessRefused(pub String);
+
+/// Notes the first refused authentication or TLS handshake.
+#[derive(Default)]
+struct AccessContext {
+    refused: std::sync::Mutex<Option<String>>,
+}
+
+impl ClientContext for AccessContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = error.rdkafka_error_code();
+        let refused = matches!(
+            code,
+            Some(RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)
+        )
+            // A TLS alert from the broker (a client certificate missing or refused)
+            // arrives as a transport failure carrying OpenSSL's words.
+            || reason.contains("SSL handshake failed")
+            || reason.contains("SSL routines");
+        if refused {
+            self.refused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert_with(|| reason.to_owned());
+        }
+    }
+}
+
+impl ConsumerContext for AccessContext {}
+
+/// Connects to `cluster` for at most `timeout` (blocking): a refused authentication or TLS
+/// handshake is an [`AccessRefused`] naming the broker and why. A cluster that does not
+/// answer in time is not an error: it may come up later, and every client retries.
+pub fn check_access(cluster: &Cluster, timeout: Duration) -> Result<(), AccessRefused> {
+    let config = cluster.config(|c| {
+        c.set("group.id", "kafka-replicator-access-check");
+    });
+    // A configuration librdkafka refuses is reported where the real clients are made.
+    let Ok(consumer) =
+        config.create_with_context::<_, BaseConsumer<AccessContext>>(AccessContext::default())
+    else {
+        return Ok(());
+    };
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let answered = consumer
+            .fetch_metadata(None, Duration::from_millis(250))
+            .is_ok();
+        // Serves the error callbacks.
+        let _ = consumer.poll(Duration::from_millis(50));
+        if let Some(reason) = consumer
+            .context()
+            .refused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+        {
+            return Err(AccessRefused(reason));
+        }
+        if answered || std::time::Instant::now() >= deadline {
+            return Ok(());
+        }
     }
 }
 
