@@ -192,6 +192,16 @@ impl KafkaProperties {
     /// librdkafka does not know or does not take the value of, naming it.
     pub fn check(&self, guards: &[Guard]) -> Result<(), ConfigError> {
         for p in &self.entries {
+            let mechanism = matches!(p.key.as_str(), "sasl.mechanism" | "sasl.mechanisms");
+            if mechanism && p.value.eq_ignore_ascii_case("AWS_MSK_IAM") {
+                return Err(ConfigError::Invalid {
+                    var: p.from,
+                    reason: "MSK IAM (AWS_MSK_IAM) is not supported in this version; reach MSK with SASL/SCRAM (port 9096) or TLS client certificates (port 9094)".into(),
+                    example: "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512",
+                });
+            }
+        }
+        for p in &self.entries {
             let Some(guard) = guards.iter().find(|g| g.key() == p.key) else {
                 continue;
             };
@@ -505,6 +515,11 @@ mod tests {
         assert!(err.contains("no.such.property"), "{err}");
         let err = check("security.protocol=PIGEON").unwrap_err();
         assert!(err.contains("security.protocol"), "{err}");
+        let err = check("sasl.mechanism=AWS_MSK_IAM").unwrap_err();
+        assert!(
+            err.contains("MSK IAM (AWS_MSK_IAM) is not supported"),
+            "{err}"
+        );
     }
 
     #[test]
