@@ -438,6 +438,63 @@ fn assert_hardened(overlay: &str, deployment: &Value) {
     }
 }
 
+/// The pod's egress to Kafka opens exactly the listener ports it can use: plaintext 9092,
+/// TLS 9094, SASL/SCRAM 9096.
+fn assert_kafka_egress(overlay: &str, policies: Vec<&Value>) {
+    let kafka_ports: Vec<Vec<i64>> = policies
+        .iter()
+        .flat_map(|p| p["spec"]["egress"].as_sequence().into_iter().flatten())
+        .map(|rule| {
+            rule["ports"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["port"].as_i64())
+                .collect::<Vec<i64>>()
+        })
+        .filter(|ports| ports.iter().any(|p| (9092..=9098).contains(p)))
+        .collect();
+    assert!(
+        !kafka_ports.is_empty(),
+        "{overlay}: an egress rule to Kafka"
+    );
+    for ports in kafka_ports {
+        assert_eq!(ports, [9092, 9094, 9096], "{overlay}: Kafka egress ports");
+    }
+}
+
+/// `KAFKA_PROPERTIES_FILE` names a file in a read-only mount of `secret`.
+fn assert_properties_from_secret(overlay: &str, deployment: &Value, secret: &str) {
+    let consumer = container(deployment, "consumer").expect("consumer container");
+    let file = env_entry(consumer, "KAFKA_PROPERTIES_FILE")
+        .and_then(|e| e["value"].as_str())
+        .unwrap_or_else(|| panic!("{overlay}: KAFKA_PROPERTIES_FILE is set"));
+    let mount = consumer["volumeMounts"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|m| {
+            m["mountPath"]
+                .as_str()
+                .is_some_and(|dir| file.starts_with(&format!("{dir}/")))
+        })
+        .unwrap_or_else(|| panic!("{overlay}: {file} is in a mounted volume"));
+    assert_eq!(
+        mount["readOnly"], true,
+        "{overlay}: the properties mount is read-only"
+    );
+    let volume = deployment["spec"]["template"]["spec"]["volumes"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|v| v["name"] == mount["name"])
+        .unwrap_or_else(|| panic!("{overlay}: the mount's volume"));
+    assert_eq!(
+        volume["secret"]["secretName"], secret,
+        "{overlay}: the properties, password included, come from the Secret {secret}"
+    );
+}
+
 #[test]
 fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
     const TEST: &str = "each_kubernetes_overlay_renders_validates_and_is_hardened";
@@ -504,6 +561,14 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
         for deployment in &deployments {
             assert_hardened(label, deployment);
             assert_internal_socket(label, deployment);
+        }
+        assert_kafka_egress(label, of_kind("NetworkPolicy").collect());
+        if label == "aks" {
+            let consumer = deployments
+                .iter()
+                .find(|d| container(d, "consumer").is_some())
+                .expect("consumer");
+            assert_properties_from_secret(label, consumer, "kafka-replicator-kafka");
         }
         assert!(
             deployments
