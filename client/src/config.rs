@@ -3,7 +3,7 @@
 
 use clap::Parser;
 use shared::config::{ConfigError, Validate, is_loopback_host, parse_prefix, required, url_host};
-use shared::kafka::{BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs};
+use shared::kafka::{Guard, KafkaProperties, KafkaPropertyArgs};
 
 /// Where a client with no saved position starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -82,7 +82,6 @@ pub struct Config {
 /// What the client sets on its local Kafka clients itself: a user property may not change
 /// it.
 pub const LOCAL_GUARDS: &[Guard] = &[
-    BOOTSTRAP_GUARD,
     Guard::SetBy {
         key: "transactional.id",
         variable: "CLIENT_ID",

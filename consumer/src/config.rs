@@ -4,7 +4,7 @@
 use clap::{Args, Parser};
 use shared::config::{ConfigError, Validate, required};
 use shared::internal::{ConsumerAddr, validate_internal_token};
-use shared::kafka::{BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs};
+use shared::kafka::{Guard, KafkaProperties, KafkaPropertyArgs};
 
 /// The source Kafka the consumer pod reads.
 #[derive(Debug, Clone, Args)]
@@ -39,7 +39,6 @@ pub struct SourceArgs {
 
 /// What the pod sets on its source clients itself: a user property may not change it.
 pub const SOURCE_GUARDS: &[Guard] = &[
-    BOOTSTRAP_GUARD,
     Guard::SetBy {
         key: "group.id",
         variable: "KAFKA_GROUP_ID",

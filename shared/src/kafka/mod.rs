@@ -14,9 +14,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
-pub use properties::{
-    BOOTSTRAP_GUARD, Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaPropertyArgs,
-};
+pub use properties::{Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaPropertyArgs};
 pub use records::{add_header, headers_of, record_of};
 
 /// The configuration every Kafka client of the product starts from: the bootstrap servers.

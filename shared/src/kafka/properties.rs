@@ -42,21 +42,71 @@ pub enum Guard {
         values: &'static [&'static str],
         why: &'static str,
     },
+    /// A value the product cannot work with (yet).
+    Unsupported {
+        key: &'static str,
+        value: &'static str,
+        why: &'static str,
+    },
 }
 
 impl Guard {
     fn key(&self) -> &'static str {
         match self {
-            Self::SetBy { key, .. } | Self::Fixed { key, .. } => key,
+            Self::SetBy { key, .. } | Self::Fixed { key, .. } | Self::Unsupported { key, .. } => {
+                key
+            }
+        }
+    }
+
+    /// Why `value` is refused for its key, if it is.
+    fn refusal(&self, value: &str) -> Option<String> {
+        match *self {
+            Self::SetBy { key, variable } => {
+                Some(format!("{key} is set from {variable}; set that instead"))
+            }
+            Self::Fixed { key, values, why } => {
+                (!values.iter().any(|v| v.eq_ignore_ascii_case(value)))
+                    .then(|| format!("{key} must be {}: {why}", values.join(" or ")))
+            }
+            Self::Unsupported {
+                value: refused,
+                why,
+                ..
+            } => refused.eq_ignore_ascii_case(value).then(|| why.to_owned()),
         }
     }
 }
 
-/// Properties every client sets from a variable of its own: the brokers.
-pub const BOOTSTRAP_GUARD: Guard = Guard::SetBy {
-    key: "bootstrap.servers",
-    variable: "KAFKA_BROKERS",
-};
+/// What every client refuses, besides its own guards: the brokers come from
+/// `KAFKA_BROKERS`, and MSK IAM is not built yet.
+const COMMON_GUARDS: &[Guard] = &[
+    Guard::SetBy {
+        key: "bootstrap.servers",
+        variable: "KAFKA_BROKERS",
+    },
+    Guard::Unsupported {
+        key: "sasl.mechanism",
+        value: "AWS_MSK_IAM",
+        why: "MSK IAM (AWS_MSK_IAM) is not supported in this version; reach MSK with SASL/SCRAM (port 9096) or TLS client certificates (port 9094)",
+    },
+];
+
+/// librdkafka's other names for properties the guards know, mapped to the name the guards
+/// use, so a guard cannot be passed by spelling its property another way.
+const ALIASES: &[(&str, &str)] = &[
+    ("metadata.broker.list", "bootstrap.servers"),
+    ("request.required.acks", "acks"),
+    ("sasl.mechanisms", "sasl.mechanism"),
+];
+
+/// The name a property is kept under: its guarded name when it is an alias of one.
+fn canonical(key: &str) -> &str {
+    ALIASES
+        .iter()
+        .find(|(alias, _)| *alias == key)
+        .map_or(key, |(_, name)| name)
+}
 
 /// Whether a property's value is a secret, never to be shown: anything named like a
 /// password, a secret or a key.
@@ -153,6 +203,7 @@ impl KafkaProperties {
     }
 
     fn set(&mut self, key: &str, value: &str, from: &'static str) {
+        let key = canonical(key);
         self.entries.retain(|p| p.key != key);
         self.entries.push(Property {
             key: key.to_owned(),
@@ -188,40 +239,22 @@ impl KafkaProperties {
         }
     }
 
-    /// Refuses a property the product sets itself (see [`Guard`]), and any property
-    /// librdkafka does not know or does not take the value of, naming it.
+    /// Refuses a property the product sets itself or cannot work with ([`Guard`]s: the
+    /// common ones and `guards`), and any property librdkafka does not know or does not
+    /// take the value of, naming it.
     pub fn check(&self, guards: &[Guard]) -> Result<(), ConfigError> {
         for p in &self.entries {
-            let mechanism = matches!(p.key.as_str(), "sasl.mechanism" | "sasl.mechanisms");
-            if mechanism && p.value.eq_ignore_ascii_case("AWS_MSK_IAM") {
+            let refusal = COMMON_GUARDS
+                .iter()
+                .chain(guards)
+                .filter(|g| g.key() == p.key)
+                .find_map(|g| g.refusal(&p.value));
+            if let Some(reason) = refusal {
                 return Err(ConfigError::Invalid {
                     var: p.from,
-                    reason: "MSK IAM (AWS_MSK_IAM) is not supported in this version; reach MSK with SASL/SCRAM (port 9096) or TLS client certificates (port 9094)".into(),
-                    example: "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512",
+                    reason,
+                    example: example_for(p.from),
                 });
-            }
-        }
-        for p in &self.entries {
-            let Some(guard) = guards.iter().find(|g| g.key() == p.key) else {
-                continue;
-            };
-            match guard {
-                Guard::SetBy { key, variable } => {
-                    return Err(ConfigError::Invalid {
-                        var: p.from,
-                        reason: format!("{key} is set from {variable}; set that instead"),
-                        example: example_for(p.from),
-                    });
-                }
-                Guard::Fixed { key, values, why } => {
-                    if !values.iter().any(|v| v.eq_ignore_ascii_case(&p.value)) {
-                        return Err(ConfigError::Invalid {
-                            var: p.from,
-                            reason: format!("{key} must be {}: {why}", values.join(" or ")),
-                            example: example_for(p.from),
-                        });
-                    }
-                }
             }
         }
         for p in &self.entries {
@@ -489,14 +522,11 @@ mod tests {
 
     #[test]
     fn what_the_product_sets_and_unknown_properties_are_refused_by_name() {
-        let guards = [
-            BOOTSTRAP_GUARD,
-            Guard::Fixed {
-                key: "enable.idempotence",
-                values: &["true"],
-                why: "exactly-once needs it",
-            },
-        ];
+        let guards = [Guard::Fixed {
+            key: "enable.idempotence",
+            values: &["true"],
+            why: "exactly-once needs it",
+        }];
         let check = |list: &str| {
             KafkaProperties::parse_list(list, "KAFKA_PROPERTIES")
                 .unwrap()
@@ -520,6 +550,22 @@ mod tests {
             err.contains("MSK IAM (AWS_MSK_IAM) is not supported"),
             "{err}"
         );
+        // librdkafka's other names for a guarded property are guarded too.
+        let err = check("metadata.broker.list=x:9092").unwrap_err();
+        assert!(err.contains("set from KAFKA_BROKERS"), "{err}");
+        let err = check("sasl.mechanisms=aws_msk_iam").unwrap_err();
+        assert!(err.contains("is not supported"), "{err}");
+        let acks = [Guard::Fixed {
+            key: "acks",
+            values: &["all", "-1"],
+            why: "every replica",
+        }];
+        let err = KafkaProperties::parse_list("request.required.acks=1", "KAFKA_PROPERTIES")
+            .unwrap()
+            .check(&acks)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("acks must be all or -1"), "{err}");
     }
 
     #[test]
