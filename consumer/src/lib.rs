@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::internal::ConsumerAddr;
+use shared::kafka::KafkaProperties;
 
 use tokio_util::sync::CancellationToken;
 
@@ -59,6 +60,8 @@ enum Listener {
 /// A consumer pod whose internal socket is bound; [`ConsumerPod::run`] starts consuming.
 pub struct ConsumerPod {
     config: Config,
+    /// The user's properties for the source, read and checked once, at bind.
+    properties: KafkaProperties,
     listener: Listener,
     local_addr: ConsumerAddr,
 }
@@ -75,8 +78,8 @@ impl ConsumerPod {
     /// Binds the internal socket (port 0 picks a free port).
     pub async fn bind(config: Config) -> Result<Self, ConsumerError> {
         // Wrong credentials or certificates stop the start; a source not up yet does not.
-        let source =
-            shared::kafka::Cluster::new(config.source.brokers(), config.source.kafka_properties()?);
+        let properties = config.source.kafka_properties()?;
+        let source = shared::kafka::Cluster::new(config.source.brokers(), properties.clone());
         tokio::task::spawn_blocking(move || {
             shared::kafka::check_access(&source, ACCESS_CHECK_TIMEOUT)
         })
@@ -110,6 +113,7 @@ impl ConsumerPod {
         };
         Ok(Self {
             config,
+            properties,
             listener,
             local_addr,
         })
@@ -137,19 +141,19 @@ impl ConsumerPod {
             .set(i64::try_from(self.config.buffer.buffer_max_bytes).unwrap_or(i64::MAX));
         let buffer = Arc::new(RecordBuffer::new(limits, metrics.clone()));
         let status = Arc::new(kafka::SourceStatus::default());
-        let properties = source.kafka_properties()?;
+        let properties = &self.properties;
         if !properties.is_empty() {
             tracing::info!(properties = %properties, "source Kafka properties");
         }
         let kafka_reader = Arc::new(kafka::KafkaReader::new(
             source.brokers(),
             &source.group_id,
-            &properties,
+            properties,
             Arc::clone(&status),
         ));
         let kafka_source = kafka::KafkaSource::new(
             source,
-            &properties,
+            properties,
             Arc::clone(&buffer),
             Arc::clone(&status),
             metrics.clone(),
