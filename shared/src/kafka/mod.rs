@@ -18,8 +18,8 @@ pub use properties::{Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaProper
 pub use records::{add_header, headers_of, record_of};
 
 /// The configuration every Kafka client of the product starts from: the bootstrap servers.
-/// The user's [`KafkaProperties`] go on last ([`KafkaProperties::apply`]), over the
-/// product's own settings.
+/// A cluster reached with the user's [`KafkaProperties`] is configured through
+/// [`Cluster::config`] instead, which puts them on last.
 pub fn client_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config.set("bootstrap.servers", brokers);

@@ -340,9 +340,21 @@ fn load(
     Ok(properties)
 }
 
-/// Values that may hold secrets, shown only as how many there are.
-fn redacted_len<T>(values: &[T]) -> String {
-    format!("{} value(s), redacted", values.len())
+/// The three layers as `Debug` shows them: the flags only counted and the list only
+/// said to be there, since either may hold a secret; the file's path as it is.
+fn debug_layers(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    fields: [&str; 3],
+    flags: &[String],
+    list: Option<&String>,
+    file: Option<&PathBuf>,
+) -> fmt::Result {
+    f.debug_struct(name)
+        .field(fields[0], &format!("{} value(s), redacted", flags.len()))
+        .field(fields[1], &list.map(|_| "<redacted>"))
+        .field(fields[2], &file)
+        .finish()
 }
 
 /// librdkafka properties for the Kafka a binary talks to (the pod's source, the client's
@@ -385,14 +397,18 @@ impl KafkaPropertyArgs {
 
 impl fmt::Debug for KafkaPropertyArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("KafkaPropertyArgs")
-            .field("kafka_property", &redacted_len(&self.kafka_property))
-            .field(
+        debug_layers(
+            f,
+            "KafkaPropertyArgs",
+            [
+                "kafka_property",
                 "kafka_properties",
-                &self.kafka_properties.as_ref().map(|_| "<redacted>"),
-            )
-            .field("kafka_properties_file", &self.kafka_properties_file)
-            .finish()
+                "kafka_properties_file",
+            ],
+            &self.kafka_property,
+            self.kafka_properties.as_ref(),
+            self.kafka_properties_file.as_ref(),
+        )
     }
 }
 
@@ -448,20 +464,18 @@ impl LocalKafkaPropertyArgs {
 
 impl fmt::Debug for LocalKafkaPropertyArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocalKafkaPropertyArgs")
-            .field(
+        debug_layers(
+            f,
+            "LocalKafkaPropertyArgs",
+            [
                 "local_kafka_property",
-                &redacted_len(&self.local_kafka_property),
-            )
-            .field(
                 "local_kafka_properties",
-                &self.local_kafka_properties.as_ref().map(|_| "<redacted>"),
-            )
-            .field(
                 "local_kafka_properties_file",
-                &self.local_kafka_properties_file,
-            )
-            .finish()
+            ],
+            &self.local_kafka_property,
+            self.local_kafka_properties.as_ref(),
+            self.local_kafka_properties_file.as_ref(),
+        )
     }
 }
 
