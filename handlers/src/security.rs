@@ -127,7 +127,9 @@ async fn refuse_what_no_layer_sees(request: Request, next: Next) -> Response {
     if let Some(err) = oversized(request.headers()) {
         return err.into_response();
     }
-    if request.body().size_hint().lower() > MAX_BODY_BYTES {
+    // A declared length is RequestBodyLimitLayer's to judge.
+    let undeclared = !request.headers().contains_key(header::CONTENT_LENGTH);
+    if undeclared && request.body().size_hint().lower() > MAX_BODY_BYTES {
         return too_large().into_response();
     }
     next.run(request).await
