@@ -238,15 +238,18 @@ impl Validate for Args {
     }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args: Args = shared::config::load();
     if matches!(args.command, Some(Command::BenchClient)) {
         // The benchmark's client process, as the client binary runs.
         client::memory::tune_malloc();
     }
-    tokio::runtime::Runtime::new()
-        .context("cannot start the async runtime")?
-        .block_on(run(args))
+    // One line on failure, causes included, as every binary of the product says it.
+    shared::config::exit_code(
+        tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(args))),
+    )
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
