@@ -106,6 +106,11 @@ pub const LOCAL_GUARDS: &[Guard] = &[
         values: &["true"],
         why: "the client reads its saved position to the end of the state topic",
     },
+    Guard::Unsupported {
+        key: "sasl.mechanism",
+        value: shared::kafka::oauth::AWS_MSK_IAM,
+        why: "MSK IAM (AWS_MSK_IAM) is for the source Kafka in AWS, which the consumer pod reaches; reach local Kafka with TLS, mTLS or SASL/SCRAM",
+    },
 ];
 
 impl Config {

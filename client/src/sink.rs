@@ -88,6 +88,7 @@ struct Deliveries {
     /// Its first refused record: the topic and why.
     refused: Mutex<Option<(String, KafkaError)>>,
     done: tokio::sync::Notify,
+    tokens: shared::kafka::OAuthTokens,
 }
 
 impl Deliveries {
@@ -123,7 +124,9 @@ impl Deliveries {
     }
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    shared::answer_token_refresh!(tokens);
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
@@ -283,7 +286,10 @@ impl LocalKafka {
                 .set("message.copy.max.bytes", "0");
         });
         let producer: ThreadedProducer<Deliveries> = config
-            .create_with_context(Deliveries::default())
+            .create_with_context(Deliveries {
+                tokens: local.tokens().clone(),
+                ..Deliveries::default()
+            })
             .map_err(SinkError::Create)?;
         let p = producer.clone();
         blocking(move || {
@@ -535,9 +541,11 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
             .set("isolation.level", "read_committed")
             .set("enable.partition.eof", "true");
     });
-    let consumer: BaseConsumer<EofQuietContext> = config.create_with_context(EofQuietContext {
-        role: "local Kafka state reader",
-    })?;
+    let consumer: BaseConsumer<EofQuietContext> =
+        config.create_with_context(EofQuietContext::of("local Kafka state reader", local))?;
+    if let Err(err) = local.tokens().prime(consumer.client()) {
+        tracing::warn!(error = %err, "no OAUTHBEARER token for the state reader");
+    }
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);

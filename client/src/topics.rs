@@ -8,10 +8,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use shared::kafka::{Cluster, topic_partitions};
+use shared::kafka::{Cluster, OAuthTokens, TokenContext, topic_partitions};
 
 /// How long one metadata lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -28,9 +27,10 @@ enum Known {
 
 /// The local Kafka's topics, as far as the client needs them.
 pub struct LocalTopics {
-    admin: AdminClient<DefaultClientContext>,
+    admin: AdminClient<TokenContext>,
     /// A consumer handle for lookups: it never asks the broker to auto-create a topic.
-    probe: Arc<BaseConsumer>,
+    probe: Arc<BaseConsumer<TokenContext>>,
+    tokens: OAuthTokens,
     known: Mutex<HashMap<String, Known>>,
 }
 
@@ -42,15 +42,18 @@ impl std::fmt::Debug for LocalTopics {
 
 impl LocalTopics {
     pub fn new(local: &Cluster) -> Result<Self, KafkaError> {
-        let admin = local.config(|_| {}).create()?;
+        let admin = local
+            .config(|_| {})
+            .create_with_context(TokenContext::of(local))?;
         let probe = local
             .config(|c| {
                 c.set("allow.auto.create.topics", "false");
             })
-            .create()?;
+            .create_with_context(TokenContext::of(local))?;
         Ok(Self {
             admin,
             probe: Arc::new(probe),
+            tokens: local.tokens().clone(),
             known: Mutex::default(),
         })
     }
@@ -60,6 +63,9 @@ impl LocalTopics {
         let probe = Arc::clone(&self.probe);
         let name = topic.to_owned();
         tokio::task::spawn_blocking(move || {
+            // Serves a pending OAUTHBEARER token refresh (the probe has no group, so its
+            // queue holds no records).
+            probe.poll(Duration::ZERO);
             let metadata = probe.fetch_metadata(Some(&name), LOOKUP_TIMEOUT)?;
             let partitions = topic_partitions(&metadata, &name);
             Ok((!partitions.is_empty()).then_some(partitions.len() as i32))
@@ -136,6 +142,10 @@ impl LocalTopics {
         let options = AdminOptions::new()
             .operation_timeout(Some(CREATE_TIMEOUT))
             .request_timeout(Some(CREATE_TIMEOUT));
+        // An admin client's main queue is never polled, so its token is handed over here.
+        self.tokens
+            .prime(self.admin.inner())
+            .map_err(|err| err.to_string())?;
         let created =
             tokio::time::timeout(CREATE_TIMEOUT, self.admin.create_topics([new], &options))
                 .await

@@ -17,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::kafka::record_of;
-use shared::kafka::{EofQuietContext, KafkaProperties, topic_partitions};
+use shared::kafka::{Cluster, EofQuietContext, OAuthTokens, topic_partitions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -33,13 +33,11 @@ const READER_POOL: usize = 4;
 const PREFETCH_MAX_KBYTES: usize = 8 * 1024;
 
 /// Settings every Kafka client of the pod shares.
-pub fn base_config(brokers: &str) -> ClientConfig {
-    let mut config = shared::kafka::client_config(brokers);
+fn pod_settings(config: &mut ClientConfig) -> &mut ClientConfig {
     config
         .set("isolation.level", "read_committed")
         .set("socket.keepalive.enable", "true")
-        .set("reconnect.backoff.max.ms", "5000");
-    config
+        .set("reconnect.backoff.max.ms", "5000")
 }
 
 /// Whether the source answers and the pod holds partitions: what `/ready` reports.
@@ -80,19 +78,21 @@ impl SourceStatus {
     }
 }
 
-/// The reader consumers' callbacks: end-of-partition is how a read learns it is done.
-const READER_CONTEXT: EofQuietContext = EofQuietContext {
-    role: "source Kafka reader",
-};
+/// What the reader consumers are, for the log; end-of-partition is how a read learns it is
+/// done.
+const READER_ROLE: &str = "source Kafka reader";
 
 /// The group consumer's callbacks: keep the buffer in step with assignments, count errors.
 struct SourceContext {
     buffer: Arc<RecordBuffer>,
     status: Arc<SourceStatus>,
     metrics: ConsumerMetrics,
+    tokens: OAuthTokens,
 }
 
 impl ClientContext for SourceContext {
+    shared::answer_token_refresh!(tokens);
+
     fn error(&self, error: KafkaError, reason: &str) {
         let kind = error
             .rdkafka_error_code()
@@ -168,7 +168,7 @@ impl std::fmt::Debug for KafkaSource {
 impl KafkaSource {
     pub fn new(
         source: &SourceArgs,
-        properties: &KafkaProperties,
+        cluster: &Cluster,
         buffer: Arc<RecordBuffer>,
         status: Arc<SourceStatus>,
         metrics: ConsumerMetrics,
@@ -177,25 +177,26 @@ impl KafkaSource {
             buffer: Arc::clone(&buffer),
             status,
             metrics: metrics.clone(),
+            tokens: cluster.tokens().clone(),
         };
-        let mut config = base_config(source.brokers());
-        config
-            .set("group.id", &source.group_id)
-            .set("fetch.wait.max.ms", source.fetch_wait_ms.to_string())
-            .set("enable.auto.commit", "true")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000")
-            // What librdkafka fetches ahead of the buffer: its default (64 MiB) would sit on
-            // top of BUFFER_MAX_BYTES while the pod catches up.
-            .set(
-                "queued.max.messages.kbytes",
-                PREFETCH_MAX_KBYTES.to_string(),
-            )
-            // Fetch again as soon as the buffer took some (the default waits a second).
-            .set("fetch.queue.backoff.ms", "5");
-        properties.apply(&mut config);
+        let config = cluster.config(|config| {
+            pod_settings(config)
+                .set("group.id", &source.group_id)
+                .set("fetch.wait.max.ms", source.fetch_wait_ms.to_string())
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("enable.partition.eof", "false")
+                .set("statistics.interval.ms", "5000")
+                // What librdkafka fetches ahead of the buffer: its default (64 MiB) would sit on
+                // top of BUFFER_MAX_BYTES while the pod catches up.
+                .set(
+                    "queued.max.messages.kbytes",
+                    PREFETCH_MAX_KBYTES.to_string(),
+                )
+                // Fetch again as soon as the buffer took some (the default waits a second).
+                .set("fetch.queue.backoff.ms", "5");
+        });
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         let topics = source.topics();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -276,6 +277,7 @@ pub struct RangeRead {
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
 pub struct KafkaReader {
     config: ClientConfig,
+    context: EofQuietContext,
     pool: Mutex<Vec<BaseConsumer<EofQuietContext>>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
@@ -292,25 +294,21 @@ impl std::fmt::Debug for KafkaReader {
 }
 
 impl KafkaReader {
-    pub fn new(
-        brokers: &str,
-        group_id: &str,
-        properties: &KafkaProperties,
-        status: Arc<SourceStatus>,
-    ) -> Self {
-        let mut config = base_config(brokers);
-        config
-            .set("group.id", format!("{group_id}-reader"))
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            // Offsets deleted between the watermark query and the fetch must surface as an
-            // error (and so as a gap), never as a silent jump to the new log start.
-            .set("auto.offset.reset", "error")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "50");
-        properties.apply(&mut config);
+    pub fn new(cluster: &Cluster, group_id: &str, status: Arc<SourceStatus>) -> Self {
+        let config = cluster.config(|config| {
+            pod_settings(config)
+                .set("group.id", format!("{group_id}-reader"))
+                .set("enable.auto.commit", "false")
+                .set("enable.auto.offset.store", "false")
+                // Offsets deleted between the watermark query and the fetch must surface as an
+                // error (and so as a gap), never as a silent jump to the new log start.
+                .set("auto.offset.reset", "error")
+                .set("enable.partition.eof", "true")
+                .set("fetch.wait.max.ms", "50");
+        });
         Self {
             config,
+            context: EofQuietContext::of(READER_ROLE, cluster),
             pool: Mutex::default(),
             permits: Semaphore::new(READER_POOL),
             partitions: RwLock::default(),
@@ -337,9 +335,17 @@ impl KafkaReader {
             .pop();
         let consumer = match pooled {
             Some(c) => c,
-            None => self.config.create_with_context(READER_CONTEXT)?,
+            None => {
+                let consumer: BaseConsumer<EofQuietContext> =
+                    self.config.create_with_context(self.context.clone())?;
+                if let Err(err) = self.context.tokens.prime(consumer.client()) {
+                    tracing::warn!(error = %err, "no OAUTHBEARER token for a new reader");
+                }
+                consumer
+            }
         };
         let (consumer, result) = tokio::task::spawn_blocking(move || {
+            serve_events(&consumer);
             let result = work(&consumer);
             (consumer, result)
         })
@@ -408,10 +414,23 @@ impl KafkaReader {
     ) {
         loop {
             let _ = self.refresh(&topics).await;
+            self.serve_idle_readers();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
             }
+        }
+    }
+
+    /// Serves what librdkafka queued for the readers no request is using, so an idle
+    /// reader's OAUTHBEARER token is renewed before it expires.
+    fn serve_idle_readers(&self) {
+        let pool = self
+            .pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for consumer in pool.iter() {
+            serve_events(consumer);
         }
     }
 
@@ -555,6 +574,25 @@ impl KafkaReader {
             })
         })
         .await
+    }
+}
+
+/// Serves what librdkafka queued for a reader between reads (a token refresh, errors). A
+/// reader holds no assignment between reads, so nothing it polls here is a record.
+fn serve_events(consumer: &BaseConsumer<EofQuietContext>) {
+    // Bounded: what is queued now, not what keeps arriving.
+    for _ in 0..64 {
+        match consumer.poll(Duration::ZERO) {
+            None => return,
+            Some(Ok(m)) => {
+                tracing::debug!(
+                    topic = m.topic(),
+                    offset = m.offset(),
+                    "stray record dropped"
+                );
+            }
+            Some(Err(_)) => {}
+        }
     }
 }
 

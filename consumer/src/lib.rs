@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shared::internal::ConsumerAddr;
-use shared::kafka::KafkaProperties;
+use shared::kafka::Cluster;
 
 use tokio_util::sync::CancellationToken;
 
@@ -60,8 +60,8 @@ enum Listener {
 /// A consumer pod whose internal socket is bound; [`ConsumerPod::run`] starts consuming.
 pub struct ConsumerPod {
     config: Config,
-    /// The user's properties for the source, read and checked once, at bind.
-    properties: KafkaProperties,
+    /// The source Kafka with the user's properties, read and checked once, at bind.
+    source: Cluster,
     listener: Listener,
     local_addr: ConsumerAddr,
 }
@@ -79,9 +79,10 @@ impl ConsumerPod {
     pub async fn bind(config: Config) -> Result<Self, ConsumerError> {
         // Wrong credentials or certificates stop the start; a source not up yet does not.
         let properties = config.source.kafka_properties()?;
-        let source = shared::kafka::Cluster::new(config.source.brokers(), properties.clone());
+        let source = Cluster::new(config.source.brokers(), properties);
+        let checked = source.clone();
         tokio::task::spawn_blocking(move || {
-            shared::kafka::check_access(&source, ACCESS_CHECK_TIMEOUT)
+            shared::kafka::check_access(&checked, ACCESS_CHECK_TIMEOUT)
         })
         .await
         .unwrap_or(Ok(()))
@@ -113,7 +114,7 @@ impl ConsumerPod {
         };
         Ok(Self {
             config,
-            properties,
+            source,
             listener,
             local_addr,
         })
@@ -141,19 +142,18 @@ impl ConsumerPod {
             .set(i64::try_from(self.config.buffer.buffer_max_bytes).unwrap_or(i64::MAX));
         let buffer = Arc::new(RecordBuffer::new(limits, metrics.clone()));
         let status = Arc::new(kafka::SourceStatus::default());
-        let properties = &self.properties;
+        let properties = self.source.properties();
         if !properties.is_empty() {
             tracing::info!(properties = %properties, "source Kafka properties");
         }
         let kafka_reader = Arc::new(kafka::KafkaReader::new(
-            source.brokers(),
+            &self.source,
             &source.group_id,
-            properties,
             Arc::clone(&status),
         ));
         let kafka_source = kafka::KafkaSource::new(
             source,
-            properties,
+            &self.source,
             Arc::clone(&buffer),
             Arc::clone(&status),
             metrics.clone(),

@@ -10,7 +10,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use shared::kafka::{Cluster, send_when_room};
+use shared::kafka::{Cluster, TokenContext, send_when_room};
 use tokio_util::sync::CancellationToken;
 
 /// Deliveries awaited at once before producing more.
@@ -38,7 +38,7 @@ pub fn demo_value_sized(seq: u64, timestamp_ms: i64, payload: usize) -> String {
 
 /// Produces demo events into one topic.
 pub struct DemoProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<TokenContext>,
     topic: String,
     rate: u64,
     total: Option<u64>,
@@ -83,7 +83,7 @@ impl DemoProducer {
             .config(|c| {
                 c.set("enable.idempotence", "true").set("linger.ms", "5");
             })
-            .create()?;
+            .create_with_context(TokenContext::of(cluster))?;
         Ok(Self {
             producer,
             topic: topic.to_owned(),
@@ -188,7 +188,10 @@ impl DemoProducer {
 
 /// Sends `topic` one record that is not a demo event (no `seq`, so counting readers skip
 /// it) and waits for it, so the producer has its id, metadata and connection.
-pub async fn warm_up(producer: &FutureProducer, topic: &str) -> Result<(), KafkaError> {
+pub async fn warm_up<C: rdkafka::ClientContext + 'static>(
+    producer: &FutureProducer<C>,
+    topic: &str,
+) -> Result<(), KafkaError> {
     let record: FutureRecord<'_, str, str> = FutureRecord::to(topic)
         .key("warm-up")
         .payload("{\"warm_up\":true}");

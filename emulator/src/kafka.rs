@@ -5,13 +5,12 @@
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, DefaultProducerContext, Producer};
 use rdkafka::types::RDKafkaErrorCode;
-use shared::kafka::{Cluster, KafkaProperties};
+use shared::kafka::{Cluster, KafkaProperties, TokenContext};
 
 /// Id of the mock cluster's only broker.
 const MOCK_BROKER_ID: i32 = 1;
@@ -94,7 +93,15 @@ impl KafkaCluster {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions),
             Self::External(cluster) => {
-                let admin: AdminClient<DefaultClientContext> = cluster.config(|_| {}).create()?;
+                let admin: AdminClient<TokenContext> = cluster
+                    .config(|_| {})
+                    .create_with_context(TokenContext::of(cluster))?;
+                // An admin client's main queue, where librdkafka asks for tokens, is never
+                // polled: it is handed its token here.
+                cluster.tokens().prime(admin.inner()).map_err(|err| {
+                    tracing::warn!(error = %err, "no OAUTHBEARER token for topic creation");
+                    KafkaError::AdminOp(RDKafkaErrorCode::SaslAuthenticationFailed)
+                })?;
                 let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&topic], &options).await? {

@@ -8,37 +8,57 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::{Offset, TopicPartitionList};
 use shared::Record;
-use shared::kafka::{EofQuietContext, client_config, topic_partitions};
+use shared::kafka::{Cluster, EofQuietContext, topic_partitions};
 
-/// Every record of `topic`, per partition in offset order, once at least `expected`
-/// records are visible (or `timeout` passed) and every partition was read to its end.
+/// Every record of `topic` at `brokers`, per partition in offset order, once at least
+/// `expected` records are visible (or `timeout` passed) and every partition was read to
+/// its end.
 pub async fn read_topic(
     brokers: &str,
     topic: &str,
     expected: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
-    let brokers = brokers.to_owned();
+    read_cluster_topic(
+        &Cluster::new(brokers, Default::default()),
+        topic,
+        expected,
+        timeout,
+    )
+    .await
+}
+
+/// The same from a cluster reached with properties of its own (TLS, SASL, …).
+pub async fn read_cluster_topic(
+    cluster: &Cluster,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
+    let cluster = cluster.clone();
     let topic = topic.to_owned();
-    tokio::task::spawn_blocking(move || read_topic_blocking(&brokers, &topic, expected, timeout))
+    tokio::task::spawn_blocking(move || read_topic_blocking(&cluster, &topic, expected, timeout))
         .await
         .map_err(|_| KafkaError::Canceled)?
 }
 
 fn read_topic_blocking(
-    brokers: &str,
+    cluster: &Cluster,
     topic: &str,
     expected: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
-    let consumer: BaseConsumer<EofQuietContext> = client_config(brokers)
-        .set("group.id", "kafka-replicator-verify")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "true")
-        .create_with_context(EofQuietContext {
-            role: "copy verifier",
-        })?;
+    let consumer: BaseConsumer<EofQuietContext> = cluster
+        .config(|c| {
+            c.set("group.id", "kafka-replicator-verify")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true");
+        })
+        .create_with_context(EofQuietContext::of("copy verifier", cluster))?;
+    if let Err(err) = cluster.tokens().prime(consumer.client()) {
+        tracing::warn!(error = %err, "no OAUTHBEARER token for the verifier");
+    }
     let deadline = Instant::now() + timeout;
     // A topic created moments ago may not be in the metadata yet: ask until it is.
     let partitions: Vec<i32> = loop {

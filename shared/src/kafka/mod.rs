@@ -1,8 +1,11 @@
 //! Everything the components need from librdkafka beyond rust-rdkafka itself, in one place:
 //! the client configuration every client starts from, a context that keeps end-of-partition
-//! out of the logs, sending through a full queue, reading partitions from metadata, and
-//! records as the bytes Kafka holds ([`records`]).
+//! out of the logs, sending through a full queue, reading partitions from metadata,
+//! records as the bytes Kafka holds ([`records`]) and OAUTHBEARER tokens ([`oauth`]).
 
+#[cfg(feature = "msk-iam")]
+pub mod msk_iam;
+pub mod oauth;
 pub mod properties;
 pub mod records;
 
@@ -14,6 +17,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
+pub use oauth::OAuthTokens;
 pub use properties::{Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaPropertyArgs};
 pub use records::{add_header, headers_of, record_of};
 
@@ -26,20 +30,34 @@ pub fn client_config(brokers: &str) -> ClientConfig {
     config
 }
 
-/// A Kafka cluster as the product reaches it: its bootstrap servers and the user's
-/// properties for it.
+/// A Kafka cluster as the product reaches it: its bootstrap servers, the user's properties
+/// for it, and the OAUTHBEARER tokens its clients are given when those ask for them.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
     brokers: String,
     properties: KafkaProperties,
+    tokens: OAuthTokens,
 }
 
 impl Cluster {
+    /// The cluster at `brokers` reached with `properties`; MSK IAM starts loading AWS
+    /// credentials here.
     pub fn new(brokers: &str, properties: KafkaProperties) -> Self {
         Self {
             brokers: brokers.to_owned(),
+            tokens: OAuthTokens::for_properties(&properties, brokers),
             properties,
         }
+    }
+
+    /// The user's properties.
+    pub fn properties(&self) -> &KafkaProperties {
+        &self.properties
+    }
+
+    /// Where its clients' OAUTHBEARER tokens come from.
+    pub fn tokens(&self) -> &OAuthTokens {
+        &self.tokens
     }
 
     /// The bootstrap servers.
@@ -64,13 +82,53 @@ impl Cluster {
 #[error("{0}")]
 pub struct AccessRefused(pub String);
 
+/// The OAUTHBEARER refresh callback of a context holding `$tokens`, as every context of the
+/// product has it: librdkafka asks on the client's main queue, served when it is polled.
+#[macro_export]
+macro_rules! answer_token_refresh {
+    ($tokens:ident) => {
+        const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+        fn generate_oauth_token(
+            &self,
+            oauthbearer_config: Option<&str>,
+        ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+            self.$tokens.generate(oauthbearer_config)
+        }
+    };
+}
+
+/// The context of a client with no callbacks of its own (a producer, an admin client): it
+/// answers token refreshes and leaves the rest to rust-rdkafka.
+#[derive(Debug, Clone, Default)]
+pub struct TokenContext {
+    pub tokens: OAuthTokens,
+}
+
+impl TokenContext {
+    pub fn of(cluster: &Cluster) -> Self {
+        Self {
+            tokens: cluster.tokens.clone(),
+        }
+    }
+}
+
+impl ClientContext for TokenContext {
+    answer_token_refresh!(tokens);
+}
+
+impl ConsumerContext for TokenContext {}
+
 /// Notes the first refused authentication or TLS handshake.
 #[derive(Default)]
 struct AccessContext {
     refused: std::sync::Mutex<Option<String>>,
+    tokens: OAuthTokens,
 }
 
 impl ClientContext for AccessContext {
+    answer_token_refresh!(tokens);
+
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
         let refused = matches!(
@@ -93,18 +151,29 @@ impl ClientContext for AccessContext {
 impl ConsumerContext for AccessContext {}
 
 /// Connects to `cluster` for at most `timeout` (blocking): a refused authentication or TLS
-/// handshake is an [`AccessRefused`] naming the broker and why. A cluster that does not
-/// answer in time is not an error: it may come up later, and every client retries.
+/// handshake, or a token that cannot be made, is an [`AccessRefused`] naming the broker (or
+/// what is missing) and why. A cluster that does not answer in time is not an error: it may
+/// come up later, and every client retries.
 pub fn check_access(cluster: &Cluster, timeout: Duration) -> Result<(), AccessRefused> {
+    cluster
+        .tokens
+        .ready(timeout)
+        .map_err(|err| AccessRefused(err.to_string()))?;
     let config = cluster.config(|c| {
         c.set("group.id", "kafka-replicator-access-check");
     });
+    let context = AccessContext {
+        tokens: cluster.tokens.clone(),
+        ..AccessContext::default()
+    };
     // A configuration librdkafka refuses is reported where the real clients are made.
-    let Ok(consumer) =
-        config.create_with_context::<_, BaseConsumer<AccessContext>>(AccessContext::default())
-    else {
+    let Ok(consumer) = config.create_with_context::<_, BaseConsumer<AccessContext>>(context) else {
         return Ok(());
     };
+    cluster
+        .tokens
+        .prime(consumer.client())
+        .map_err(|err| AccessRefused(err.to_string()))?;
     let deadline = std::time::Instant::now() + timeout;
     loop {
         let answered = consumer
@@ -130,13 +199,26 @@ pub fn check_access(cluster: &Cluster, timeout: Duration) -> Result<(), AccessRe
 /// The callbacks of a consumer that reads to the end of its partitions: reaching the end is
 /// how it knows it is done (rdkafka reports it to the context's error log too), not an
 /// error; everything else is a warning naming `role`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EofQuietContext {
     /// What the client is, for the log: "source Kafka reader", "local Kafka state reader".
     pub role: &'static str,
+    pub tokens: OAuthTokens,
+}
+
+impl EofQuietContext {
+    /// The context of a `role` consumer of `cluster`.
+    pub fn of(role: &'static str, cluster: &Cluster) -> Self {
+        Self {
+            role,
+            tokens: cluster.tokens.clone(),
+        }
+    }
 }
 
 impl ClientContext for EofQuietContext {
+    answer_token_refresh!(tokens);
+
     fn error(&self, error: KafkaError, reason: &str) {
         if !is_partition_eof(&error) {
             tracing::warn!(error = %error, reason, role = self.role, "Kafka client error");

@@ -79,18 +79,11 @@ impl Guard {
 }
 
 /// What every client refuses, besides its own guards: the brokers come from
-/// `KAFKA_BROKERS`, and MSK IAM is not built yet.
-const COMMON_GUARDS: &[Guard] = &[
-    Guard::SetBy {
-        key: "bootstrap.servers",
-        variable: "KAFKA_BROKERS",
-    },
-    Guard::Unsupported {
-        key: "sasl.mechanism",
-        value: "AWS_MSK_IAM",
-        why: "MSK IAM (AWS_MSK_IAM) is not supported in this version; reach MSK with SASL/SCRAM (port 9096) or TLS client certificates (port 9094)",
-    },
-];
+/// `KAFKA_BROKERS`.
+const COMMON_GUARDS: &[Guard] = &[Guard::SetBy {
+    key: "bootstrap.servers",
+    variable: "KAFKA_BROKERS",
+}];
 
 /// librdkafka's other names for properties the guards know, mapped to the name the guards
 /// use, so a guard cannot be passed by spelling its property another way.
@@ -106,6 +99,10 @@ fn canonical(key: &str) -> &str {
         .iter()
         .find(|(alias, _)| *alias == key)
         .map_or(key, |(_, name)| name)
+}
+
+fn is_msk_iam(mechanism: &str) -> bool {
+    mechanism.eq_ignore_ascii_case(super::oauth::AWS_MSK_IAM)
 }
 
 /// Whether a property's value is a secret, never to be shown: anything named like a
@@ -232,10 +229,21 @@ impl KafkaProperties {
         self.entries.is_empty()
     }
 
-    /// Sets every property on `config`, over what the product set before.
+    /// Whether these properties ask for MSK IAM.
+    pub fn msk_iam(&self) -> bool {
+        self.get("sasl.mechanism").is_some_and(is_msk_iam)
+    }
+
+    /// Sets every property on `config`, over what the product set before. MSK IAM is
+    /// OAUTHBEARER to librdkafka, with tokens the product signs ([`super::OAuthTokens`]).
     pub fn apply(&self, config: &mut ClientConfig) {
         for p in &self.entries {
-            config.set(&p.key, &p.value);
+            let value = if p.key == "sasl.mechanism" && is_msk_iam(&p.value) {
+                "OAUTHBEARER"
+            } else {
+                &p.value
+            };
+            config.set(&p.key, value);
         }
     }
 
@@ -255,6 +263,19 @@ impl KafkaProperties {
                     reason,
                     example: example_for(p.from),
                 });
+            }
+            if p.key == "sasl.mechanism" && is_msk_iam(&p.value) {
+                let protocol = self.get("security.protocol").unwrap_or("PLAINTEXT");
+                if !protocol.eq_ignore_ascii_case("SASL_SSL") {
+                    return Err(ConfigError::Invalid {
+                        var: p.from,
+                        reason: format!(
+                            "sasl.mechanism=AWS_MSK_IAM needs security.protocol=SASL_SSL \
+                             (MSK's IAM listener, port 9098, is TLS), not {protocol}"
+                        ),
+                        example: "security.protocol=SASL_SSL,sasl.mechanism=AWS_MSK_IAM",
+                    });
+                }
             }
         }
         for p in &self.entries {
@@ -559,16 +580,19 @@ mod tests {
         assert!(err.contains("no.such.property"), "{err}");
         let err = check("security.protocol=PIGEON").unwrap_err();
         assert!(err.contains("security.protocol"), "{err}");
-        let err = check("sasl.mechanism=AWS_MSK_IAM").unwrap_err();
-        assert!(
-            err.contains("MSK IAM (AWS_MSK_IAM) is not supported"),
-            "{err}"
-        );
         // librdkafka's other names for a guarded property are guarded too.
         let err = check("metadata.broker.list=x:9092").unwrap_err();
         assert!(err.contains("set from KAFKA_BROKERS"), "{err}");
-        let err = check("sasl.mechanisms=aws_msk_iam").unwrap_err();
-        assert!(err.contains("is not supported"), "{err}");
+        // MSK IAM is TLS only; the mechanism is found under librdkafka's other name too.
+        let err = check("sasl.mechanism=AWS_MSK_IAM").unwrap_err();
+        assert!(err.contains("needs security.protocol=SASL_SSL"), "{err}");
+        assert!(err.contains("not PLAINTEXT"), "{err}");
+        let err = check("security.protocol=SSL,sasl.mechanisms=aws_msk_iam").unwrap_err();
+        assert!(err.contains("not SSL"), "{err}");
+        assert_eq!(
+            check("security.protocol=SASL_SSL,sasl.mechanism=AWS_MSK_IAM"),
+            Ok(())
+        );
         let acks = [Guard::Fixed {
             key: "acks",
             values: &["all", "-1"],
