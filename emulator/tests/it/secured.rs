@@ -1,7 +1,8 @@
-//! Secured Apache Kafka: one broker with a SASL_SSL listener (SCRAM-SHA-512) and an SSL
-//! listener that requires client certificates, certificates made here. The stack reads
-//! the source through the first and writes its copies through the second, each set up
-//! only with the product's own Kafka properties.
+//! Secured Apache Kafka: one broker with a SASL_SSL listener (SCRAM-SHA-512), an SSL
+//! listener that requires client certificates, and a SASL_SSL listener for OAUTHBEARER
+//! (Kafka's unsecured JWS validator, re-authentication enforced), certificates made here.
+//! The stack reads the source through the first or the third and writes its copies
+//! through the second, each set up only with the product's own Kafka properties.
 
 use crate::common;
 
@@ -77,6 +78,7 @@ struct SecuredBroker {
     plaintext: String,
     scram: String,
     mtls: String,
+    oauth: String,
     password: String,
     tls: Certificates,
 }
@@ -84,17 +86,24 @@ struct SecuredBroker {
 impl SecuredBroker {
     fn start() -> Self {
         let tls = certificates();
-        let [plain, controller, scram, mtls] = [(); 4].map(|()| free_port());
+        let [plain, controller, scram, mtls, oauth] = [(); 5].map(|()| free_port());
+        // OAUTHBEARER sessions last as long as their token: a client whose token is not
+        // renewed in time is cut off at its expiry.
         let extra = format!(
             "listeners=PLAINTEXT://127.0.0.1:{plain},CONTROLLER://127.0.0.1:{controller},\
-             SASL_SSL://127.0.0.1:{scram},SSL://127.0.0.1:{mtls}\n\
+             SASL_SSL://127.0.0.1:{scram},SSL://127.0.0.1:{mtls},OAUTH://127.0.0.1:{oauth}\n\
              advertised.listeners=PLAINTEXT://127.0.0.1:{plain},SASL_SSL://127.0.0.1:{scram},\
-             SSL://127.0.0.1:{mtls}\n\
+             SSL://127.0.0.1:{mtls},OAUTH://127.0.0.1:{oauth}\n\
              listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,\
-             SASL_SSL:SASL_SSL,SSL:SSL\n\
+             SASL_SSL:SASL_SSL,SSL:SSL,OAUTH:SASL_SSL\n\
              sasl.enabled.mechanisms=SCRAM-SHA-512\n\
              listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=\
              org.apache.kafka.common.security.scram.ScramLoginModule required;\n\
+             listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER\n\
+             listener.name.oauth.oauthbearer.sasl.jaas.config=\
+             org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required \
+             unsecuredLoginStringClaim_sub=\"broker\";\n\
+             listener.name.oauth.oauthbearer.connections.max.reauth.ms=60000\n\
              ssl.keystore.type=PEM\nssl.keystore.location={}\n\
              ssl.truststore.type=PEM\nssl.truststore.location={}\n\
              listener.name.ssl.ssl.client.auth=required\n",
@@ -130,6 +139,7 @@ impl SecuredBroker {
             plaintext,
             scram: format!("127.0.0.1:{scram}"),
             mtls: format!("127.0.0.1:{mtls}"),
+            oauth: format!("127.0.0.1:{oauth}"),
             password,
             tls,
         }
@@ -140,6 +150,27 @@ impl SecuredBroker {
         format!(
             "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={USER},\
              sasl.password={password},ssl.ca.location={}",
+            self.tls.ca.display()
+        )
+    }
+
+    /// Properties for the OAUTHBEARER listener: unsecured tokens living `life_seconds`,
+    /// made by the product (librdkafka makes only the first one itself).
+    fn oauth_properties(&self, life_seconds: u32) -> String {
+        format!(
+            "security.protocol=SASL_SSL,sasl.mechanism=OAUTHBEARER,\
+             enable.sasl.oauthbearer.unsecure.jwt=true,\
+             sasl.oauthbearer.config=principal={USER} lifeSeconds={life_seconds},\
+             ssl.ca.location={}",
+            self.tls.ca.display()
+        )
+    }
+
+    /// Properties for MSK IAM against the OAUTHBEARER listener, which cannot validate
+    /// its tokens.
+    fn msk_iam_properties(&self) -> String {
+        format!(
+            "security.protocol=SASL_SSL,sasl.mechanism=AWS_MSK_IAM,ssl.ca.location={}",
             self.tls.ca.display()
         )
     }
@@ -204,6 +235,147 @@ async fn replicates_from_scram_to_mtls_exactly_once_on_apache_kafka() {
     .expect("read copies");
     stack.stop().await;
     common::assert_exactly_once(TEST, &copied, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refreshed_oauthbearer_tokens_keep_replication_going_exactly_once_on_apache_kafka() {
+    const TEST: &str =
+        "refreshed_oauthbearer_tokens_keep_replication_going_exactly_once_on_apache_kafka";
+    // 600 events at 30/s: 20 s, four lifetimes of a 5 s token. The broker cuts off any
+    // connection whose token expired, so the stream carries on only if every client's
+    // token is renewed through the product's refresh callback.
+    const N: u64 = 600;
+    const LIFE_SECONDS: u32 = 5;
+    if common::apache_kafka_only(TEST).is_none() {
+        return;
+    }
+    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
+        .await
+        .expect("broker");
+    let mut config = common::config();
+    config.source_brokers = Some(broker.oauth.clone());
+    config.local_brokers = Some(broker.plaintext.clone());
+    config.events = Some(N);
+    config.rate = 30;
+    config.run_client = true;
+    config.client.topic_prefix = Some("copy.".into());
+    config.create_local_topic = false;
+    config.pod.source.properties.kafka_properties = Some(broker.oauth_properties(LIFE_SECONDS));
+    let stack = common::start(config).await;
+    let copies = format!("copy.{}", stack.info.topic);
+    common::wait_for_copies(&broker.plaintext, &copies, 0).await;
+    let streaming = shared::kafka::oauth::tokens_issued();
+    let copied = read_topic(
+        &broker.plaintext,
+        &copies,
+        N as usize,
+        Duration::from_secs(90),
+    )
+    .await
+    .expect("read copies");
+    let renewed = shared::kafka::oauth::tokens_issued() - streaming;
+    stack.stop().await;
+    common::assert_exactly_once(TEST, &copied, N);
+    eprintln!("{TEST}: {renewed} tokens made while the copies streamed");
+    // The pod's group consumer, its reader and the demo producer each live through
+    // several lifetimes; each renewal is one token.
+    assert!(
+        renewed >= 4,
+        "tokens were renewed while streaming, not only made at start: {renewed}"
+    );
+}
+
+/// What the emulator binary says when it stops at start with MSK IAM against the
+/// OAUTHBEARER listener, given the AWS variables `aws`.
+async fn msk_iam_start(broker: &SecuredBroker, aws: &[(&str, &str)]) -> String {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"));
+    command
+        .env("KAFKA_BROKERS", &broker.oauth)
+        .env("LOCAL_KAFKA_BROKERS", &broker.plaintext)
+        .env("KAFKA_PROPERTIES", broker.msk_iam_properties())
+        .env("PORT", "0")
+        .env_remove("API_KEY")
+        // Only the variables given: no profile files, no instance metadata.
+        .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            "/nonexistent/aws-credentials",
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .kill_on_drop(true);
+    for var in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ] {
+        command.env_remove(var);
+    }
+    command.envs(aws.iter().copied());
+    let output = tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the emulator stops")
+        .expect("the emulator runs");
+    assert_eq!(output.status.code(), Some(1), "a failed start exits 1");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // From the last line that starts with "error: " to the end.
+    let said = stderr
+        .match_indices("error: ")
+        .map(|(at, _)| at)
+        .filter(|at| *at == 0 || stderr[..*at].ends_with('\n'))
+        .last()
+        .map(|at| stderr[at..].trim_end().to_owned())
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert_eq!(said.lines().count(), 1, "one line: {said}");
+    said
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn msk_iam_signs_its_token_or_says_what_it_lacks_on_apache_kafka() {
+    const TEST: &str = "msk_iam_signs_its_token_or_says_what_it_lacks_on_apache_kafka";
+    if common::apache_kafka_only(TEST).is_none() {
+        return;
+    }
+    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
+        .await
+        .expect("broker");
+    let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", secret),
+    ];
+    // A signed token reaches the broker, which (not being MSK) refuses it.
+    let mut with_region = keys.to_vec();
+    with_region.push(("AWS_REGION", "eu-west-1"));
+    let presented = msk_iam_start(&broker, &with_region).await;
+    let no_credentials = msk_iam_start(&broker, &[("AWS_REGION", "eu-west-1")]).await;
+    let no_region = msk_iam_start(&broker, &keys).await;
+    for (case, said, wanted) in [
+        (
+            "token presented",
+            &presented,
+            "the source Kafka refused the emulator",
+        ),
+        (
+            "no credentials",
+            &no_credentials,
+            "MSK IAM found no AWS credentials",
+        ),
+        ("no region", &no_region, "set AWS_REGION"),
+    ] {
+        eprintln!("{TEST}: {case}: {said}");
+        assert!(said.contains(wanted), "{case}: {said}");
+        assert!(!said.contains(secret), "{case}: a secret shown: {said}");
+    }
+    assert!(
+        presented.contains(&broker.oauth) && presented.contains("uthentication"),
+        "names the broker and what failed: {presented}"
+    );
 }
 
 /// What the pod says at start against the SCRAM listener with `properties`, if it stops.
