@@ -439,7 +439,7 @@ fn assert_hardened(overlay: &str, deployment: &Value) {
 }
 
 /// The pod's egress to Kafka opens exactly the listener ports it can use: plaintext 9092,
-/// TLS 9094, SASL/SCRAM 9096.
+/// TLS 9094, SASL/SCRAM 9096, IAM 9098.
 fn assert_kafka_egress(overlay: &str, policies: Vec<&Value>) {
     let kafka_ports: Vec<Vec<i64>> = policies
         .iter()
@@ -459,7 +459,11 @@ fn assert_kafka_egress(overlay: &str, policies: Vec<&Value>) {
         "{overlay}: an egress rule to Kafka"
     );
     for ports in kafka_ports {
-        assert_eq!(ports, [9092, 9094, 9096], "{overlay}: Kafka egress ports");
+        assert_eq!(
+            ports,
+            [9092, 9094, 9096, 9098],
+            "{overlay}: Kafka egress ports"
+        );
     }
 }
 
@@ -492,6 +496,56 @@ fn assert_properties_from_secret(overlay: &str, deployment: &Value, secret: &str
     assert_eq!(
         volume["secret"]["secretName"], secret,
         "{overlay}: the properties, password included, come from the Secret {secret}"
+    );
+}
+
+/// The source over MSK IAM: brokers on the IAM listener, properties from the ConfigMap
+/// that the pod's own checks accept, and an IAM role for the pod's service account.
+fn assert_msk_iam(overlay: &str, docs: &[Value], consumer: &Value) {
+    let config = docs
+        .iter()
+        .find(|d| kind(d) == "ConfigMap" && name(d) == "kafka-replicator-config")
+        .unwrap_or_else(|| panic!("{overlay}: the ConfigMap"));
+    let brokers = config["data"]["KAFKA_BROKERS"].as_str().unwrap_or_default();
+    assert!(
+        !brokers.is_empty() && brokers.split(',').all(|b| b.ends_with(":9098")),
+        "{overlay}: MSK's IAM listener is 9098: {brokers}"
+    );
+    let list = config["data"]["KAFKA_PROPERTIES"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{overlay}: KAFKA_PROPERTIES in the ConfigMap"));
+    let properties = shared::kafka::KafkaProperties::parse_list(list, "KAFKA_PROPERTIES")
+        .unwrap_or_else(|e| panic!("{overlay}: {e}"));
+    properties
+        .check(consumer::config::SOURCE_GUARDS)
+        .unwrap_or_else(|e| panic!("{overlay}: the pod would refuse its properties: {e}"));
+    assert!(properties.msk_iam(), "{overlay}: sasl.mechanism=AWS_MSK_IAM");
+    assert_eq!(
+        shared::kafka::msk_iam::region_of_brokers(brokers).as_deref(),
+        Some("eu-west-1"),
+        "{overlay}: the region comes from the broker names"
+    );
+    let entry = env_entry(
+        container(consumer, "consumer").expect("consumer container"),
+        "KAFKA_PROPERTIES",
+    )
+    .unwrap_or_else(|| panic!("{overlay}: the pod reads KAFKA_PROPERTIES"));
+    assert_eq!(
+        entry["valueFrom"]["configMapKeyRef"]["key"], "KAFKA_PROPERTIES",
+        "{overlay}"
+    );
+    let account = consumer["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap_or_default();
+    let sa = docs
+        .iter()
+        .find(|d| kind(d) == "ServiceAccount" && name(d) == account)
+        .unwrap_or_else(|| panic!("{overlay}: the pod's ServiceAccount {account}"));
+    assert!(
+        sa["metadata"]["annotations"]["eks.amazonaws.com/role-arn"]
+            .as_str()
+            .is_some_and(|arn| arn.starts_with("arn:aws:iam::")),
+        "{overlay}: IRSA gives the pod an IAM role"
     );
 }
 
@@ -563,12 +617,18 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
             assert_internal_socket(label, deployment);
         }
         assert_kafka_egress(label, of_kind("NetworkPolicy").collect());
-        if label == "aks" {
-            let consumer = deployments
-                .iter()
-                .find(|d| container(d, "consumer").is_some())
-                .expect("consumer");
-            assert_properties_from_secret(label, consumer, "kafka-replicator-kafka");
+        let consumer_deployment = deployments
+            .iter()
+            .find(|d| container(d, "consumer").is_some())
+            .expect("consumer");
+        match label.as_str() {
+            "aks" => assert_properties_from_secret(
+                label,
+                consumer_deployment,
+                "kafka-replicator-kafka",
+            ),
+            "eks" => assert_msk_iam(label, &docs, consumer_deployment),
+            _ => {}
         }
         assert!(
             deployments
