@@ -18,7 +18,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
-use shared::kafka::send_when_room;
+use shared::kafka::{Cluster, KafkaPropertyArgs, TokenContext, send_when_room};
 use tokio_util::sync::CancellationToken;
 
 use crate::bench_client::{ClientProcess, ClientSettings};
@@ -43,6 +43,10 @@ pub struct BenchConfig {
     pub latency_secs: u64,
     pub source_brokers: Option<String>,
     pub local_brokers: Option<String>,
+    /// librdkafka properties for the source and the local Kafka (TLS, SASL, …), as the
+    /// emulator takes them.
+    pub source_properties: KafkaPropertyArgs,
+    pub local_properties: KafkaPropertyArgs,
     pub batch_limit: u32,
     /// Events per second of the latency phase.
     pub latency_rate: u64,
@@ -175,23 +179,26 @@ struct Seen {
 /// A `read_committed` reader of a local topic, connected and positioned before any clock
 /// starts, so its own start-up is never timed.
 struct Watcher {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<TokenContext>,
 }
 
 impl Watcher {
     /// Assigns every partition of `topic` at its current end (`from_end`) or start.
     fn new(
-        brokers: &str,
+        cluster: &Cluster,
         topic: &str,
         partitions: i32,
         from_end: bool,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer = shared::kafka::client_config(brokers)
-            .set("group.id", "kafka-replicator-bench")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("fetch.wait.max.ms", "5")
-            .create()?;
+        let consumer: BaseConsumer<TokenContext> = connect(
+            cluster,
+            cluster.config(|c| {
+                c.set("group.id", "kafka-replicator-bench")
+                    .set("enable.auto.commit", "false")
+                    .set("isolation.level", "read_committed")
+                    .set("fetch.wait.max.ms", "5");
+            }),
+        )?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
             // Explicit offsets: the first fetch needs no offset lookup.
@@ -250,7 +257,7 @@ impl Drop for WatchTask {
 /// Starts a [`Watcher`] on the blocking pool once it is positioned; [`seen`] gives what it
 /// saw.
 async fn spawn_watcher(
-    brokers: &str,
+    cluster: &Cluster,
     topic: &str,
     partitions: i32,
     from_end: bool,
@@ -258,9 +265,9 @@ async fn spawn_watcher(
     timeout: Duration,
     progress: &'static str,
 ) -> Result<WatchTask, BenchError> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
+    let (cluster, topic) = (cluster.clone(), topic.to_owned());
     let watcher =
-        tokio::task::spawn_blocking(move || Watcher::new(&brokers, &topic, partitions, from_end))
+        tokio::task::spawn_blocking(move || Watcher::new(&cluster, &topic, partitions, from_end))
             .await
             .map_err(|e| BenchError::Incomplete(e.to_string()))??;
     let stop = Arc::new(AtomicBool::new(false));
@@ -300,8 +307,8 @@ impl Seen {
 /// Produces `steady` events into `topics.0` at `rate` per second, numbered from `first_seq`,
 /// and times each as it becomes visible in `topics.1` of local Kafka.
 async fn steady_latency(
-    source: &str,
-    local: &str,
+    source: &Cluster,
+    local: &Cluster,
     topics: (&str, &str),
     partitions: i32,
     first_seq: u64,
@@ -321,7 +328,7 @@ async fn steady_latency(
     .await?;
     // A producer's first records wait for its id and metadata, which is the source's
     // start-up, not replication: it is ready before the clock starts.
-    let producer = DemoProducer::new(source, topics.0, rate, Some(steady))?
+    let producer = DemoProducer::to_cluster(source, topics.0, rate, Some(steady))?
         .value_bytes(VALUE_BYTES)
         .spread_over(partitions)
         .first_seq(first_seq);
@@ -338,15 +345,16 @@ async fn mirror_maker_2(
     steady: u64,
 ) -> Result<PeerResult, BenchError> {
     let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let (source_cluster, local_cluster) = (stack.source.cluster(), stack.local.cluster());
     let n = config.events;
     let topic = format!("{}-mm2", stack.info.topic);
     let target = crate::mm2::target_topic(&topic);
     stack.source.create_topic(&topic, config.partitions).await?;
     stack.local.create_topic(&target, config.partitions).await?;
     eprintln!("bench: MirrorMaker 2: producing {n} events into {topic}");
-    produce(source, &topic, config.partitions, n, 0).await?;
+    produce(&source_cluster, &topic, config.partitions, n, 0).await?;
     let watcher = spawn_watcher(
-        local,
+        &local_cluster,
         &target,
         config.partitions,
         false,
@@ -386,8 +394,8 @@ async fn mirror_maker_2(
         config.latency_rate, config.latency_secs
     );
     let latency = steady_latency(
-        source,
-        local,
+        &source_cluster,
+        &local_cluster,
         (&topic, &target),
         config.partitions,
         n,
@@ -412,11 +420,11 @@ async fn mirror_maker_2(
 
 /// The end offset of each partition of `topic`.
 fn log_ends(
-    brokers: &str,
+    cluster: &Cluster,
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer = shared::kafka::client_config(brokers).create()?;
+    let consumer: BaseConsumer<TokenContext> = connect(cluster, cluster.config(|_| {}))?;
     (0..partitions)
         .map(|p| {
             consumer
@@ -424,6 +432,20 @@ fn log_ends(
                 .map(|(_, high)| high)
         })
         .collect()
+}
+
+/// A consumer of `cluster` made from `config`, given its first OAUTHBEARER token when the
+/// cluster uses them (it asks for metadata before it is ever polled).
+fn connect(
+    cluster: &Cluster,
+    config: rdkafka::ClientConfig,
+) -> Result<BaseConsumer<TokenContext>, rdkafka::error::KafkaError> {
+    let consumer: BaseConsumer<TokenContext> =
+        config.create_with_context(TokenContext::of(cluster))?;
+    if let Err(err) = cluster.tokens().prime(consumer.client()) {
+        tracing::warn!(error = %err, "no OAUTHBEARER token for a bench reader");
+    }
+    Ok(consumer)
 }
 
 /// The `seq` field of a demo value, without a full JSON parse.
@@ -462,13 +484,13 @@ pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
 /// Produces `events` demo events numbered from `first_seq`; an error unless the source took
 /// them all.
 async fn produce(
-    brokers: &str,
+    cluster: &Cluster,
     topic: &str,
     partitions: i32,
     events: u64,
     first_seq: u64,
 ) -> Result<(), BenchError> {
-    let demo = DemoProducer::new(brokers, topic, 0, Some(events))?
+    let demo = DemoProducer::to_cluster(cluster, topic, 0, Some(events))?
         .value_bytes(VALUE_BYTES)
         .spread_over(partitions)
         .first_seq(first_seq);
@@ -482,9 +504,13 @@ async fn produce(
 }
 
 /// [`log_ends`], off the runtime.
-async fn log_ends_of(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<i64>, BenchError> {
-    let (brokers, topic) = (brokers.to_owned(), topic.to_owned());
-    tokio::task::spawn_blocking(move || log_ends(&brokers, &topic, partitions))
+async fn log_ends_of(
+    cluster: &Cluster,
+    topic: &str,
+    partitions: i32,
+) -> Result<Vec<i64>, BenchError> {
+    let (cluster, topic) = (cluster.clone(), topic.to_owned());
+    tokio::task::spawn_blocking(move || log_ends(&cluster, &topic, partitions))
         .await
         .map_err(|e| BenchError::Incomplete(e.to_string()))?
         .map_err(BenchError::from)
@@ -494,30 +520,35 @@ async fn log_ends_of(brokers: &str, topic: &str, partitions: i32) -> Result<Vec<
 /// HTTP and no transactions. Both clients are connected and the producer has its id before
 /// the clock starts, so what is timed is copying.
 struct DirectCopy {
-    consumer: BaseConsumer,
-    producer: FutureProducer,
+    consumer: BaseConsumer<TokenContext>,
+    producer: FutureProducer<TokenContext>,
 }
 
 impl DirectCopy {
     /// Connects to both clusters; `fetch_wait_ms` as the consumer pod fetches.
     async fn connect(
-        source: &str,
-        local: &str,
+        source: &Cluster,
+        local: &Cluster,
         from: &str,
         to: &str,
         fetch_wait_ms: u32,
     ) -> Result<Self, BenchError> {
-        let consumer: BaseConsumer = shared::kafka::client_config(source)
-            .set("group.id", "kafka-replicator-bench-direct")
-            .set("enable.auto.commit", "false")
-            .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-            .create()?;
-        let producer: FutureProducer = shared::kafka::client_config(local)
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .create()?;
+        let consumer: BaseConsumer<TokenContext> = connect(
+            source,
+            source.config(|c| {
+                c.set("group.id", "kafka-replicator-bench-direct")
+                    .set("enable.auto.commit", "false")
+                    .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
+            }),
+        )?;
+        let producer: FutureProducer<TokenContext> = local
+            .config(|c| {
+                c.set("enable.idempotence", "true")
+                    .set("acks", "all")
+                    .set("linger.ms", "5")
+                    .set("compression.type", "lz4");
+            })
+            .create_with_context(TokenContext::of(local))?;
         let (c, from_topic) = (consumer, from.to_owned());
         let consumer = tokio::task::spawn_blocking(move || {
             c.fetch_metadata(Some(&from_topic), CONNECT_TIMEOUT)
@@ -661,7 +692,7 @@ const LIMITED_PREFIX: &str = "limits-on.";
 /// position) and stopped once every event is seen. Returns its seconds from connected to
 /// the last copy, the copies per `seq`, its start time and its peak memory.
 async fn pipeline_pass(
-    local: &str,
+    local: &Cluster,
     topic: &str,
     partitions: i32,
     settings: &ClientSettings,
@@ -705,7 +736,7 @@ async fn round(
     events: u64,
     first_seq: u64,
 ) -> Result<RoundResult, BenchError> {
-    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let (source, local) = (&stack.source.cluster(), &stack.local.cluster());
     let topic = &stack.info.topic;
     let starts = log_ends_of(source, topic, config.partitions).await?;
     produce(source, topic, config.partitions, events, first_seq).await?;
@@ -787,6 +818,14 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             "--peer mm2 runs MirrorMaker 2 against real brokers: give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)".into(),
         ));
     }
+    let secured = [&config.source_properties, &config.local_properties]
+        .iter()
+        .any(|p| p.load().is_ok_and(|p| !p.is_empty()));
+    if config.peer_mm2 && secured {
+        return Err(BenchError::Incomplete(
+            "--peer mm2 runs MirrorMaker 2 on plaintext listeners: time it without Kafka properties, on the same brokers' PLAINTEXT listener".into(),
+        ));
+    }
     if config.local_delay.is_some() && config.local_brokers.is_some() {
         return Err(BenchError::Incomplete(
             "--local-delay-ms slows the embedded local Kafka down; a real one (--local-brokers) is timed as it is".into(),
@@ -822,6 +861,8 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ..StackConfig::default()
     };
     stack_config.pod.source.group_id = format!("{topic}-group");
+    stack_config.pod.source.properties = config.source_properties.clone();
+    stack_config.client.properties = config.local_properties.clone();
     stack_config.handlers.limits = handlers::config::RateLimitArgs {
         rate_limit_max: 0,
         rate_limit_key_max: 0,
@@ -857,13 +898,14 @@ async fn measure(
     if let Some(delay) = config.local_delay {
         stack.local.slow_down(delay)?;
     }
-    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let (source, local) = (&stack.source.cluster(), &stack.local.cluster());
     let topic = &stack.info.topic;
     let n = config.events;
     let settings = ClientSettings {
         server_url: stack.server_url.clone(),
         api_key: stack.info.api_key.clone(),
-        local_brokers: local.clone(),
+        local_brokers: stack.info.local_brokers.clone(),
+        local_properties: config.local_properties.clone(),
         client_id: format!("{topic}-client"),
         batch_limit: config.batch_limit,
         compression: config.compression,

@@ -14,8 +14,8 @@ use crate::child::{ChildProcess, config_from_env, stop_asked};
 const CONNECTED: &str = "connected";
 
 /// Runs the client as the child process (the `bench-client` subcommand).
-pub async fn run_child() -> Result<(), BenchError> {
-    let config: client::Config = config_from_env("client").map_err(BenchError::Incomplete)?;
+pub async fn run_child(args: &[String]) -> Result<(), BenchError> {
+    let config: client::Config = config_from_env("client", args).map_err(BenchError::Incomplete)?;
     let client =
         client::Replicator::new(&config).map_err(|e| BenchError::Incomplete(e.to_string()))?;
     let mut progress = client.watch();
@@ -43,6 +43,8 @@ pub struct ClientSettings {
     pub server_url: String,
     pub api_key: String,
     pub local_brokers: String,
+    /// The user's librdkafka properties for local Kafka.
+    pub local_properties: shared::kafka::KafkaPropertyArgs,
     pub client_id: String,
     pub batch_limit: u32,
     pub compression: bool,
@@ -56,6 +58,7 @@ impl ClientProcess {
         let (child, ()) = ChildProcess::start(
             "client",
             "bench-client",
+            &settings.local_properties,
             |command| {
                 command
                     .env_remove("KAFKA_TOPIC")

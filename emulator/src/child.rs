@@ -25,6 +25,7 @@ impl ChildProcess {
     pub async fn start<T>(
         what: &str,
         subcommand: &str,
+        properties: &shared::kafka::KafkaPropertyArgs,
         configure: impl FnOnce(&mut Command),
         timeout: Duration,
         mut ready: impl FnMut(&str) -> Option<T>,
@@ -32,6 +33,15 @@ impl ChildProcess {
         let exe = std::env::current_exe().map_err(|e| format!("cannot start the {what}: {e}"))?;
         let mut command = Command::new(exe);
         command.arg(subcommand);
+        // The child's Kafka properties are exactly these, never the parent's own.
+        let (vars, flags) = properties.for_child();
+        for (var, value) in vars {
+            match value {
+                Some(value) => command.env(var, value),
+                None => command.env_remove(var),
+            };
+        }
+        command.args(flags);
         configure(&mut command);
         let mut child = command
             .stdin(Stdio::piped())
@@ -81,8 +91,10 @@ impl ChildProcess {
 /// The child's side: its configuration, from the environment as its own binary reads it.
 pub fn config_from_env<T: clap::Parser + shared::config::Validate>(
     name: &str,
+    args: &[String],
 ) -> Result<T, String> {
-    let config = T::try_parse_from([name]).map_err(|e| e.to_string())?;
+    let config = T::try_parse_from(std::iter::once(name).chain(args.iter().map(String::as_str)))
+        .map_err(|e| e.to_string())?;
     config.validate().map_err(|e| e.to_string())?;
     Ok(config)
 }

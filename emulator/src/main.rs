@@ -85,6 +85,13 @@ struct Args {
     command: Option<Command>,
 }
 
+/// A child process's own flags (its Kafka properties), parsed by the component it runs.
+#[derive(Debug, clap::Args)]
+struct ChildArgs {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Times N events through the whole pipeline and through a direct Kafka-to-Kafka copy
@@ -92,10 +99,10 @@ enum Command {
     Bench(BenchArgs),
     /// The benchmark's client, run by `bench` as a child process.
     #[command(hide = true)]
-    BenchClient,
+    BenchClient(ChildArgs),
     /// The consumer pod in a process of its own, run by `bench`.
     #[command(hide = true)]
-    PodProcess,
+    PodProcess(ChildArgs),
 }
 
 /// Tools the benchmark can time beside the pipeline.
@@ -157,6 +164,8 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         latency_secs: bench.latency_secs,
         source_brokers: args.source_brokers.clone(),
         local_brokers: args.local_brokers.clone(),
+        source_properties: args.source_properties.clone(),
+        local_properties: args.local_properties.clone().into(),
         batch_limit: bench.batch_limit,
         latency_rate: bench.latency_rate,
         peer_mm2: bench.peer == Some(Peer::Mm2),
@@ -240,7 +249,7 @@ impl Validate for Args {
 
 fn main() -> std::process::ExitCode {
     let args: Args = shared::config::load();
-    if matches!(args.command, Some(Command::BenchClient)) {
+    if matches!(args.command, Some(Command::BenchClient(_))) {
         // The benchmark's client process, as the client binary runs.
         client::memory::tune_malloc();
     }
@@ -256,13 +265,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shared::telemetry::init();
     match &args.command {
         Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,
-        Some(Command::PodProcess) => {
-            return emulator::pod_process::run_child()
+        Some(Command::PodProcess(child)) => {
+            return emulator::pod_process::run_child(&child.args)
                 .await
                 .context("the consumer pod process failed");
         }
-        Some(Command::BenchClient) => {
-            return emulator::bench_client::run_child()
+        Some(Command::BenchClient(child)) => {
+            return emulator::bench_client::run_child(&child.args)
                 .await
                 .context("the benchmark's client failed");
         }

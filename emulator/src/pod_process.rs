@@ -15,8 +15,9 @@ use crate::stack::StackError;
 const LISTENING: &str = "listening ";
 
 /// Runs the pod as the child process (the `pod-process` subcommand).
-pub async fn run_child() -> Result<(), StackError> {
-    let config: consumer::Config = config_from_env("consumer").map_err(StackError::PodProcess)?;
+pub async fn run_child(args: &[String]) -> Result<(), StackError> {
+    let config: consumer::Config =
+        config_from_env("consumer", args).map_err(StackError::PodProcess)?;
     let pod = consumer::ConsumerPod::bind(config).await?;
     println!("{LISTENING}{}", pod.local_addr());
     let stop = CancellationToken::new();
@@ -45,6 +46,7 @@ impl PodProcess {
         let (child, addr) = ChildProcess::start(
             "consumer pod",
             "pod-process",
+            &config.source.properties,
             |command| {
                 let bounds = &config.bounds;
                 command.envs([

@@ -416,6 +416,30 @@ impl KafkaPropertyArgs {
     }
 }
 
+impl KafkaPropertyArgs {
+    /// The same layers for a child process that reads them as the binaries do: its
+    /// `KAFKA_PROPERTIES_FILE` and `KAFKA_PROPERTIES` (`None`: removed, so nothing of the
+    /// parent's own environment leaks in) and its `--kafka-property` arguments.
+    pub fn for_child(&self) -> ([(&'static str, Option<String>); 2], Vec<String>) {
+        let file = self
+            .kafka_properties_file
+            .as_ref()
+            .map(|p| p.display().to_string());
+        let flags = self
+            .kafka_property
+            .iter()
+            .map(|pair| format!("--kafka-property={pair}"))
+            .collect();
+        (
+            [
+                ("KAFKA_PROPERTIES_FILE", file),
+                ("KAFKA_PROPERTIES", self.kafka_properties.clone()),
+            ],
+            flags,
+        )
+    }
+}
+
 impl fmt::Debug for KafkaPropertyArgs {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         debug_layers(
