@@ -304,6 +304,25 @@ mod tests {
         assert!(check("http://", &[]).is_err(), "no host");
     }
 
+    #[test]
+    fn msk_iam_for_local_kafka_is_refused_with_what_to_use() {
+        let config = Config::try_parse_from([
+            "client",
+            "--kafka-property",
+            "security.protocol=SASL_SSL",
+            "--kafka-property",
+            "sasl.mechanism=AWS_MSK_IAM",
+        ])
+        .expect("parse");
+        let err = config.kafka_properties().expect_err("refused").to_string();
+        assert!(err.starts_with("--kafka-property is invalid"), "{err}");
+        assert!(
+            err.contains("MSK IAM (AWS_MSK_IAM) is for the source Kafka"),
+            "{err}"
+        );
+        assert!(err.contains("TLS, mTLS or SASL/SCRAM"), "{err}");
+    }
+
     fn client_with(extra: &[&str]) -> Result<(), ConfigError> {
         let base = [
             "client",

@@ -519,7 +519,10 @@ fn assert_msk_iam(overlay: &str, docs: &[Value], consumer: &Value) {
     properties
         .check(consumer::config::SOURCE_GUARDS)
         .unwrap_or_else(|e| panic!("{overlay}: the pod would refuse its properties: {e}"));
-    assert!(properties.msk_iam(), "{overlay}: sasl.mechanism=AWS_MSK_IAM");
+    assert!(
+        properties.msk_iam(),
+        "{overlay}: sasl.mechanism=AWS_MSK_IAM"
+    );
     assert_eq!(
         shared::kafka::msk_iam::region_of_brokers(brokers).as_deref(),
         Some("eu-west-1"),
@@ -622,11 +625,9 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
             .find(|d| container(d, "consumer").is_some())
             .expect("consumer");
         match label.as_str() {
-            "aks" => assert_properties_from_secret(
-                label,
-                consumer_deployment,
-                "kafka-replicator-kafka",
-            ),
+            "aks" => {
+                assert_properties_from_secret(label, consumer_deployment, "kafka-replicator-kafka")
+            }
             "eks" => assert_msk_iam(label, &docs, consumer_deployment),
             _ => {}
         }

@@ -117,8 +117,8 @@ impl OAuthTokens {
             Some(Source::MskIam(signer)) => signer.token()?,
         };
         TOKENS_ISSUED.fetch_add(1, Ordering::Relaxed);
+        // Neither the token nor its principal (an access key id for MSK IAM) is logged.
         tracing::debug!(
-            principal = %token.principal_name,
             expires_in_s = (token.lifetime_ms - now_ms(SystemTime::now())) / 1000,
             "OAUTHBEARER token made"
         );
