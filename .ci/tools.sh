@@ -18,9 +18,12 @@
 #   - cargo-machete (unused Cargo dependencies) pinned at 0.9.2, built with `cargo install
 #     --locked` under ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/cargo-tools
 #     when that version is not already there.
+#   - actionlint (GitHub Actions workflows) pinned at 1.7.12, built with `go install` under
+#     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/go-tools when that version is
+#     not already there.
 #
 # Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
-# NEWMAN, KUBECTL, CARGO_MACHETE.
+# NEWMAN, KUBECTL, CARGO_MACHETE, ACTIONLINT.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -36,6 +39,8 @@ node_prefix="$cache/node"
 newman_version="6.2.2"
 cargo_tools="$cache/cargo-tools"
 machete_version="0.9.2"
+go_tools="$cache/go-tools"
+actionlint_version="1.7.12"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -97,7 +102,11 @@ as_root() {
     fi
 }
 
-if ! chromium="$(command -v chromium)"; then
+# A browser already given (CHROMIUM, e.g. a CI image's Chrome) is used as it is.
+if [[ -n "${CHROMIUM:-}" && -x "${CHROMIUM}" ]]; then
+    chromium="$CHROMIUM"
+    log "chromium given ($chromium)"
+elif ! chromium="$(command -v chromium)"; then
     log "installing chromium (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
     as_root apt-get update -qq
@@ -169,6 +178,18 @@ else
     log "cargo-machete $machete_version up to date ($cargo_tools)"
 fi
 
+# ---------------------------------------------------------------- actionlint
+actionlint="$go_tools/bin/actionlint"
+if [[ "$("$actionlint" -version 2>/dev/null | head -1 || true)" != "v$actionlint_version" ]]; then
+    command -v go >/dev/null 2>&1 || die "go is needed to build actionlint (apt-get install golang-go)"
+    log "installing actionlint $actionlint_version (go install) under $go_tools"
+    GOBIN="$go_tools/bin" GOFLAGS=-mod=mod go install \
+        "github.com/rhysd/actionlint/cmd/actionlint@v$actionlint_version" >&2
+    [[ -x "$actionlint" ]] || die "actionlint missing after go install"
+else
+    log "actionlint $actionlint_version up to date ($go_tools)"
+fi
+
 # ---------------------------------------------------------------- exports
 {
     printf 'export MOTO_SERVER=%q\n' "$moto_server"
@@ -180,4 +201,5 @@ fi
     printf 'export CHROMIUM=%q\n' "$chromium"
     printf 'export NEWMAN=%q\n' "$newman"
     printf 'export CARGO_MACHETE=%q\n' "$cargo_machete"
+    printf 'export ACTIONLINT=%q\n' "$actionlint"
 } >&3

@@ -902,3 +902,69 @@ async fn alerts_and_dashboard_use_only_metrics_the_product_exports() {
         Some("api-key")
     );
 }
+
+#[test]
+fn the_github_workflow_lints_and_ships_the_windows_client() {
+    const TEST: &str = "the_github_workflow_lints_and_ships_the_windows_client";
+    let Some(actionlint) = common::tool(TEST, "ACTIONLINT", "actionlint") else {
+        return;
+    };
+    let workflow = repo_file(".github/workflows/ci.yml");
+    run_ok(
+        Command::new(&actionlint)
+            .arg("-color=false")
+            .arg(&workflow)
+            .current_dir(repo_file(".")),
+        "actionlint",
+    );
+    let doc: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(&workflow).expect("workflow")).expect("YAML");
+    let jobs = doc["jobs"].as_mapping().expect("jobs");
+    let runs = |job: &Value, needle: &str| {
+        job["steps"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .any(|s| s["run"].as_str().is_some_and(|r| r.contains(needle)))
+    };
+    let on = |os: &str| {
+        jobs.values()
+            .filter(|j| j["runs-on"].as_str() == Some(os))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        on("windows-latest").iter().any(|j| {
+            runs(j, "cargo build --release --locked -p client")
+                && runs(j, "cargo test --locked -p client --lib")
+        }),
+        "a windows-latest job builds client.exe in release and runs the client's unit tests"
+    );
+    assert!(
+        on("ubuntu-latest").iter().any(|j| runs(j, "bash .ci/run")),
+        "an ubuntu-latest job runs .ci/run"
+    );
+    let release = jobs
+        .values()
+        .find(|j| j["if"].as_str().is_some_and(|c| c.contains("refs/tags/")))
+        .expect("a job for version tags");
+    for file in ["client.exe", "client.env", "README.txt"] {
+        assert!(
+            runs(release, "zip ") && runs(release, file),
+            "the release zip holds {file}"
+        );
+    }
+    for shipped in ["client/.env.example", "infra/windows/README.txt"] {
+        assert!(
+            repo_file(shipped).is_file(),
+            "{shipped} exists to be shipped"
+        );
+        assert!(runs(release, shipped), "the release takes {shipped}");
+    }
+    // The Windows-only build of librdkafka stays Windows-only.
+    let manifest = std::fs::read_to_string(repo_file("client/Cargo.toml")).expect("client");
+    let windows = manifest
+        .split("[target.'cfg(windows)'.dependencies]")
+        .nth(1)
+        .expect("a Windows-only dependency table");
+    assert!(windows.contains("cmake-build"), "{windows}");
+}
