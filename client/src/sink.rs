@@ -59,6 +59,13 @@ pub enum SinkError {
     Transaction(KafkaError),
     #[error("another client with the same CLIENT_ID took over; this one stops writing")]
     Fenced,
+    /// The open transaction outlived `transaction.timeout.ms` (the machine slept, or the
+    /// process was frozen): the broker aborted it and fenced this producer's epoch. Nothing
+    /// of it was committed, so a new producer carries on from the saved position.
+    #[error(
+        "the transaction stayed open {open_secs} s, past transaction.timeout.ms (was the machine asleep?); local Kafka aborted it"
+    )]
+    TimedOut { open_secs: u64 },
 }
 
 impl SinkError {
@@ -68,7 +75,7 @@ impl SinkError {
             Self::Transaction(err) | Self::Delivery { source: err, .. } => {
                 matches!(err, KafkaError::Transaction(e) if e.is_fatal())
             }
-            Self::Fenced | Self::Init(_) => true,
+            Self::Fenced | Self::TimedOut { .. } | Self::Init(_) => true,
             _ => false,
         }
     }
@@ -158,6 +165,11 @@ pub struct LocalKafka {
     producer: ThreadedProducer<Deliveries>,
     /// Number of the last transaction begun.
     transactions: AtomicUsize,
+    /// When the open transaction began, by the wall clock (it runs on while a laptop
+    /// sleeps, unlike the monotonic one); `None` between transactions.
+    began: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// The producer's `transaction.timeout.ms`, the user's value if they set one.
+    transaction_timeout: Duration,
     local: Cluster,
     destination: Destination,
     topics: Arc<LocalTopics>,
@@ -285,6 +297,10 @@ impl LocalKafka {
                 // the client's heap.
                 .set("message.copy.max.bytes", "0");
         });
+        let transaction_timeout = config
+            .get("transaction.timeout.ms")
+            .and_then(|ms| ms.parse().ok())
+            .map_or(TRANSACTION_TIMEOUT, Duration::from_millis);
         let producer: ThreadedProducer<Deliveries> = config
             .create_with_context(Deliveries {
                 tokens: local.tokens().clone(),
@@ -304,6 +320,8 @@ impl LocalKafka {
         Ok(Self {
             producer,
             transactions: AtomicUsize::new(0),
+            began: std::sync::Mutex::default(),
+            transaction_timeout,
             local: local.clone(),
             destination,
             topics,
@@ -364,6 +382,11 @@ impl LocalKafka {
         self.producer
             .begin_transaction()
             .map_err(|e| self.classify(e))?;
+        *self
+            .began
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some(std::time::SystemTime::now());
         Ok(Transaction { number, sent: 0 })
     }
 
@@ -389,10 +412,27 @@ impl LocalKafka {
                 if e.code() == RDKafkaErrorCode::Fenced
                     || e.code() == RDKafkaErrorCode::ProducerFenced =>
             {
-                SinkError::Fenced
+                fence_cause(self.open_for(), self.transaction_timeout)
             }
             _ => SinkError::Transaction(err),
         }
+    }
+
+    /// No transaction is open any more.
+    fn ended(&self) {
+        *self
+            .began
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
+    /// How long the open transaction has been open, by the wall clock.
+    fn open_for(&self) -> Option<Duration> {
+        let began = *self
+            .began
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        began.and_then(|b| b.elapsed().ok())
     }
 
     async fn produce_all(
@@ -518,18 +558,33 @@ impl Lane for LocalKafka {
         })
         .await
         .map_err(|e| self.classify(e));
-        match result {
+        let result = match result {
             Ok(()) => Ok(()),
             Err(err) => Err(self.abandon(err).await),
-        }
+        };
+        self.ended();
+        result
     }
 
     /// Aborts `txn`, written but not committed, because the transaction before it failed.
     async fn abort(&self, _txn: Transaction) {
+        self.ended();
         let p = self.producer.clone();
         if let Err(err) = blocking(move || p.abort_transaction(CALL_TIMEOUT)).await {
             tracing::warn!(error = %err, "aborting a transaction after the one before it failed, failed too");
         }
+    }
+}
+
+/// Why local Kafka fenced this producer: its own transaction, open `open_for`, outlived
+/// `timeout` (the broker aborted it and bumped the epoch), or another client with the same
+/// transactional id started.
+fn fence_cause(open_for: Option<Duration>, timeout: Duration) -> SinkError {
+    match open_for {
+        Some(open) if open >= timeout => SinkError::TimedOut {
+            open_secs: open.as_secs(),
+        },
+        _ => SinkError::Fenced,
     }
 }
 
@@ -573,5 +628,30 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
             Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
             Some(Err(err)) => return Err(err),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fence_after_an_overlong_transaction_is_the_brokers_abort_not_another_client() {
+        let timeout = Duration::from_secs(60);
+        assert!(matches!(
+            fence_cause(Some(Duration::from_secs(3600)), timeout),
+            SinkError::TimedOut { open_secs: 3600 }
+        ));
+        assert!(matches!(
+            fence_cause(Some(timeout), timeout),
+            SinkError::TimedOut { .. }
+        ));
+        assert!(matches!(
+            fence_cause(Some(Duration::from_secs(2)), timeout),
+            SinkError::Fenced
+        ));
+        assert!(matches!(fence_cause(None, timeout), SinkError::Fenced));
+        // A timed-out transaction is recovered with a new producer; a real fence stops.
+        assert!(SinkError::TimedOut { open_secs: 61 }.needs_new_producer());
     }
 }

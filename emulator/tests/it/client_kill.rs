@@ -30,6 +30,8 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         api_key: stack.info.api_key.clone(),
         local_brokers: local.clone(),
         client_id: common::unique("killed-client"),
+        kafka_properties: None,
+        log: None,
     };
     // A fresh broker creates its transaction log on first use, which takes seconds; do it
     // now so the clients' kills land in their work, not in that one-off wait.
@@ -129,4 +131,128 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
             "partition {partition}: order differs from the source"
         );
     }
+}
+
+/// A laptop that sleeps with a transaction open: the client frozen (SIGSTOP) for longer than
+/// its transaction timeout mid-backlog, then woken. By then the broker has aborted the
+/// transaction and bumped the producer's epoch; the client must carry on by itself.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on_apache_kafka() {
+    const TEST: &str =
+        "a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on_apache_kafka";
+    const N: u64 = 4000;
+    // Short, so the freeze outlasts it in a test: the broker aborts a timed-out transaction
+    // at its next check (every 10 s by default), so 25 s asleep is well past both.
+    const TIMEOUT_MS: u32 = 5000;
+    const ASLEEP: Duration = Duration::from_secs(25);
+    let Some((_, local)) = common::apache_kafka_only(TEST) else {
+        return;
+    };
+    let mut config = common::config();
+    config.local_brokers = Some(local.clone());
+    config.partitions = 3;
+    config.events = Some(N);
+    // A stream of 20 s: the client falls asleep early in it and wakes to a backlog.
+    config.rate = 200;
+    let stack = common::start(config).await;
+    let log = tempfile::NamedTempFile::new().expect("log file");
+    let spec = common::ChildClient {
+        server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: local.clone(),
+        client_id: common::unique("sleeping-client"),
+        kafka_properties: Some(format!(
+            "transaction.timeout.ms={TIMEOUT_MS},message.timeout.ms={TIMEOUT_MS}"
+        )),
+        log: Some(log.path().to_owned()),
+    };
+    let mut child = common::spawn_child(&spec);
+    // Asleep once it has committed some of the backlog, with more to go, and at a moment its
+    // transaction is open: a partition holds records not yet committed.
+    common::wait_for_copies(&local, &stack.info.topic, 0).await;
+    let pid = child.id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let mut open = false;
+    for _ in 0..200 {
+        signal("-STOP");
+        open = transaction_open(&local, &stack.info.topic, 3).await;
+        if open {
+            break;
+        }
+        signal("-CONT");
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
+    }
+    if !open {
+        let _ = child.kill();
+        panic!("never froze the client with a transaction open");
+    }
+    let before = read_topic(&local, &stack.info.topic, 1, Duration::from_secs(10))
+        .await
+        .expect("read local");
+    let committed: usize = before.values().map(Vec::len).sum();
+    eprintln!("{TEST}: asleep with {committed} of {N} committed");
+    tokio::time::sleep(ASLEEP).await;
+    signal("-CONT");
+    let copied = read_topic(
+        &local,
+        &stack.info.topic,
+        N as usize,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("read local");
+    let exited = child.try_wait().expect("child status");
+    let _ = child.kill();
+    let _ = child.wait();
+    stack.stop().await;
+    assert!(
+        committed < N as usize,
+        "frozen mid-backlog, not after it: {committed}"
+    );
+    assert!(
+        exited.is_none(),
+        "the client carried on by itself, it did not exit: {exited:?}"
+    );
+    common::assert_exactly_once(TEST, &copied, N);
+    let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+    assert!(
+        said.contains("past transaction.timeout.ms"),
+        "the client saw its transaction aborted and said why: {}",
+        said.lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// Whether a partition of `topic` holds records of a transaction still open: its end for
+/// a `read_uncommitted` reader lies past the last stable offset a `read_committed` one sees.
+async fn transaction_open(local: &str, topic: &str, partitions: i32) -> bool {
+    let (local, topic) = (local.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let reader = |isolation: &str| -> BaseConsumer {
+            shared::kafka::client_config(&local)
+                .set("isolation.level", isolation)
+                .create()
+                .expect("probe")
+        };
+        let (uncommitted, committed) = (reader("read_uncommitted"), reader("read_committed"));
+        (0..partitions).any(|p| {
+            let end = |c: &BaseConsumer| {
+                c.fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .map_or(0, |(_, high)| high)
+            };
+            end(&uncommitted) > end(&committed)
+        })
+    })
+    .await
+    .expect("probe task")
 }

@@ -124,6 +124,12 @@ pub struct ChildClient {
     pub api_key: String,
     pub local_brokers: String,
     pub client_id: String,
+    /// `KAFKA_PROPERTIES` for local Kafka.
+    #[serde(default)]
+    pub kafka_properties: Option<String>,
+    /// Where the child's log goes (none: discarded).
+    #[serde(default)]
+    pub log: Option<std::path::PathBuf>,
 }
 
 const CHILD_ENV: &str = "KAFKA_REPLICATOR_TEST_CHILD_CLIENT";
@@ -135,6 +141,8 @@ pub fn run_child_client_if_asked() {
         return;
     };
     let spec: ChildClient = serde_json::from_str(&spec).expect("child spec");
+    // Its log goes to stderr, which the parent keeps when it asked for it.
+    shared::telemetry::init();
     let config = client::Config {
         server_url: Some(spec.server_url),
         api_key: Some(spec.api_key),
@@ -149,7 +157,10 @@ pub fn run_child_client_if_asked() {
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         client_id: spec.client_id,
-        properties: Default::default(),
+        properties: shared::kafka::KafkaPropertyArgs {
+            kafka_properties: spec.kafka_properties,
+            ..Default::default()
+        },
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
@@ -202,7 +213,10 @@ pub fn spawn_child(spec: &ChildClient) -> std::process::Child {
         ])
         .env(CHILD_ENV, serde_json::to_string(spec).expect("spec"))
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
+        .stderr(match &spec.log {
+            Some(path) => std::process::Stdio::from(std::fs::File::create(path).expect("log")),
+            None => std::process::Stdio::null(),
+        })
         .spawn()
         .expect("child client")
 }

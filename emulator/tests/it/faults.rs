@@ -63,6 +63,8 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
         api_key: stack.info.api_key.clone(),
         local_brokers: stack.info.local_brokers.clone(),
         client_id: common::unique("late-client"),
+        kafka_properties: None,
+        log: None,
     };
     let mut child = common::spawn_child(&spec);
     let copied = read_topic(
