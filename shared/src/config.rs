@@ -30,7 +30,23 @@ pub trait Validate {
 /// Reads `.env` (if any), parses flags and environment, validates; on failure prints one
 /// line and exits with status 2.
 pub fn load<T: Parser + Validate>() -> T {
-    let _ = dotenvy::dotenv();
+    load_from(None)
+}
+
+/// [`load`], reading the env-file `env_file` instead of `./.env` when one is named; a
+/// named file that cannot be read is one line and exit status 2 as well.
+pub fn load_from<T: Parser + Validate>(env_file: Option<(&std::path::Path, &str)>) -> T {
+    match env_file {
+        Some((path, named_by)) => {
+            if let Err(err) = dotenvy::from_path(path) {
+                eprintln!("error: {named_by}: cannot read {}: {err}", path.display());
+                std::process::exit(2);
+            }
+        }
+        None => {
+            let _ = dotenvy::dotenv();
+        }
+    }
     let config = match T::try_parse() {
         Ok(config) => config,
         Err(err) if !err.use_stderr() => err.exit(),

@@ -1,3 +1,4 @@
 //! The `client` binary as a user starts it.
 
 mod config;
+mod systemd;
