@@ -26,6 +26,10 @@ struct Cli {
         global = true
     )]
     config_file: Option<PathBuf>,
+    /// Log to this file instead of stderr, a new one each day (client.log becomes
+    /// client.2026-12-01.log, …; the last 14 kept). A service has no console.
+    #[arg(long = "log-file", env = "LOG_FILE", value_name = "PATH")]
+    log_file: Option<PathBuf>,
     #[command(flatten)]
     config: Config,
 }
@@ -90,12 +94,50 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Service { action }) = cli.command {
         return service(action);
     }
+    // Kept to the end: dropping it flushes the last lines to the file.
+    let _log = match logging(cli.log_file.as_deref()) {
+        Ok(guard) => guard,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime");
     config::exit_code(runtime.and_then(|runtime| runtime.block_on(run(&cli.config))))
 }
 
+/// Logs to stderr, or to a daily-rolled `log_file` through a background writer.
+fn logging(
+    log_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let Some(path) = log_file else {
+        shared::telemetry::init();
+        return Ok(None);
+    };
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("client");
+    let mut builder = tracing_appender::rolling::Builder::new()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix(stem)
+        .max_log_files(14);
+    if let Some(extension) = path.extension().and_then(|e| e.to_str()) {
+        builder = builder.filename_suffix(extension);
+    }
+    let appender = builder
+        .build(dir)
+        .with_context(|| format!("LOG_FILE: cannot write logs in {}", dir.display()))?;
+    let (writer, guard) = tracing_appender::non_blocking(appender);
+    shared::telemetry::init_with(writer, false);
+    Ok(Some(guard))
+}
+
 async fn run(config: &Config) -> anyhow::Result<()> {
-    shared::telemetry::init();
     let replicator = client::Replicator::new(config).context("client could not start")?;
     replicator
         .run(shared::shutdown::token())

@@ -1,4 +1,5 @@
 //! The `client` binary as a user starts it.
 
 mod config;
+mod logfile;
 mod systemd;

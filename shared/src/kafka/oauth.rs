@@ -93,6 +93,8 @@ impl OAuthTokens {
     /// Waits at most `timeout` for what a token needs (MSK IAM: the region and the first
     /// AWS credentials), so a start-up fails with the reason rather than a stalled client.
     pub fn ready(&self, timeout: Duration) -> Result<(), TokenError> {
+        #[cfg(not(feature = "msk-iam"))]
+        let _ = timeout;
         match self.source.as_deref() {
             #[cfg(feature = "msk-iam")]
             Some(Source::MskIam(signer)) => signer.ready(timeout),
