@@ -96,6 +96,7 @@ struct Deliveries {
     refused: Mutex<Option<(String, KafkaError)>>,
     done: tokio::sync::Notify,
     tokens: shared::kafka::OAuthTokens,
+    log: shared::kafka::KafkaLog,
 }
 
 impl Deliveries {
@@ -133,6 +134,11 @@ impl Deliveries {
 
 impl ClientContext for Deliveries {
     shared::answer_token_refresh!(tokens);
+    shared::quiet_librdkafka_log!(log, "local Kafka producer");
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error("local Kafka producer", &error, reason);
+    }
 }
 
 impl ProducerContext for Deliveries {
@@ -304,6 +310,7 @@ impl LocalKafka {
         let producer: ThreadedProducer<Deliveries> = config
             .create_with_context(Deliveries {
                 tokens: local.tokens().clone(),
+                log: local.log().clone(),
                 ..Deliveries::default()
             })
             .map_err(SinkError::Create)?;

@@ -17,7 +17,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use shared::Record;
 use shared::kafka::record_of;
-use shared::kafka::{Cluster, EofQuietContext, OAuthTokens, topic_partitions};
+use shared::kafka::{Cluster, EofQuietContext, KafkaLog, OAuthTokens, topic_partitions};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -88,17 +88,20 @@ struct SourceContext {
     status: Arc<SourceStatus>,
     metrics: ConsumerMetrics,
     tokens: OAuthTokens,
+    log: KafkaLog,
 }
 
 impl ClientContext for SourceContext {
     shared::answer_token_refresh!(tokens);
+    shared::quiet_librdkafka_log!(log, "source Kafka consumer");
 
     fn error(&self, error: KafkaError, reason: &str) {
         let kind = error
             .rdkafka_error_code()
             .map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
+        // Every error is counted; the log says each kind once a minute.
         self.metrics.kafka_error(&kind);
-        tracing::warn!(error = %error, reason, "source Kafka client error");
+        self.log.error("source Kafka consumer", &error, reason);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -178,6 +181,7 @@ impl KafkaSource {
             status,
             metrics: metrics.clone(),
             tokens: cluster.tokens().clone(),
+            log: cluster.log().clone(),
         };
         let config = cluster.config(|config| {
             pod_settings(config)

@@ -3,6 +3,7 @@
 //! out of the logs, sending through a full queue, reading partitions from metadata,
 //! records as the bytes Kafka holds ([`records`]) and OAUTHBEARER tokens ([`oauth`]).
 
+pub mod log;
 #[cfg(feature = "msk-iam")]
 pub mod msk_iam;
 pub mod oauth;
@@ -12,11 +13,15 @@ pub mod records;
 use std::time::Duration;
 
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+
+use crate::quiet_librdkafka_log;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::metadata::Metadata;
 
+pub use log::KafkaLog;
 pub use oauth::OAuthTokens;
 pub use properties::{Guard, KafkaProperties, KafkaPropertyArgs, LocalKafkaPropertyArgs};
 pub use records::{add_header, headers_of, record_of};
@@ -37,6 +42,9 @@ pub struct Cluster {
     brokers: String,
     properties: KafkaProperties,
     tokens: OAuthTokens,
+    /// What its clients complain of, said once a minute per kind however many clients
+    /// say it.
+    log: KafkaLog,
 }
 
 impl Cluster {
@@ -47,6 +55,7 @@ impl Cluster {
             brokers: brokers.to_owned(),
             tokens: OAuthTokens::for_properties(&properties, brokers),
             properties,
+            log: KafkaLog::default(),
         }
     }
 
@@ -58,6 +67,11 @@ impl Cluster {
     /// Where its clients' OAUTHBEARER tokens come from.
     pub fn tokens(&self) -> &OAuthTokens {
         &self.tokens
+    }
+
+    /// Its clients' log.
+    pub fn log(&self) -> &KafkaLog {
+        &self.log
     }
 
     /// The bootstrap servers.
@@ -99,22 +113,29 @@ macro_rules! answer_token_refresh {
 }
 
 /// The context of a client with no callbacks of its own (a producer, an admin client): it
-/// answers token refreshes and leaves the rest to rust-rdkafka.
+/// answers token refreshes and logs through its cluster's [`KafkaLog`].
 #[derive(Debug, Clone, Default)]
 pub struct TokenContext {
     pub tokens: OAuthTokens,
+    pub log: KafkaLog,
 }
 
 impl TokenContext {
     pub fn of(cluster: &Cluster) -> Self {
         Self {
             tokens: cluster.tokens.clone(),
+            log: cluster.log.clone(),
         }
     }
 }
 
 impl ClientContext for TokenContext {
     answer_token_refresh!(tokens);
+    quiet_librdkafka_log!(log, "Kafka client");
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.log.error("Kafka client", &error, reason);
+    }
 }
 
 impl ConsumerContext for TokenContext {}
@@ -124,10 +145,12 @@ impl ConsumerContext for TokenContext {}
 struct AccessContext {
     refused: std::sync::Mutex<Option<String>>,
     tokens: OAuthTokens,
+    log: KafkaLog,
 }
 
 impl ClientContext for AccessContext {
     answer_token_refresh!(tokens);
+    quiet_librdkafka_log!(log, "access check");
 
     fn error(&self, error: KafkaError, reason: &str) {
         let code = error.rdkafka_error_code();
@@ -164,6 +187,7 @@ pub fn check_access(cluster: &Cluster, timeout: Duration) -> Result<(), AccessRe
     });
     let context = AccessContext {
         tokens: cluster.tokens.clone(),
+        log: cluster.log.clone(),
         ..AccessContext::default()
     };
     // A configuration librdkafka refuses is reported where the real clients are made.
@@ -204,6 +228,7 @@ pub struct EofQuietContext {
     /// What the client is, for the log: "source Kafka reader", "local Kafka state reader".
     pub role: &'static str,
     pub tokens: OAuthTokens,
+    pub log: KafkaLog,
 }
 
 impl EofQuietContext {
@@ -212,6 +237,7 @@ impl EofQuietContext {
         Self {
             role,
             tokens: cluster.tokens.clone(),
+            log: cluster.log.clone(),
         }
     }
 }
@@ -219,9 +245,13 @@ impl EofQuietContext {
 impl ClientContext for EofQuietContext {
     answer_token_refresh!(tokens);
 
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        self.log.log(self.role, level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         if !is_partition_eof(&error) {
-            tracing::warn!(error = %error, reason, role = self.role, "Kafka client error");
+            self.log.error(self.role, &error, reason);
         }
     }
 }
