@@ -1,9 +1,27 @@
 //! Graceful shutdown for every binary: a future that resolves on Ctrl-C or, on Unix,
-//! SIGTERM (what Kubernetes sends before killing a pod), and a cancellation token tied to it.
+//! SIGTERM (what Kubernetes and systemd send before killing), on Windows Ctrl-Break and
+//! the console's close, logoff and shutdown events, and a cancellation token tied to it.
 
 use tokio_util::sync::CancellationToken;
 
-/// Resolves on Ctrl-C, or SIGTERM on Unix.
+/// Resolves when `listener()` (a Windows console event listener) receives its event; never
+/// when it cannot be made.
+#[cfg(windows)]
+macro_rules! console_event {
+    ($listener:path) => {
+        async {
+            match $listener() {
+                Ok(mut events) => {
+                    events.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        }
+    };
+}
+
+/// Resolves on Ctrl-C; on Unix also on SIGTERM; on Windows also on Ctrl-Break, the console
+/// window closing, the user logging off and the system shutting down.
 pub async fn signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -17,7 +35,17 @@ pub async fn signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    #[cfg(not(unix))]
+    #[cfg(windows)]
+    let terminate = async {
+        use tokio::signal::windows::{ctrl_break, ctrl_close, ctrl_logoff, ctrl_shutdown};
+        tokio::select! {
+            () = console_event!(ctrl_break) => {},
+            () = console_event!(ctrl_close) => {},
+            () = console_event!(ctrl_logoff) => {},
+            () = console_event!(ctrl_shutdown) => {},
+        }
+    };
+    #[cfg(not(any(unix, windows)))]
     let terminate = std::future::pending::<()>();
     tokio::select! {
         () = ctrl_c => {},
@@ -26,7 +54,7 @@ pub async fn signal() {
     tracing::info!("shutdown requested");
 }
 
-/// A token cancelled on Ctrl-C or SIGTERM; call inside a Tokio runtime.
+/// A token cancelled when [`signal`] resolves; call inside a Tokio runtime.
 pub fn token() -> CancellationToken {
     let token = CancellationToken::new();
     let child = token.clone();
