@@ -597,17 +597,15 @@ fn fence_cause(open_for: Option<Duration>, timeout: Duration) -> SinkError {
 
 /// The newest committed value under `key` in the single-partition state topic.
 fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
-    let config = local.config(|c| {
-        c.set("group.id", "kafka-replicator-client-state")
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true");
-    });
-    let consumer: BaseConsumer<EofQuietContext> =
-        config.create_with_context(EofQuietContext::of("local Kafka state reader", local))?;
-    if let Err(err) = local.tokens().prime(consumer.client()) {
-        tracing::warn!(error = %err, "no OAUTHBEARER token for the state reader");
-    }
+    let consumer: BaseConsumer<EofQuietContext> = local.consumer(
+        |c| {
+            c.set("group.id", "kafka-replicator-client-state")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed")
+                .set("enable.partition.eof", "true");
+        },
+        EofQuietContext::of("local Kafka state reader", local),
+    )?;
     let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);

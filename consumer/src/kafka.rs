@@ -96,11 +96,9 @@ impl ClientContext for SourceContext {
     shared::quiet_librdkafka_log!(log, "source Kafka consumer");
 
     fn error(&self, error: KafkaError, reason: &str) {
-        let kind = error
-            .rdkafka_error_code()
-            .map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
         // Every error is counted; the log says each kind once a minute.
-        self.metrics.kafka_error(&kind);
+        self.metrics
+            .kafka_error(&shared::kafka::log::kind_of(&error));
         self.log.error("source Kafka consumer", &error, reason);
     }
 
@@ -280,8 +278,9 @@ pub struct RangeRead {
 
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
 pub struct KafkaReader {
-    config: ClientConfig,
-    context: EofQuietContext,
+    cluster: Cluster,
+    /// The readers' group id (they are assigned partitions, never members).
+    group: String,
     pool: Mutex<Vec<BaseConsumer<EofQuietContext>>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
@@ -299,20 +298,9 @@ impl std::fmt::Debug for KafkaReader {
 
 impl KafkaReader {
     pub fn new(cluster: &Cluster, group_id: &str, status: Arc<SourceStatus>) -> Self {
-        let config = cluster.config(|config| {
-            pod_settings(config)
-                .set("group.id", format!("{group_id}-reader"))
-                .set("enable.auto.commit", "false")
-                .set("enable.auto.offset.store", "false")
-                // Offsets deleted between the watermark query and the fetch must surface as an
-                // error (and so as a gap), never as a silent jump to the new log start.
-                .set("auto.offset.reset", "error")
-                .set("enable.partition.eof", "true")
-                .set("fetch.wait.max.ms", "50");
-        });
         Self {
-            config,
-            context: EofQuietContext::of(READER_ROLE, cluster),
+            cluster: cluster.clone(),
+            group: format!("{group_id}-reader"),
             pool: Mutex::default(),
             permits: Semaphore::new(READER_POOL),
             partitions: RwLock::default(),
@@ -339,17 +327,28 @@ impl KafkaReader {
             .pop();
         let consumer = match pooled {
             Some(c) => c,
-            None => {
-                let consumer: BaseConsumer<EofQuietContext> =
-                    self.config.create_with_context(self.context.clone())?;
-                if let Err(err) = self.context.tokens.prime(consumer.client()) {
-                    tracing::warn!(error = %err, "no OAUTHBEARER token for a new reader");
-                }
-                consumer
-            }
+            None => self.cluster.consumer(
+                |config| {
+                    pod_settings(config)
+                        .set("group.id", &self.group)
+                        .set("enable.auto.commit", "false")
+                        .set("enable.auto.offset.store", "false")
+                        // Offsets deleted between the watermark query and the fetch must
+                        // surface as an error (and so as a gap), never as a silent jump to
+                        // the new log start.
+                        .set("auto.offset.reset", "error")
+                        .set("enable.partition.eof", "true")
+                        .set("fetch.wait.max.ms", "50");
+                },
+                EofQuietContext::of(READER_ROLE, &self.cluster),
+            )?,
         };
+        // Token refreshes wait in the queue between reads; without tokens nothing does.
+        let refreshes = self.cluster.tokens().in_use();
         let (consumer, result) = tokio::task::spawn_blocking(move || {
-            serve_events(&consumer);
+            if refreshes {
+                serve_events(&consumer);
+            }
             let result = work(&consumer);
             (consumer, result)
         })
@@ -429,6 +428,9 @@ impl KafkaReader {
     /// Serves what librdkafka queued for the readers no request is using, so an idle
     /// reader's OAUTHBEARER token is renewed before it expires.
     fn serve_idle_readers(&self) {
+        if !self.cluster.tokens().in_use() {
+            return;
+        }
         let pool = self
             .pool
             .lock()

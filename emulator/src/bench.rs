@@ -190,14 +190,14 @@ impl Watcher {
         partitions: i32,
         from_end: bool,
     ) -> Result<Self, rdkafka::error::KafkaError> {
-        let consumer: BaseConsumer<TokenContext> = connect(
-            cluster,
-            cluster.config(|c| {
+        let consumer: BaseConsumer<TokenContext> = cluster.consumer(
+            |c| {
                 c.set("group.id", "kafka-replicator-bench")
                     .set("enable.auto.commit", "false")
                     .set("isolation.level", "read_committed")
                     .set("fetch.wait.max.ms", "5");
-            }),
+            },
+            TokenContext::of(cluster),
         )?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..partitions {
@@ -424,7 +424,8 @@ fn log_ends(
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<i64>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer<TokenContext> = connect(cluster, cluster.config(|_| {}))?;
+    let consumer: BaseConsumer<TokenContext> =
+        cluster.consumer(|_| {}, TokenContext::of(cluster))?;
     (0..partitions)
         .map(|p| {
             consumer
@@ -432,20 +433,6 @@ fn log_ends(
                 .map(|(_, high)| high)
         })
         .collect()
-}
-
-/// A consumer of `cluster` made from `config`, given its first OAUTHBEARER token when the
-/// cluster uses them (it asks for metadata before it is ever polled).
-fn connect(
-    cluster: &Cluster,
-    config: rdkafka::ClientConfig,
-) -> Result<BaseConsumer<TokenContext>, rdkafka::error::KafkaError> {
-    let consumer: BaseConsumer<TokenContext> =
-        config.create_with_context(TokenContext::of(cluster))?;
-    if let Err(err) = cluster.tokens().prime(consumer.client()) {
-        tracing::warn!(error = %err, "no OAUTHBEARER token for a bench reader");
-    }
-    Ok(consumer)
 }
 
 /// The `seq` field of a demo value, without a full JSON parse.
@@ -533,13 +520,13 @@ impl DirectCopy {
         to: &str,
         fetch_wait_ms: u32,
     ) -> Result<Self, BenchError> {
-        let consumer: BaseConsumer<TokenContext> = connect(
-            source,
-            source.config(|c| {
+        let consumer: BaseConsumer<TokenContext> = source.consumer(
+            |c| {
                 c.set("group.id", "kafka-replicator-bench-direct")
                     .set("enable.auto.commit", "false")
                     .set("fetch.wait.max.ms", fetch_wait_ms.to_string());
-            }),
+            },
+            TokenContext::of(source),
         )?;
         let producer: FutureProducer<TokenContext> = local
             .config(|c| {

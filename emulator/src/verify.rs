@@ -48,17 +48,15 @@ fn read_topic_blocking(
     expected: usize,
     timeout: Duration,
 ) -> Result<BTreeMap<i32, Vec<Record>>, KafkaError> {
-    let consumer: BaseConsumer<EofQuietContext> = cluster
-        .config(|c| {
+    let consumer: BaseConsumer<EofQuietContext> = cluster.consumer(
+        |c| {
             c.set("group.id", "kafka-replicator-verify")
                 .set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed")
                 .set("enable.partition.eof", "true");
-        })
-        .create_with_context(EofQuietContext::of("copy verifier", cluster))?;
-    if let Err(err) = cluster.tokens().prime(consumer.client()) {
-        tracing::warn!(error = %err, "no OAUTHBEARER token for the verifier");
-    }
+        },
+        EofQuietContext::of("copy verifier", cluster),
+    )?;
     let deadline = Instant::now() + timeout;
     // A topic created moments ago may not be in the metadata yet: ask until it is.
     let partitions: Vec<i32> = loop {

@@ -55,10 +55,7 @@ impl KafkaLog {
 
     /// A client error (rust-rdkafka's `ClientContext::error`), as a warning naming `role`.
     pub fn error(&self, role: &str, error: &KafkaError, reason: &str) {
-        let kind = error
-            .rdkafka_error_code()
-            .map_or_else(|| "client".to_owned(), |c| format!("{c:?}"));
-        if let Some(held_back) = self.admit(&kind, Instant::now()) {
+        if let Some(held_back) = self.admit(&kind_of(error), Instant::now()) {
             tracing::warn!(error = %error, reason, role, held_back, "Kafka client error");
         }
     }
@@ -84,6 +81,14 @@ impl KafkaLog {
             }
         }
     }
+}
+
+/// What kind of error `error` is, in few words (librdkafka's code, e.g. `AllBrokersDown`):
+/// a metric label, and what the log holds back repeats of.
+pub fn kind_of(error: &KafkaError) -> String {
+    error
+        .rdkafka_error_code()
+        .map_or_else(|| "client".to_owned(), |c| format!("{c:?}"))
 }
 
 /// The librdkafka log callback of a context holding a [`KafkaLog`] in `$log` and its role

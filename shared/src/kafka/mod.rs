@@ -74,6 +74,22 @@ impl Cluster {
         &self.log
     }
 
+    /// A consumer of this cluster with `settings` (what the product sets, under the user's
+    /// properties) and `context`, handed its first OAUTHBEARER token when the cluster uses
+    /// them: a consumer asks for metadata before it is ever polled, where the token would
+    /// otherwise come.
+    pub fn consumer<C: ConsumerContext>(
+        &self,
+        settings: impl FnOnce(&mut ClientConfig),
+        context: C,
+    ) -> Result<BaseConsumer<C>, KafkaError> {
+        let consumer: BaseConsumer<C> = self.config(settings).create_with_context(context)?;
+        if let Err(err) = self.tokens.prime(consumer.client()) {
+            tracing::warn!(error = %err, brokers = %self.brokers, "no OAUTHBEARER token for a new consumer");
+        }
+        Ok(consumer)
+    }
+
     /// The bootstrap servers.
     pub fn brokers(&self) -> &str {
         &self.brokers

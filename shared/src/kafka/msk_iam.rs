@@ -135,28 +135,29 @@ impl MskIamSigner {
     /// Starts fetching credentials from the default chain for the cluster at `brokers`
     /// (its region from the brokers' names, else the SDK's: `AWS_REGION`, the profile).
     pub fn start(brokers: &str) -> Self {
-        let found: Arc<Shared> = Arc::default();
-        let weak = Arc::downgrade(&found);
-        let from_brokers = region_of_brokers(brokers);
-        let spawned = std::thread::Builder::new()
-            .name("msk-iam-credentials".into())
-            .spawn(move || keep_credentials(weak, from_brokers, None));
-        if let Err(err) = spawned {
-            let mut state = found.0.lock().unwrap_or_else(PoisonError::into_inner);
-            state.credentials = Some(Err(format!("cannot start the credentials thread: {err}")));
-        }
-        Self { found }
+        Self::spawn(region_of_brokers(brokers), None)
     }
 
     /// A signer for `region` with credentials from `provider` (tests, or a caller with its
     /// own chain).
     pub fn with_provider(region: &str, provider: SharedCredentialsProvider) -> Self {
+        Self::spawn(Some(region.to_owned()), Some(provider))
+    }
+
+    /// Starts the credentials thread ([`keep_credentials`]); one that cannot start is the
+    /// reason every token is refused.
+    fn spawn(region: Option<String>, provider: Option<SharedCredentialsProvider>) -> Self {
         let found: Arc<Shared> = Arc::default();
         let weak = Arc::downgrade(&found);
-        let region = region.to_owned();
-        let _ = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("msk-iam-credentials".into())
-            .spawn(move || keep_credentials(weak, Some(region), Some(provider)));
+            .spawn(move || keep_credentials(weak, region, provider));
+        if let Err(err) = spawned {
+            let mut state = found.0.lock().unwrap_or_else(PoisonError::into_inner);
+            state.credentials = Some(Err(format!(
+                "MSK IAM: cannot start the credentials thread: {err}"
+            )));
+        }
         Self { found }
     }
 
