@@ -49,24 +49,13 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
     })
     .await
     .expect("warm-up");
-    // How far local Kafka's log has grown (records written, committed or not, and markers):
-    // a cheap sign that a client is at work.
+    // How far local Kafka's log has grown to its last stable offset (committed records and
+    // markers; librdkafka's default isolation): a cheap sign that a client is at work.
     let written = |brokers: String, topic: String| async move {
-        tokio::task::spawn_blocking(move || {
-            use rdkafka::consumer::{BaseConsumer, Consumer};
-            let probe: BaseConsumer = shared::kafka::client_config(&brokers)
-                .create()
-                .expect("probe");
-            (0..3)
-                .map(|p| {
-                    probe
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                        .map_or(0, |(_, high)| high)
-                })
-                .sum::<i64>()
-        })
-        .await
-        .expect("probe task")
+        log_ends(&brokers, &topic, 3, "read_committed")
+            .await
+            .iter()
+            .sum::<i64>()
     };
     let mut grown_to = written(local.clone(), stack.info.topic.clone()).await;
     for round in 0..5 {
@@ -235,23 +224,28 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
 /// Whether a partition of `topic` holds records of a transaction still open: its end for
 /// a `read_uncommitted` reader lies past the last stable offset a `read_committed` one sees.
 async fn transaction_open(local: &str, topic: &str, partitions: i32) -> bool {
-    let (local, topic) = (local.to_owned(), topic.to_owned());
+    let uncommitted = log_ends(local, topic, partitions, "read_uncommitted").await;
+    let committed = log_ends(local, topic, partitions, "read_committed").await;
+    uncommitted.iter().zip(&committed).any(|(u, c)| u > c)
+}
+
+/// The end of each partition of `topic` as a reader with `isolation` sees it (0 where it
+/// cannot be read): the high watermark, or for `read_committed` the last stable offset.
+async fn log_ends(brokers: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<i64> {
+    let (brokers, topic, isolation) = (brokers.to_owned(), topic.to_owned(), isolation.to_owned());
     tokio::task::spawn_blocking(move || {
         use rdkafka::consumer::{BaseConsumer, Consumer};
-        let reader = |isolation: &str| -> BaseConsumer {
-            shared::kafka::client_config(&local)
-                .set("isolation.level", isolation)
-                .create()
-                .expect("probe")
-        };
-        let (uncommitted, committed) = (reader("read_uncommitted"), reader("read_committed"));
-        (0..partitions).any(|p| {
-            let end = |c: &BaseConsumer| {
-                c.fetch_watermarks(&topic, p, Duration::from_secs(10))
+        let probe: BaseConsumer = shared::kafka::client_config(&brokers)
+            .set("isolation.level", &isolation)
+            .create()
+            .expect("probe");
+        (0..partitions)
+            .map(|p| {
+                probe
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
                     .map_or(0, |(_, high)| high)
-            };
-            end(&uncommitted) > end(&committed)
-        })
+            })
+            .collect()
     })
     .await
     .expect("probe task")

@@ -84,6 +84,32 @@ struct SecuredBroker {
 }
 
 impl SecuredBroker {
+    /// The broker for `test`, started off the runtime; none where the suite runs without
+    /// Apache Kafka.
+    async fn for_test(test: &str) -> Option<Self> {
+        common::apache_kafka_only(test)?;
+        Some(
+            tokio::task::spawn_blocking(Self::start)
+                .await
+                .expect("broker"),
+        )
+    }
+
+    /// A stack copying `n` events at `rate` from `source` into `local`, two listeners of
+    /// this broker: with one cluster on both ends the copies go to a topic of their own
+    /// (`copy.` + the source topic).
+    fn copying(source: &str, local: &str, n: u64, rate: u64) -> emulator::StackConfig {
+        let mut config = common::config();
+        config.source_brokers = Some(source.to_owned());
+        config.local_brokers = Some(local.to_owned());
+        config.events = Some(n);
+        config.rate = rate;
+        config.run_client = true;
+        config.client.topic_prefix = Some("copy.".into());
+        config.create_local_topic = false;
+        config
+    }
+
     fn start() -> Self {
         let tls = certificates();
         let [plain, controller, scram, mtls, oauth] = [(); 5].map(|()| free_port());
@@ -206,21 +232,10 @@ impl Drop for SecuredBroker {
 async fn replicates_from_scram_to_mtls_exactly_once_on_apache_kafka() {
     const TEST: &str = "replicates_from_scram_to_mtls_exactly_once_on_apache_kafka";
     const N: u64 = 500;
-    if common::apache_kafka_only(TEST).is_none() {
+    let Some(broker) = SecuredBroker::for_test(TEST).await else {
         return;
-    }
-    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
-        .await
-        .expect("broker");
-    let mut config = common::config();
-    config.source_brokers = Some(broker.scram.clone());
-    config.local_brokers = Some(broker.mtls.clone());
-    config.events = Some(N);
-    config.rate = 0;
-    config.run_client = true;
-    // One cluster on both ends: the copies go to their own topic.
-    config.client.topic_prefix = Some("copy.".into());
-    config.create_local_topic = false;
+    };
+    let mut config = SecuredBroker::copying(&broker.scram, &broker.mtls, N, 0);
     config.pod.source.properties.kafka_properties = Some(broker.scram_properties(&broker.password));
     config.client.properties.kafka_properties = Some(broker.mtls_properties(&broker.tls.ca, true));
     let stack = common::start(config).await;
@@ -246,20 +261,10 @@ async fn refreshed_oauthbearer_tokens_keep_replication_going_exactly_once_on_apa
     // token is renewed through the product's refresh callback.
     const N: u64 = 600;
     const LIFE_SECONDS: u32 = 5;
-    if common::apache_kafka_only(TEST).is_none() {
+    let Some(broker) = SecuredBroker::for_test(TEST).await else {
         return;
-    }
-    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
-        .await
-        .expect("broker");
-    let mut config = common::config();
-    config.source_brokers = Some(broker.oauth.clone());
-    config.local_brokers = Some(broker.plaintext.clone());
-    config.events = Some(N);
-    config.rate = 30;
-    config.run_client = true;
-    config.client.topic_prefix = Some("copy.".into());
-    config.create_local_topic = false;
+    };
+    let mut config = SecuredBroker::copying(&broker.oauth, &broker.plaintext, N, 30);
     config.pod.source.properties.kafka_properties = Some(broker.oauth_properties(LIFE_SECONDS));
     let stack = common::start(config).await;
     let copies = format!("copy.{}", stack.info.topic);
@@ -338,12 +343,9 @@ async fn msk_iam_start(broker: &SecuredBroker, aws: &[(&str, &str)]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn msk_iam_signs_its_token_or_says_what_it_lacks_on_apache_kafka() {
     const TEST: &str = "msk_iam_signs_its_token_or_says_what_it_lacks_on_apache_kafka";
-    if common::apache_kafka_only(TEST).is_none() {
+    let Some(broker) = SecuredBroker::for_test(TEST).await else {
         return;
-    }
-    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
-        .await
-        .expect("broker");
+    };
     let secret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
     let keys = [
         ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
@@ -415,12 +417,9 @@ async fn client_error(broker: &SecuredBroker, properties: String) -> Option<Stri
 async fn wrong_credentials_and_certificates_stop_the_start_with_one_clear_line_on_apache_kafka() {
     const TEST: &str =
         "wrong_credentials_and_certificates_stop_the_start_with_one_clear_line_on_apache_kafka";
-    if common::apache_kafka_only(TEST).is_none() {
+    let Some(broker) = SecuredBroker::for_test(TEST).await else {
         return;
-    }
-    let broker = tokio::task::spawn_blocking(SecuredBroker::start)
-        .await
-        .expect("broker");
+    };
     let wrong_password = pod_error(&broker, broker.scram_properties("not-it")).await;
     let stranger = format!(
         "security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username={USER},\
