@@ -610,14 +610,20 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);
     }
-    let (low, high) = consumer.fetch_watermarks(topic, 0, CALL_TIMEOUT)?;
-    if high <= low {
+    let (low, _) = consumer.fetch_watermarks(topic, 0, CALL_TIMEOUT)?;
+    // Everything written before now must be read, committed or aborted: another client's
+    // transaction still open on the shared state topic holds back what a read_committed
+    // reader sees (its last stable offset), and a position read from below it would be an
+    // old one of this client, copied again.
+    let written = log_end(local, topic)?;
+    if written <= low {
         return Ok(None);
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, Offset::Offset(low))?;
     consumer.assign(&tpl)?;
-    let deadline = std::time::Instant::now() + CALL_TIMEOUT;
+    // Up to another client's transaction timeout, so its open transaction ends meanwhile.
+    let deadline = std::time::Instant::now() + CALL_TIMEOUT + TRANSACTION_TIMEOUT;
     let mut latest = None;
     loop {
         let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
@@ -625,15 +631,38 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
                 RDKafkaErrorCode::RequestTimedOut,
             ));
         };
-        match consumer.poll(left) {
+        match consumer.poll(left.min(Duration::from_millis(200))) {
             Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
                 latest = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
             }
-            Some(Ok(_)) | None => {}
-            Some(Err(KafkaError::PartitionEOF(_))) => return Ok(latest),
+            Some(Ok(_)) => {}
+            // At the last stable offset, or nothing new yet: done once the position has
+            // passed all that was written; else the stable offset moves on as open
+            // transactions end, and the read with it.
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {
+                let position = consumer
+                    .position()?
+                    .find_partition(topic, 0)
+                    .map(|p| p.offset());
+                if matches!(position, Some(Offset::Offset(at)) if at >= written) {
+                    return Ok(latest);
+                }
+            }
             Some(Err(err)) => return Err(err),
         }
     }
+}
+
+/// The end of the state topic's partition counting records of transactions still open (a
+/// read_uncommitted reader's high watermark).
+fn log_end(local: &Cluster, topic: &str) -> Result<i64, KafkaError> {
+    let probe: BaseConsumer<EofQuietContext> = local.consumer(
+        |c| {
+            c.set("isolation.level", "read_uncommitted");
+        },
+        EofQuietContext::of("local Kafka state reader", local),
+    )?;
+    Ok(probe.fetch_watermarks(topic, 0, CALL_TIMEOUT)?.1)
 }
 
 #[cfg(test)]
