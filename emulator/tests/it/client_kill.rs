@@ -32,6 +32,7 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         client_id: common::unique("killed-client"),
         kafka_properties: None,
         log: None,
+        state_topic: None,
     };
     // A fresh broker creates its transaction log on first use, which takes seconds; do it
     // now so the clients' kills land in their work, not in that one-off wait.
@@ -155,6 +156,9 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
             "transaction.timeout.ms={TIMEOUT_MS},message.timeout.ms={TIMEOUT_MS}"
         )),
         log: Some(log.path().to_owned()),
+        // Its own state topic: its open transaction would hold every other client's
+        // restart in this binary back for its whole timeout.
+        state_topic: Some(common::unique("sleeping-client-state")),
     };
     let mut child = common::spawn_child(&spec);
     // Asleep once it has committed some of the backlog, with more to go, and at a moment its

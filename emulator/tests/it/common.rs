@@ -130,6 +130,9 @@ pub struct ChildClient {
     /// Where the child's log goes (none: discarded).
     #[serde(default)]
     pub log: Option<std::path::PathBuf>,
+    /// `STATE_TOPIC`, when not the default one every client shares.
+    #[serde(default)]
+    pub state_topic: Option<String>,
 }
 
 const CHILD_ENV: &str = "KAFKA_REPLICATOR_TEST_CHILD_CLIENT";
@@ -154,7 +157,9 @@ pub fn run_child_client_if_asked() {
         from: client::config::StartPosition::Earliest,
         batch_limit: 50,
         compression: true,
-        state_topic: "kafka-replicator-client-state".into(),
+        state_topic: spec
+            .state_topic
+            .unwrap_or_else(|| "kafka-replicator-client-state".into()),
         insecure_http: false,
         client_id: spec.client_id,
         properties: shared::kafka::KafkaPropertyArgs {

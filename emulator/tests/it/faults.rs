@@ -65,6 +65,7 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
         client_id: common::unique("late-client"),
         kafka_properties: None,
         log: None,
+        state_topic: None,
     };
     let mut child = common::spawn_child(&spec);
     let copied = read_topic(
