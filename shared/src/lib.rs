@@ -13,7 +13,7 @@ pub mod internal;
 pub mod kafka;
 #[cfg(feature = "server")]
 pub mod listen;
-#[cfg(feature = "server")]
+#[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod probe;
 #[cfg(feature = "server")]

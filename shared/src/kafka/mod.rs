@@ -156,6 +156,12 @@ impl ClientContext for TokenContext {
 
 impl ConsumerContext for TokenContext {}
 
+impl rdkafka::producer::ProducerContext for TokenContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, _: &rdkafka::message::DeliveryResult<'_>, (): ()) {}
+}
+
 /// Notes the first refused authentication or TLS handshake.
 #[derive(Default)]
 struct AccessContext {
