@@ -7,10 +7,10 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
-use shared::StartFrom;
 use shared::api::EventsResponse;
 use shared::error::ErrorBody;
 use shared::wire::BatchView;
+use shared::{Cursor, StartFrom};
 
 use crate::pace::Pacer;
 
@@ -80,6 +80,14 @@ impl BatchSize {
         }
     }
 
+    /// The smallest request: one event, for where a log starts or ends.
+    pub fn probe() -> Self {
+        Self {
+            events: 1,
+            bytes: shared::api::MIN_MAX_BYTES,
+        }
+    }
+
     /// Whether an answer of `events` in a body of `body_bytes` filled what was asked: the
     /// source had more.
     pub fn filled_by(self, events: usize, body_bytes: usize) -> bool {
@@ -119,6 +127,29 @@ impl EventsApi {
     /// more per request.
     pub fn is_paced(&self) -> bool {
         self.pacer.is_pacing()
+    }
+
+    /// The server's log end of every partition: where a reader starting at `latest` stands
+    /// (one request, answered at once).
+    pub async fn log_end(&self) -> Result<Cursor, FetchError> {
+        let batch = self
+            .fetch(&StartFrom::Latest, BatchSize::probe(), Duration::ZERO)
+            .await?;
+        decode_next(&batch)
+    }
+
+    /// The oldest offset the source retains of every partition: where a reader starting at
+    /// `earliest` stands (one request, answered at once).
+    pub async fn log_start(&self) -> Result<Cursor, FetchError> {
+        let batch = self
+            .fetch(&StartFrom::Earliest, BatchSize::probe(), Duration::ZERO)
+            .await?;
+        let mut start = decode_next(&batch)?;
+        // The one event the answer holds is the first of its partition.
+        for record in batch.records() {
+            start.set(record.topic, record.partition, record.offset);
+        }
+        Ok(start)
     }
 
     /// One poll: events from `start`, long-polling up to `wait`, once the key's budget
@@ -210,6 +241,14 @@ impl EventsApi {
             message,
         })
     }
+}
+
+/// The cursor after `batch`.
+fn decode_next(batch: &BatchView) -> Result<Cursor, FetchError> {
+    Cursor::decode(batch.next_cursor()).map_err(|e| FetchError::Transient {
+        message: format!("the server sent a cursor that cannot be decoded: {e}"),
+        retry_after: None,
+    })
 }
 
 /// Binary batches (`KRB2`) first; JSON from a server that does not offer them.

@@ -74,6 +74,11 @@ pub struct Config {
         default_value = "kafka-replicator-client"
     )]
     pub client_id: String,
+    /// Serve Prometheus metrics at http://ADDR/metrics (events, lag per partition, last
+    /// commit, state); off unless set. Keep it on loopback unless a scraper elsewhere
+    /// needs it.
+    #[arg(long = "metrics-addr", env = "METRICS_ADDR", value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     /// librdkafka properties for the local Kafka (TLS, SASL, …).
     #[command(flatten)]
     pub properties: KafkaPropertyArgs,

@@ -6,11 +6,16 @@ pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod destination;
+pub mod doctor;
+pub mod lag;
 pub mod memory;
+pub mod metrics;
 pub mod pace;
 pub mod pipeline;
 pub mod replicator;
+pub mod service;
 pub mod sink;
+pub mod status;
 pub mod topics;
 
 pub use config::Config;

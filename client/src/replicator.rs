@@ -19,11 +19,18 @@ use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::config::{Config, StartPosition};
 use crate::destination::Destination;
+use crate::lag::{Catchup, LogEnds, human, total};
+use crate::metrics::ClientMetrics;
 use crate::pipeline::{Step, WritePipeline};
 use crate::sink::{LocalKafka, SinkError};
 
 /// Longest the client waits at start to learn whether local Kafka accepts its credentials.
 const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a catching-up client logs its progress (and asks the server for its log end).
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+/// How often the lag metrics are brought up to date.
+const LAG_METRICS_EVERY: Duration = Duration::from_secs(1);
 
 /// What the client is doing, for one log line per change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +76,25 @@ pub struct Replicator {
     progress: Progress,
     watchers: tokio::sync::watch::Sender<Progress>,
     backoff: Backoff,
+    metrics: Arc<ClientMetrics>,
+    /// The server's log end, as far as known.
+    ends: LogEnds,
+    /// A request for the log end, under way.
+    probe: Option<tokio::task::JoinHandle<Result<Cursor, FetchError>>>,
+}
+
+impl Health {
+    /// Its `replicator_client_state` label.
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Replicating => "replicating",
+            Self::ServerUnavailable(_) => "server_unavailable",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Rejected(_) => "rejected",
+            Self::LocalKafkaFailing(_) => "local_kafka_failing",
+        }
+    }
 }
 
 impl Replicator {
@@ -98,7 +124,15 @@ impl Replicator {
             progress: Progress::default(),
             watchers: tokio::sync::watch::Sender::new(Progress::default()),
             backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(30)),
+            metrics: Arc::new(ClientMetrics::new()),
+            ends: LogEnds::default(),
+            probe: None,
         })
+    }
+
+    /// The client's metrics, for `METRICS_ADDR`.
+    pub fn metrics(&self) -> Arc<ClientMetrics> {
+        Arc::clone(&self.metrics)
     }
 
     /// Follows [`Progress`] as the client runs.
@@ -114,6 +148,7 @@ impl Replicator {
         if health == self.health {
             return;
         }
+        self.metrics.set_state(health.label());
         match &health {
             Health::Starting => {}
             Health::Replicating => tracing::info!(events = self.progress.events, "replicating"),
@@ -196,7 +231,9 @@ impl Replicator {
         };
         self.progress.connected = true;
         self.publish();
-        let mut last_progress_log = Instant::now();
+        let mut report = Report::new(Instant::now(), self.progress.events);
+        let mut lag_updated = Instant::now();
+        self.probe_log_end();
         let mut pipeline = WritePipeline::new(lanes, start);
         // The next batch, asked for while the previous one was being written.
         let mut ahead: Option<PendingFetch> = None;
@@ -258,6 +295,10 @@ impl Replicator {
             let count = batch.len();
             let full = asked.filled_by(count, batch.body_len());
             self.resize(full);
+            // An answer that did not fill its request read to the end of every partition.
+            if !full {
+                self.ends.learn(&next);
+            }
             let moved = !matches!(pipeline.fetch_from(), StartFrom::Cursor(c) if *c == next);
             if count > 0 || moved {
                 // A full batch means a backlog: keep the transaction open for the next one
@@ -285,13 +326,17 @@ impl Replicator {
             } else {
                 self.committed(0);
             }
-            if last_progress_log.elapsed() >= Duration::from_secs(30) && count > 0 {
-                tracing::info!(
-                    events = self.progress.events,
-                    polls = self.progress.polls,
-                    "progress"
-                );
-                last_progress_log = Instant::now();
+            self.learn_log_end().await;
+            if lag_updated.elapsed() >= LAG_METRICS_EVERY {
+                self.update_lag(&pipeline);
+                lag_updated = Instant::now();
+            }
+            if report.due() {
+                let lag = self.update_lag(&pipeline);
+                report.log(self.progress.events, lag, &self.metrics);
+                if full {
+                    self.probe_log_end();
+                }
             }
             // Events mean more may follow: fetch again at once (the next long-poll waits on
             // the server). An empty answer came after the server waited; only if it answered
@@ -362,6 +407,9 @@ impl Future for FetchTask {
 impl Replicator {
     /// Counts `events` as committed.
     fn committed(&mut self, events: u64) {
+        if events > 0 {
+            self.metrics.committed(events);
+        }
         self.progress.events += events;
         self.publish();
         self.set_health(Health::Replicating);
@@ -403,6 +451,43 @@ impl Replicator {
         })
     }
 
+    /// Asks the server for its log end in the background, unless already asking.
+    fn probe_log_end(&mut self) {
+        if self.probe.is_some() {
+            return;
+        }
+        let api = self.api.clone();
+        self.probe = Some(tokio::spawn(async move { api.log_end().await }));
+    }
+
+    /// Takes in the log end a finished probe learnt.
+    async fn learn_log_end(&mut self) {
+        if !self.probe.as_ref().is_some_and(|p| p.is_finished()) {
+            return;
+        }
+        let Some(probe) = self.probe.take() else {
+            return;
+        };
+        match probe.await {
+            Ok(Ok(ends)) => self.ends.learn(&ends),
+            Ok(Err(err)) => tracing::debug!(error = %err, "could not learn the log end"),
+            Err(_) => {}
+        }
+    }
+
+    /// The lag behind the known log end, total, into the metrics; `None` while unknown.
+    fn update_lag(&self, pipeline: &WritePipeline<LocalKafka>) -> Option<u64> {
+        let StartFrom::Cursor(committed) = pipeline.committed() else {
+            return None;
+        };
+        if !self.ends.is_known() {
+            return None;
+        }
+        let partitions = self.ends.lag(committed);
+        self.metrics.lag(&partitions);
+        Some(total(&partitions))
+    }
+
     /// Starts a fetch from `start`; `long_poll`: the server may wait for events up to the
     /// poll interval.
     fn fetch_from(&self, start: &StartFrom, long_poll: bool) -> PendingFetch {
@@ -436,6 +521,52 @@ impl Replicator {
             tracing::debug!(limit = size.events, max_bytes = size.bytes, "batch size");
             self.size = size;
         }
+    }
+}
+
+/// The progress line a client logs every [`PROGRESS_EVERY`] while events move or it lags.
+#[derive(Debug)]
+struct Report {
+    since: Instant,
+    events_then: u64,
+}
+
+impl Report {
+    fn new(now: Instant, events: u64) -> Self {
+        Self {
+            since: now,
+            events_then: events,
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.since.elapsed() >= PROGRESS_EVERY
+    }
+
+    /// Logs the pace since the last line, the lag and when it will be made up.
+    fn log(&mut self, events: u64, lag: Option<u64>, metrics: &ClientMetrics) {
+        let copied = events - self.events_then;
+        let pace = Catchup::measured(copied, self.since.elapsed());
+        *self = Self::new(Instant::now(), events);
+        let events_per_sec = pace.map_or(0.0, |p| p.events_per_sec);
+        metrics.pace(events_per_sec);
+        if copied == 0 && lag.is_none_or(|l| l == 0) {
+            return;
+        }
+        let eta = match (pace, lag) {
+            (Some(pace), Some(lag)) => pace
+                .eta(lag)
+                .map_or_else(|| "unknown (no progress)".to_owned(), human),
+            _ => "unknown".to_owned(),
+        };
+        let lag = lag.map_or_else(|| "unknown".to_owned(), |l| l.to_string());
+        tracing::info!(
+            events,
+            events_per_sec = format_args!("{events_per_sec:.0}"),
+            lag = %lag,
+            eta = %eta,
+            "progress"
+        );
     }
 }
 

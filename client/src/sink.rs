@@ -344,15 +344,15 @@ impl LocalKafka {
             self.state_topic.clone(),
             self.client_id.clone(),
         );
-        let latest = blocking(move || read_latest(&local, &topic, &key))
+        let latest = blocking(move || read_saved(&local, &topic, &key, CALL_TIMEOUT))
             .await
             .map_err(|source| SinkError::LoadState {
                 topic: self.state_topic.clone(),
                 source,
             })?;
         latest
-            .map(|text| {
-                Cursor::decode(&text).map_err(|_| SinkError::BadState {
+            .map(|saved| {
+                Cursor::decode(&saved.cursor).map_err(|_| SinkError::BadState {
                     topic: self.state_topic.clone(),
                 })
             })
@@ -595,8 +595,29 @@ fn fence_cause(open_for: Option<Duration>, timeout: Duration) -> SinkError {
     }
 }
 
-/// The newest committed value under `key` in the single-partition state topic.
-fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>, KafkaError> {
+/// What the state topic holds for one client: its newest committed position, and an
+/// earlier one to measure its pace by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Saved {
+    /// The newest committed cursor (encoded).
+    pub cursor: String,
+    /// When it was committed (the record's timestamp, ms since the epoch).
+    pub at_ms: Option<i64>,
+    /// The oldest position committed at most [`PACE_WINDOW`] before it, and when.
+    pub earlier: Option<(String, i64)>,
+}
+
+/// How far back [`Saved::earlier`] reaches.
+pub const PACE_WINDOW: Duration = Duration::from_secs(60);
+
+/// The newest committed position under `key` in the single-partition state topic (with
+/// an earlier one), `None` when it has none; `lookup` bounds each metadata call.
+pub fn read_saved(
+    local: &Cluster,
+    topic: &str,
+    key: &str,
+    lookup: Duration,
+) -> Result<Option<Saved>, KafkaError> {
     let consumer: BaseConsumer<EofQuietContext> = local.consumer(
         |c| {
             c.set("group.id", "kafka-replicator-client-state")
@@ -606,11 +627,11 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
         },
         EofQuietContext::of("local Kafka state reader", local),
     )?;
-    let metadata = consumer.fetch_metadata(Some(topic), CALL_TIMEOUT)?;
+    let metadata = consumer.fetch_metadata(Some(topic), lookup)?;
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);
     }
-    let (low, _) = consumer.fetch_watermarks(topic, 0, CALL_TIMEOUT)?;
+    let (low, _) = consumer.fetch_watermarks(topic, 0, lookup)?;
     // Everything written before now must be read, committed or aborted: another client's
     // transaction still open on the shared state topic holds back what a read_committed
     // reader sees (its last stable offset), and a position read from below it would be an
@@ -624,7 +645,9 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
     consumer.assign(&tpl)?;
     // Up to another client's transaction timeout, so its open transaction ends meanwhile.
     let deadline = std::time::Instant::now() + CALL_TIMEOUT + TRANSACTION_TIMEOUT;
-    let mut latest = None;
+    // This client's positions of the last PACE_WINDOW, oldest first.
+    let mut recent: std::collections::VecDeque<(String, Option<i64>)> = Default::default();
+    let window = PACE_WINDOW.as_millis() as i64;
     loop {
         let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
             return Err(KafkaError::MessageConsumption(
@@ -633,7 +656,19 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
         };
         match consumer.poll(left.min(Duration::from_millis(200))) {
             Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
-                latest = m.payload().map(|p| String::from_utf8_lossy(p).into_owned());
+                let Some(payload) = m.payload() else {
+                    continue;
+                };
+                let at = m.timestamp().to_millis();
+                if let Some(now) = at {
+                    while recent
+                        .front()
+                        .is_some_and(|(_, t)| t.is_none_or(|t| t < now - window))
+                    {
+                        recent.pop_front();
+                    }
+                }
+                recent.push_back((String::from_utf8_lossy(payload).into_owned(), at));
             }
             Some(Ok(_)) => {}
             // At the last stable offset, or nothing new yet: done once the position has
@@ -645,12 +680,25 @@ fn read_latest(local: &Cluster, topic: &str, key: &str) -> Result<Option<String>
                     .find_partition(topic, 0)
                     .map(|p| p.offset());
                 if matches!(position, Some(Offset::Offset(at)) if at >= written) {
-                    return Ok(latest);
+                    return Ok(saved(recent));
                 }
             }
             Some(Err(err)) => return Err(err),
         }
     }
+}
+
+/// The newest of `recent` (oldest first), with the oldest as the earlier one.
+fn saved(mut recent: std::collections::VecDeque<(String, Option<i64>)>) -> Option<Saved> {
+    let (cursor, at_ms) = recent.pop_back()?;
+    let earlier = recent
+        .pop_front()
+        .and_then(|(cursor, at)| at.map(|at| (cursor, at)));
+    Some(Saved {
+        cursor,
+        at_ms,
+        earlier,
+    })
 }
 
 /// The end of the state topic's partition counting records of transactions still open (a
