@@ -2,4 +2,5 @@
 
 mod config;
 mod logfile;
+mod ops;
 mod systemd;

@@ -162,6 +162,7 @@ pub fn run_child_client_if_asked() {
             .unwrap_or_else(|| "kafka-replicator-client-state".into()),
         insecure_http: false,
         client_id: spec.client_id,
+        metrics_addr: None,
         properties: shared::kafka::KafkaPropertyArgs {
             kafka_properties: spec.kafka_properties,
             ..Default::default()
@@ -195,6 +196,7 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         client_id: unique("client"),
+        metrics_addr: None,
         properties: Default::default(),
     }
 }

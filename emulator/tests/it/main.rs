@@ -3,6 +3,7 @@
 
 mod api;
 mod client_kill;
+mod client_ops;
 mod common;
 mod docs;
 mod end_to_end;

@@ -27,6 +27,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> client::Config {
         compression: true,
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
+        metrics_addr: None,
         client_id: client_id.to_owned(),
         properties: Default::default(),
     }
