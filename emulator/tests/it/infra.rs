@@ -783,7 +783,7 @@ fn metric_names(promql: &str) -> Vec<String> {
             current.push(c);
         } else {
             let word = std::mem::take(&mut current);
-            if ["kafka_", "api_", "consumer_", "rate_limit_"]
+            if ["kafka_", "api_", "consumer_", "rate_limit_", "replicator_"]
                 .iter()
                 .any(|p| word.starts_with(p))
             {
@@ -820,7 +820,16 @@ async fn alerts_and_dashboard_use_only_metrics_the_product_exports() {
         scrape().await.contains("# TYPE kafka_consumer_lag")
     })
     .await;
-    let text = scrape().await;
+    // The laptop row reads what each client serves at METRICS_ADDR.
+    let client = client::metrics::ClientMetrics::new();
+    client.lag(&[client::lag::PartitionLag {
+        topic: "orders".into(),
+        partition: 0,
+        committed: Some(1),
+        log_end: 2,
+        lag: 1,
+    }]);
+    let text = scrape().await + &client.render();
     stack.stop().await;
     let exported: Vec<String> = text
         .lines()
@@ -870,8 +879,28 @@ async fn alerts_and_dashboard_use_only_metrics_the_product_exports() {
             _ => {}
         }
     }
+    let laptop = dashboard["panels"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|p| {
+            p["type"] == "row" && p["title"].as_str().is_some_and(|t| t.starts_with("Laptop"))
+        });
+    assert!(laptop, "the dashboard has a laptop row");
     let before = expressions.len();
     collect_exprs(&dashboard, &mut expressions);
+    for metric in [
+        "replicator_client_events_total",
+        "replicator_client_lag_events",
+        "replicator_client_last_commit_timestamp_seconds",
+    ] {
+        assert!(
+            expressions[before..]
+                .iter()
+                .any(|(_, e)| e.contains(metric)),
+            "the laptop row shows {metric}"
+        );
+    }
     assert!(
         expressions.len() - before >= 6,
         "the dashboard has panels with queries"
