@@ -267,6 +267,16 @@ impl<L: Lane> WritePipeline<L> {
                     events = open.events,
                     "stopping with a batch uncommitted; it will be fetched again"
                 );
+                // Ended now, not left open until the broker's transaction timeout: a
+                // read_committed reader of these topics would wait for it meanwhile.
+                if tokio::time::timeout(SHUTDOWN_DRAIN, lane.abort(open.txn))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!(
+                        "local Kafka did not abort the open transaction in time; it aborts it when this client starts again, or at transaction.timeout.ms"
+                    );
+                }
                 return Step::Stop;
             }
             Some(Ok(())) => {}
@@ -340,6 +350,8 @@ mod tests {
         rng: Option<StdRng>,
         /// When set, the next call of this name fails once.
         fail_next: Option<(&'static str, bool)>,
+        /// Transactions aborted.
+        aborts: usize,
     }
 
     impl Durable {
@@ -367,6 +379,8 @@ mod tests {
     struct FakeLane {
         kafka: Arc<Mutex<Durable>>,
         commit_delay: Duration,
+        /// How long a seal waits for local Kafka's acknowledgements.
+        seal_delay: Duration,
     }
 
     #[derive(Debug)]
@@ -401,6 +415,7 @@ mod tests {
         }
 
         async fn seal(&self, txn: &mut FakeTxn, next: &Cursor) -> Result<(), SinkError> {
+            tokio::time::sleep(self.seal_delay).await;
             if let Some(err) = self.kafka.lock().unwrap().fault("seal") {
                 return Err(err);
             }
@@ -444,7 +459,9 @@ mod tests {
             Ok(())
         }
 
-        async fn abort(&self, _txn: FakeTxn) {}
+        async fn abort(&self, _txn: FakeTxn) {
+            self.kafka.lock().unwrap().aborts += 1;
+        }
     }
 
     /// A local Kafka behind two fake lanes, and the source it copies.
@@ -452,6 +469,7 @@ mod tests {
         kafka: Arc<Mutex<Durable>>,
         source: Vec<Record>,
         commit_delay: Duration,
+        seal_delay: Duration,
     }
 
     impl Fixture {
@@ -472,6 +490,7 @@ mod tests {
                 kafka: Arc::default(),
                 source,
                 commit_delay,
+                seal_delay: Duration::ZERO,
             }
         }
 
@@ -480,6 +499,7 @@ mod tests {
                 Arc::new(FakeLane {
                     kafka: Arc::clone(&self.kafka),
                     commit_delay: self.commit_delay,
+                    seal_delay: self.seal_delay,
                 })
             })
         }
@@ -593,6 +613,32 @@ mod tests {
         assert_eq!(fixture.kafka.lock().unwrap().commits, 1, "one transaction");
         assert_eq!(pipeline.committed(), &StartFrom::Cursor(fixture.end()));
         fixture.assert_exactly_once();
+    }
+
+    #[tokio::test]
+    async fn stopping_while_local_kafka_does_not_acknowledge_aborts_the_open_transaction() {
+        let mut fixture = Fixture::new(20, Duration::ZERO);
+        // Local Kafka stopped acknowledging: the seal would wait an hour.
+        fixture.seal_delay = Duration::from_secs(3600);
+        let mut pipeline = WritePipeline::new(fixture.lanes(), StartFrom::Earliest);
+        let shutdown = CancellationToken::new();
+        let (batch, next) = fixture.fetch(pipeline.fetch_from(), 10);
+        go(pipeline.write(&batch, &next, true, &shutdown).await);
+        shutdown.cancel();
+        let began = tokio::time::Instant::now();
+        assert!(matches!(pipeline.close(&shutdown).await, Step::Stop));
+        assert!(
+            began.elapsed() <= SHUTDOWN_DRAIN * 2,
+            "{:?}",
+            began.elapsed()
+        );
+        let kafka = fixture.kafka.lock().unwrap();
+        assert_eq!(
+            (kafka.aborts, kafka.commits),
+            (1, 0),
+            "aborted, not left open"
+        );
+        assert_eq!(pipeline.committed(), &StartFrom::Earliest);
     }
 
     #[tokio::test]
