@@ -531,6 +531,17 @@ struct Report {
     events_then: u64,
 }
 
+/// What one progress line says.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProgressLine {
+    events: u64,
+    events_per_sec: f64,
+    /// `None` while the server's log end is not known.
+    lag: Option<u64>,
+    /// `None` when it cannot be told: lag unknown, or no progress.
+    eta: Option<Duration>,
+}
+
 impl Report {
     fn new(now: Instant, events: u64) -> Self {
         Self {
@@ -543,26 +554,39 @@ impl Report {
         self.since.elapsed() >= PROGRESS_EVERY
     }
 
-    /// Logs the pace since the last line, the lag and when it will be made up.
-    fn log(&mut self, events: u64, lag: Option<u64>, metrics: &ClientMetrics) {
-        let copied = events - self.events_then;
+    /// The pace since the last line, the lag and when it will be made up, and starts the
+    /// next interval; `None` when nothing moved and nothing is behind.
+    fn take(&mut self, events: u64, lag: Option<u64>) -> (f64, Option<ProgressLine>) {
+        let copied = events.saturating_sub(self.events_then);
         let pace = Catchup::measured(copied, self.since.elapsed());
         *self = Self::new(Instant::now(), events);
         let events_per_sec = pace.map_or(0.0, |p| p.events_per_sec);
-        metrics.pace(events_per_sec);
         if copied == 0 && lag.is_none_or(|l| l == 0) {
-            return;
+            return (events_per_sec, None);
         }
-        let eta = match (pace, lag) {
-            (Some(pace), Some(lag)) => pace
-                .eta(lag)
-                .map_or_else(|| "unknown (no progress)".to_owned(), human),
-            _ => "unknown".to_owned(),
-        };
-        let lag = lag.map_or_else(|| "unknown".to_owned(), |l| l.to_string());
-        tracing::info!(
+        let line = ProgressLine {
             events,
-            events_per_sec = format_args!("{events_per_sec:.0}"),
+            events_per_sec,
+            lag,
+            eta: pace.zip(lag).and_then(|(pace, lag)| pace.eta(lag)),
+        };
+        (events_per_sec, Some(line))
+    }
+
+    /// Logs the line [`Self::take`] makes, and the pace into the metrics.
+    fn log(&mut self, events: u64, lag: Option<u64>, metrics: &ClientMetrics) {
+        let (events_per_sec, line) = self.take(events, lag);
+        metrics.pace(events_per_sec);
+        let Some(line) = line else {
+            return;
+        };
+        let lag = line
+            .lag
+            .map_or_else(|| "unknown".to_owned(), |l| l.to_string());
+        let eta = line.eta.map_or_else(|| "unknown".to_owned(), human);
+        tracing::info!(
+            events = line.events,
+            events_per_sec = format_args!("{:.0}", line.events_per_sec),
             lag = %lag,
             eta = %eta,
             "progress"
@@ -577,5 +601,37 @@ async fn sleep(pause: Duration, shutdown: &CancellationToken) {
     tokio::select! {
         () = shutdown.cancelled() => {}
         () = tokio::time::sleep(pause) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_progress_line_gives_the_pace_the_lag_and_when_it_is_made_up() {
+        let start = Instant::now()
+            .checked_sub(Duration::from_secs(30))
+            .expect("a clock 30 s old");
+        let mut report = Report::new(start, 1000);
+        let (pace, line) = report.take(4000, Some(1500));
+        let line = line.expect("events moved");
+        assert!((pace - 100.0).abs() < 1.0, "{pace}");
+        assert_eq!((line.events, line.lag), (4000, Some(1500)));
+        let eta = line.eta.expect("an ETA").as_secs_f64();
+        assert!((14.0..=15.1).contains(&eta), "{eta}");
+        assert!(!report.due(), "the next interval starts now");
+
+        // Nothing moved and nothing behind: no line.
+        let mut report = Report::new(start, 4000);
+        assert_eq!(report.take(4000, Some(0)).1, None);
+        // Behind but stalled: a line, with no ETA.
+        let mut report = Report::new(start, 4000);
+        let line = report.take(4000, Some(10)).1.expect("behind");
+        assert_eq!((line.lag, line.eta), (Some(10), None));
+        // The log end not known yet: the lag and ETA are unknown.
+        let mut report = Report::new(start, 0);
+        let line = report.take(300, None).1.expect("events moved");
+        assert_eq!((line.lag, line.eta), (None, None));
     }
 }
