@@ -33,6 +33,7 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
         kafka_properties: None,
         log: None,
         state_topic: None,
+        topic_prefix: None,
     };
     // A fresh broker creates its transaction log on first use, which takes seconds; do it
     // now so the clients' kills land in their work, not in that one-off wait.
@@ -159,6 +160,7 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
         // Its own state topic: its open transaction would hold every other client's
         // restart in this binary back for its whole timeout.
         state_topic: Some(common::unique("sleeping-client-state")),
+        topic_prefix: None,
     };
     let mut child = common::spawn_child(&spec);
     // Asleep once it has committed some of the backlog, with more to go, and at a moment its
@@ -223,6 +225,107 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Two clients keep their positions in one state topic. One is frozen with a transaction
+/// open there while the other restarts: the restarted one must read its own newest
+/// position, which lies past the frozen transaction, not the older one before it (a
+/// `read_committed` reader stops at the open transaction), or it copies again.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_nothing_twice_on_apache_kafka()
+ {
+    const TEST: &str = "a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_nothing_twice_on_apache_kafka";
+    const N: u64 = 3000;
+    let Some((_, local)) = common::apache_kafka_only(TEST) else {
+        return;
+    };
+    let mut config = common::config();
+    config.local_brokers = Some(local.clone());
+    config.partitions = 3;
+    config.events = Some(N);
+    config.rate = 200;
+    let stack = common::start(config).await;
+    let state_topic = common::unique("shared-state");
+    let spec = |name: &str| common::ChildClient {
+        server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: local.clone(),
+        client_id: common::unique(name),
+        kafka_properties: None,
+        log: None,
+        state_topic: Some(state_topic.clone()),
+        topic_prefix: Some(format!("{name}.")),
+    };
+    let (frozen_spec, restarted_spec) = (spec("frozen"), spec("restarted"));
+    let frozen_copies = format!("frozen.{}", stack.info.topic);
+    let restarted_copies = format!("restarted.{}", stack.info.topic);
+    let mut frozen = common::spawn_child(&frozen_spec);
+    let mut restarted = common::spawn_child(&restarted_spec);
+    common::wait_for_copies(&local, &frozen_copies, 0).await;
+    common::wait_for_copies(&local, &restarted_copies, 0).await;
+
+    // Frozen at a moment its transaction is open on the shared state topic.
+    let pid = frozen.id().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    let mut open = false;
+    for _ in 0..200 {
+        signal("-STOP");
+        open = transaction_open(&local, &state_topic, 1).await;
+        if open {
+            break;
+        }
+        signal("-CONT");
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
+    }
+    if !open {
+        let _ = frozen.kill();
+        let _ = restarted.kill();
+        panic!("never froze the client with a transaction open on the state topic");
+    }
+    // The other one commits past the frozen transaction for a while, then is killed and
+    // started again.
+    let committed_then = log_ends(&local, &state_topic, 1, "read_uncommitted").await[0];
+    common::wait_for(
+        "the other client to commit past the frozen transaction",
+        Duration::from_secs(30),
+        || async {
+            log_ends(&local, &state_topic, 1, "read_uncommitted").await[0] > committed_then + 10
+        },
+    )
+    .await;
+    restarted.kill().expect("SIGKILL");
+    restarted.wait().expect("reaped");
+    let mut restarted = common::spawn_child(&restarted_spec);
+    // Kept frozen into the restart, so the restarted client reads its position while the
+    // transaction is still open (it waits for it to end); then woken.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    signal("-CONT");
+
+    let frozen_copied = read_topic(&local, &frozen_copies, N as usize, Duration::from_secs(120))
+        .await
+        .expect("read local");
+    let restarted_copied = read_topic(
+        &local,
+        &restarted_copies,
+        N as usize,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("read local");
+    for child in [&mut frozen, &mut restarted] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    stack.stop().await;
+    common::assert_exactly_once(TEST, &restarted_copied, N);
+    common::assert_exactly_once(TEST, &frozen_copied, N);
 }
 
 /// Whether a partition of `topic` holds records of a transaction still open: its end for

@@ -133,6 +133,9 @@ pub struct ChildClient {
     /// `STATE_TOPIC`, when not the default one every client shares.
     #[serde(default)]
     pub state_topic: Option<String>,
+    /// `TOPIC_PREFIX`: copies go to this prefix + the source topic's name.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
 }
 
 const CHILD_ENV: &str = "KAFKA_REPLICATOR_TEST_CHILD_CLIENT";
@@ -152,7 +155,7 @@ pub fn run_child_client_if_asked() {
         api_prefix: "/api/v1".into(),
         kafka_brokers: Some(spec.local_brokers),
         kafka_topic: None,
-        topic_prefix: None,
+        topic_prefix: spec.topic_prefix,
         interval_ms: 50,
         from: client::config::StartPosition::Earliest,
         batch_limit: 50,

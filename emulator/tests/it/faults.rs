@@ -66,6 +66,7 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
         kafka_properties: None,
         log: None,
         state_topic: None,
+        topic_prefix: None,
     };
     let mut child = common::spawn_child(&spec);
     let copied = read_topic(
