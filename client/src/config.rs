@@ -125,6 +125,24 @@ impl Config {
         properties.check(LOCAL_GUARDS)?;
         Ok(properties)
     }
+
+    /// Local Kafka, with the user's properties for it.
+    pub fn local_kafka(&self) -> Result<shared::kafka::Cluster, ConfigError> {
+        Ok(shared::kafka::Cluster::new(
+            self.kafka_brokers.as_deref().unwrap_or_default(),
+            self.kafka_properties()?,
+        ))
+    }
+
+    /// The public API at `SERVER_URL`, with the key.
+    pub fn events_api(&self) -> Result<crate::api::EventsApi, reqwest::Error> {
+        crate::api::EventsApi::new(
+            self.server_url.as_deref().unwrap_or_default(),
+            &self.api_prefix,
+            self.api_key.as_deref().unwrap_or_default(),
+            self.compression,
+        )
+    }
 }
 
 impl Validate for Config {

@@ -312,21 +312,11 @@ async fn server_ready(config: &Config) -> Outcome {
 
 /// A broker answers, and accepts the client's credentials.
 fn local_kafka(cluster: &Cluster) -> Outcome {
-    let consumer: Result<BaseConsumer<TokenContext>, _> = cluster
-        .config(|_| {})
-        .create_with_context(TokenContext::of(cluster));
-    let consumer = match consumer {
-        Ok(consumer) => consumer,
-        Err(err) => {
-            return failed(
-                format!("cannot make a Kafka client: {err}"),
-                "correct KAFKA_PROPERTIES",
-            );
-        }
-    };
-    if let Err(err) = cluster.tokens().prime(consumer.client()) {
-        return failed(err.to_string(), "check KAFKA_PROPERTIES");
-    }
+    let consumer: BaseConsumer<TokenContext> =
+        match kafka_client(cluster, |_| {}, BaseConsumer::client) {
+            Ok(consumer) => consumer,
+            Err(failed) => return failed,
+        };
     match consumer.client().fetch_metadata(None, CHECK_TIMEOUT) {
         Ok(metadata) => Outcome::Ok(format!(
             "{} broker(s) answer at {}",
@@ -350,6 +340,32 @@ fn local_kafka(cluster: &Cluster) -> Outcome {
     }
 }
 
+/// A Kafka client of `cluster` with `settings`, handed its first token (`client` reaches
+/// its librdkafka handle); or the failed check.
+fn kafka_client<K>(
+    cluster: &Cluster,
+    settings: impl FnOnce(&mut rdkafka::ClientConfig),
+    client: impl Fn(&K) -> &rdkafka::client::Client<TokenContext>,
+) -> Result<K, Outcome>
+where
+    K: rdkafka::config::FromClientConfigAndContext<TokenContext>,
+{
+    let made: K = cluster
+        .config(settings)
+        .create_with_context(TokenContext::of(cluster))
+        .map_err(|err| {
+            failed(
+                format!("cannot make a Kafka client: {err}"),
+                "correct KAFKA_PROPERTIES",
+            )
+        })?;
+    cluster
+        .tokens()
+        .prime(client(&made))
+        .map_err(|err| failed(err.to_string(), "check KAFKA_PROPERTIES"))?;
+    Ok(made)
+}
+
 /// Transactions can be used: the coordinator's log can be made with the brokers there
 /// are, and a transactional producer initialises and commits.
 fn transactions(cluster: &Cluster, config: &Config) -> Outcome {
@@ -357,21 +373,15 @@ fn transactions(cluster: &Cluster, config: &Config) -> Outcome {
         return problem;
     }
     let transactional_id = format!("{}.doctor", config.client_id);
-    let producer: Result<BaseProducer<TokenContext>, _> = cluster
-        .config(|c| {
-            c.set("transactional.id", &transactional_id)
-                .set("transaction.timeout.ms", "10000");
-        })
-        .create_with_context(TokenContext::of(cluster));
-    let producer = match producer {
-        Ok(producer) => producer,
-        Err(err) => {
-            return failed(
-                format!("cannot make a transactional producer: {err}"),
-                "correct KAFKA_PROPERTIES",
-            );
-        }
+    let settings = |c: &mut rdkafka::ClientConfig| {
+        c.set("transactional.id", &transactional_id)
+            .set("transaction.timeout.ms", "10000");
     };
+    let producer: BaseProducer<TokenContext> =
+        match kafka_client(cluster, settings, BaseProducer::client) {
+            Ok(producer) => producer,
+            Err(failed) => return failed,
+        };
     let tried = producer
         .init_transactions(TRANSACTION_TIMEOUT)
         .and_then(|()| producer.begin_transaction())
@@ -388,11 +398,8 @@ fn transactions(cluster: &Cluster, config: &Config) -> Outcome {
 /// The classic first-run failure, told precisely: the transaction log needs more
 /// replicas than there are brokers, so no coordinator can ever be made.
 fn transaction_log_too_replicated(cluster: &Cluster) -> Option<Outcome> {
-    let admin: AdminClient<TokenContext> = cluster
-        .config(|_| {})
-        .create_with_context(TokenContext::of(cluster))
-        .ok()?;
-    cluster.tokens().prime(admin.inner()).ok()?;
+    let admin: AdminClient<TokenContext> =
+        kafka_client(cluster, |_| {}, AdminClient::inner).ok()?;
     let metadata = admin.inner().fetch_metadata(None, CHECK_TIMEOUT).ok()?;
     let brokers = metadata.brokers().len();
     // Once the log exists, it was made: its replication is what it is.
@@ -433,23 +440,14 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> Option<T> {
 
 /// The state topic, if it exists, is compacted and has one partition.
 fn state_topic(cluster: &Cluster, topic: &str) -> Outcome {
-    let admin: AdminClient<TokenContext> = match cluster
-        .config(|c| {
-            c.set("allow.auto.create.topics", "false");
-        })
-        .create_with_context(TokenContext::of(cluster))
-    {
-        Ok(admin) => admin,
-        Err(err) => {
-            return failed(
-                format!("cannot make a Kafka client: {err}"),
-                "correct KAFKA_PROPERTIES",
-            );
-        }
+    let no_auto_create = |c: &mut rdkafka::ClientConfig| {
+        c.set("allow.auto.create.topics", "false");
     };
-    if let Err(err) = cluster.tokens().prime(admin.inner()) {
-        return failed(err.to_string(), "check KAFKA_PROPERTIES");
-    }
+    let admin: AdminClient<TokenContext> =
+        match kafka_client(cluster, no_auto_create, AdminClient::inner) {
+            Ok(admin) => admin,
+            Err(failed) => return failed,
+        };
     let metadata = match admin.inner().fetch_metadata(Some(topic), CHECK_TIMEOUT) {
         Ok(metadata) => metadata,
         Err(err) => return failed(format!("cannot look up {topic}: {err}"), "run doctor again"),

@@ -100,19 +100,9 @@ impl Health {
 impl Replicator {
     /// Builds the client from validated configuration; nothing is contacted yet.
     pub fn new(config: &Config) -> Result<Self, ClientError> {
-        let api = EventsApi::new(
-            config.server_url.as_deref().unwrap_or_default(),
-            &config.api_prefix,
-            config.api_key.as_deref().unwrap_or_default(),
-            config.compression,
-        )
-        .map_err(ClientError::Http)?;
         Ok(Self {
-            api,
-            local: Cluster::new(
-                config.kafka_brokers.as_deref().unwrap_or_default(),
-                config.kafka_properties()?,
-            ),
+            api: config.events_api().map_err(ClientError::Http)?,
+            local: config.local_kafka()?,
             destination: Destination::from_config(config),
             state_topic: config.state_topic.clone(),
             client_id: config.client_id.clone(),

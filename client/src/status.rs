@@ -5,9 +5,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use shared::Cursor;
-use shared::kafka::Cluster;
 
-use crate::api::EventsApi;
 use crate::config::Config;
 use crate::lag::{self, Catchup, PartitionLag};
 use crate::sink;
@@ -62,17 +60,8 @@ pub struct Status {
 impl Status {
     /// Reads the state topic and asks the server for where its logs start and end.
     pub async fn gather(config: &Config) -> Result<Self, StatusError> {
-        let local = Cluster::new(
-            config.kafka_brokers.as_deref().unwrap_or_default(),
-            config.kafka_properties()?,
-        );
-        let api = EventsApi::new(
-            config.server_url.as_deref().unwrap_or_default(),
-            &config.api_prefix,
-            config.api_key.as_deref().unwrap_or_default(),
-            config.compression,
-        )
-        .map_err(StatusError::Http)?;
+        let local = config.local_kafka()?;
+        let api = config.events_api().map_err(StatusError::Http)?;
         let (topic, key) = (config.state_topic.clone(), config.client_id.clone());
         let reader = local.clone();
         // The log end is asked for after the position is read, so it is never behind it.

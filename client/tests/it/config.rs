@@ -4,16 +4,8 @@
 use std::process::Command;
 
 fn run(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_client"));
-    cmd.env_clear().current_dir(std::env::temp_dir()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("client runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (code, _, stderr) = crate::common::client(env, args);
+    (code, stderr)
 }
 
 #[test]

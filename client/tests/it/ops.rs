@@ -2,7 +2,7 @@
 //! print and the exit codes, when nothing can be reached. (Against real brokers and each
 //! broken set-up: the emulator's `client_ops` tests.)
 
-use std::process::Command;
+use crate::common::client;
 
 /// A port on loopback nothing listens on.
 fn closed_port() -> u16 {
@@ -10,21 +10,6 @@ fn closed_port() -> u16 {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port()
-}
-
-/// Runs the client with only `env`; its exit code, stdout and stderr.
-fn client(env: &[(&str, String)], args: &[&str]) -> (Option<i32>, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_client"));
-    cmd.env_clear().current_dir(std::env::temp_dir()).args(args);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("client runs");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn unreachable() -> Vec<(&'static str, String)> {
@@ -63,7 +48,7 @@ fn status_exits_2_saying_what_cannot_be_reached() {
 
 #[test]
 fn status_needs_the_clients_settings() {
-    let (code, _, stderr) = client(&[], &["status"]);
+    let (code, _, stderr) = client::<&str>(&[], &["status"]);
     assert_eq!(code, Some(2));
     assert!(stderr.contains("SERVER_URL is not set"), "{stderr}");
 }
@@ -71,7 +56,7 @@ fn status_needs_the_clients_settings() {
 #[test]
 fn doctor_prints_one_line_per_check_and_exits_1_when_one_fails() {
     // Nothing configured: the first check fails; nothing is contacted.
-    let (code, stdout, _) = client(&[], &["doctor"]);
+    let (code, stdout, _) = client::<&str>(&[], &["doctor"]);
     assert_eq!(code, Some(1), "{stdout}");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 7, "{stdout}");

@@ -18,13 +18,8 @@ async fn client_killed_hard_five_times_loses_and_duplicates_nothing_on_apache_ka
     };
     eprintln!("{test}: local Kafka is Apache Kafka at {local}");
     const N: u64 = 3000;
-    let mut config = common::config();
-    config.local_brokers = Some(local.clone());
-    config.partitions = 3;
-    config.events = Some(N);
     // Slow enough that the stream outlasts the five kills.
-    config.rate = 300;
-    let stack = common::start(config).await;
+    let stack = streaming(&local, N, 300).await;
     let spec = common::ChildClient {
         server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
         api_key: stack.info.api_key.clone(),
@@ -140,13 +135,8 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
     let Some((_, local)) = common::apache_kafka_only(TEST) else {
         return;
     };
-    let mut config = common::config();
-    config.local_brokers = Some(local.clone());
-    config.partitions = 3;
-    config.events = Some(N);
     // A stream of 20 s: the client falls asleep early in it and wakes to a backlog.
-    config.rate = 200;
-    let stack = common::start(config).await;
+    let stack = streaming(&local, N, 200).await;
     let log = tempfile::NamedTempFile::new().expect("log file");
     let spec = common::ChildClient {
         server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
@@ -166,25 +156,7 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
     // Asleep once it has committed some of the backlog, with more to go, and at a moment its
     // transaction is open: a partition holds records not yet committed.
     common::wait_for_copies(&local, &stack.info.topic, 0).await;
-    let pid = child.id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig} {pid}");
-    };
-    let mut open = false;
-    for _ in 0..200 {
-        signal("-STOP");
-        open = transaction_open(&local, &stack.info.topic, 3).await;
-        if open {
-            break;
-        }
-        signal("-CONT");
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
-    }
-    if !open {
+    if !freeze(&child, &local, &stack.info.topic, 3).await {
         let _ = child.kill();
         panic!("never froze the client with a transaction open");
     }
@@ -194,7 +166,7 @@ async fn a_client_frozen_past_its_transaction_timeout_carries_on_exactly_once_on
     let committed: usize = before.values().map(Vec::len).sum();
     eprintln!("{TEST}: asleep with {committed} of {N} committed");
     tokio::time::sleep(ASLEEP).await;
-    signal("-CONT");
+    signal(&child, "-CONT");
     let copied = read_topic(
         &local,
         &stack.info.topic,
@@ -240,12 +212,7 @@ async fn a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_
     let Some((_, local)) = common::apache_kafka_only(TEST) else {
         return;
     };
-    let mut config = common::config();
-    config.local_brokers = Some(local.clone());
-    config.partitions = 3;
-    config.events = Some(N);
-    config.rate = 200;
-    let stack = common::start(config).await;
+    let stack = streaming(&local, N, 200).await;
     let state_topic = common::unique("shared-state");
     let spec = |name: &str| common::ChildClient {
         server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
@@ -266,25 +233,7 @@ async fn a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_
     common::wait_for_copies(&local, &restarted_copies, 0).await;
 
     // Frozen at a moment its transaction is open on the shared state topic.
-    let pid = frozen.id().to_string();
-    let signal = |sig: &str| {
-        let status = std::process::Command::new("kill")
-            .args([sig, &pid])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {sig} {pid}");
-    };
-    let mut open = false;
-    for _ in 0..200 {
-        signal("-STOP");
-        open = transaction_open(&local, &state_topic, 1).await;
-        if open {
-            break;
-        }
-        signal("-CONT");
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
-    }
-    if !open {
+    if !freeze(&frozen, &local, &state_topic, 1).await {
         let _ = frozen.kill();
         let _ = restarted.kill();
         panic!("never froze the client with a transaction open on the state topic");
@@ -306,7 +255,7 @@ async fn a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_
     // Kept frozen into the restart, so the restarted client reads its position while the
     // transaction is still open (it waits for it to end); then woken.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    signal("-CONT");
+    signal(&frozen, "-CONT");
 
     let frozen_copied = read_topic(&local, &frozen_copies, N as usize, Duration::from_secs(120))
         .await
@@ -326,6 +275,43 @@ async fn a_client_restarting_beside_a_frozen_one_on_a_shared_state_topic_copies_
     stack.stop().await;
     common::assert_exactly_once(TEST, &restarted_copied, N);
     common::assert_exactly_once(TEST, &frozen_copied, N);
+}
+
+/// A stack streaming `n` demo events at `rate` a second over three partitions, copied into
+/// Apache Kafka at `local` by the clients a test starts.
+async fn streaming(local: &str, n: u64, rate: u64) -> emulator::Stack {
+    let mut config = common::config();
+    config.local_brokers = Some(local.to_owned());
+    config.partitions = 3;
+    config.events = Some(n);
+    config.rate = rate;
+    common::start(config).await
+}
+
+/// Sends `sig` (`-STOP`, `-CONT`) to `child`.
+#[cfg(unix)]
+fn signal(child: &std::process::Child, sig: &str) {
+    let pid = child.id().to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// Freezes `child` (SIGSTOP) at a moment a transaction of its is open on `topic` (a
+/// partition holds records not yet committed); false if that never happened.
+#[cfg(unix)]
+async fn freeze(child: &std::process::Child, local: &str, topic: &str, partitions: i32) -> bool {
+    for _ in 0..200 {
+        signal(child, "-STOP");
+        if transaction_open(local, topic, partitions).await {
+            return true;
+        }
+        signal(child, "-CONT");
+        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
+    }
+    false
 }
 
 /// Whether a partition of `topic` holds records of a transaction still open: its end for
