@@ -183,6 +183,9 @@ transaction.state.log.min.isr=1
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Records keep the timestamps they were produced with, and tests produce some years old:
+# time-based retention would delete them at its next check (every 5 min), mid-test.
+log.retention.ms=-1
 EOF
   if [[ -n ${KAFKA_LOCAL_EXTRA_PROPS:-} ]]; then
     printf '# KAFKA_LOCAL_EXTRA_PROPS (later keys win)\n%s\n' "$KAFKA_LOCAL_EXTRA_PROPS" >>"$dir/server.properties"
