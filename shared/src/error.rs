@@ -43,6 +43,9 @@ pub enum ErrorCode {
     RequestTimeout,
     /// The source Kafka or the consumer pod cannot answer now; retry later (503).
     Unavailable,
+    /// This deployment cannot stream answers (AWS Lambda behind API Gateway); long-poll
+    /// `/events` instead (501).
+    StreamingUnsupported,
     /// A fault on our side (500); details go to the logs, never to the client.
     Internal,
 }
@@ -68,6 +71,7 @@ impl ErrorCode {
             Self::HeadersTooLarge => 431,
             Self::RequestTimeout => 408,
             Self::Unavailable => 503,
+            Self::StreamingUnsupported => 501,
             Self::Internal => 500,
         }
     }
@@ -92,6 +96,7 @@ impl ErrorCode {
             Self::HeadersTooLarge => "headers_too_large",
             Self::RequestTimeout => "request_timeout",
             Self::Unavailable => "unavailable",
+            Self::StreamingUnsupported => "streaming_unsupported",
             Self::Internal => "internal",
         }
     }

@@ -18,6 +18,8 @@
 use crate::api::Gap;
 use crate::event::{Record, RecordHeader};
 
+pub mod stream;
+
 /// Media type of the binary form.
 pub const BATCH_CONTENT_TYPE: &str = "application/vnd.kafka-replicator.batch";
 
