@@ -55,6 +55,26 @@ pub struct Config {
     pub limits: RateLimitArgs,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Seconds a `GET /events/stream` answer lasts before it ends cleanly (the client
+    /// reconnects where it stands), so connections recycle through load balancers.
+    #[arg(long = "stream-max-secs", env = "STREAM_MAX_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub stream_max_secs: u64,
+    /// How the AWS Lambda runtime returns answers: BUFFERED (API Gateway, an ALB: whole
+    /// answers, so `/events/stream` is refused and clients long-poll) or RESPONSE_STREAM (a
+    /// function URL in response-streaming mode). Only `handlers-lambda` reads it.
+    #[arg(long = "lambda-invoke-mode", env = "LAMBDA_INVOKE_MODE", value_enum, default_value_t = LambdaInvokeMode::Buffered)]
+    pub lambda_invoke_mode: LambdaInvokeMode,
+}
+
+/// How `handlers-lambda` answers (the Lambda function URL's `InvokeMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LambdaInvokeMode {
+    /// Whole answers: API Gateway, an ALB, a buffered function URL.
+    Buffered,
+    /// Answers streamed as they are written: a function URL with `InvokeMode:
+    /// RESPONSE_STREAM`.
+    ResponseStream,
 }
 
 impl Validate for Config {

@@ -21,16 +21,30 @@ use tower::util::MapRequest;
 use crate::AppState;
 use crate::guard::PeerIp;
 use crate::routes::{MaxBytes, MaxWait};
+use crate::stream::{NoStreaming, StreamBounds};
 
 /// The service `handlers-lambda` runs: the public router behind stage stripping.
 pub type LambdaService<B> = MapRequest<Router, fn(Request<B>) -> Request<B>>;
 
-/// The public router, ready for `lambda_http::run`.
+/// The public router, ready for `lambda_http::run`: whole answers (API Gateway, an ALB),
+/// so `/events/stream` is refused and clients long-poll.
 pub fn service<B>(state: AppState) -> LambdaService<B> {
     ServiceBuilder::new()
         .map_request(prepare as fn(Request<B>) -> Request<B>)
         .service(crate::router(state))
 }
+
+/// The public router for `lambda_http::run_with_streaming_response` (a function URL with
+/// `InvokeMode: RESPONSE_STREAM`): `/events/stream` streams, within the invocation's
+/// deadline and [`STREAM_MAX_BYTES`].
+pub fn streaming_service<B>(state: AppState) -> LambdaService<B> {
+    ServiceBuilder::new()
+        .map_request(prepare_streaming as fn(Request<B>) -> Request<B>)
+        .service(crate::router(state))
+}
+
+/// Most bytes one streamed answer carries: Lambda's response streaming takes 20 MB.
+pub const STREAM_MAX_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Longest a long-poll may wait behind API Gateway (its integration limit is 30 s).
 pub const GATEWAY_MAX_WAIT: Duration = Duration::from_secs(25);
@@ -41,8 +55,15 @@ pub const LAMBDA_MAX_BYTES: u32 = 4 * 1024 * 1024;
 /// Time kept back from the invocation's deadline for answering.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 
-/// What the router needs from the Lambda event beyond the HTTP request.
+/// What the router needs from the Lambda event beyond the HTTP request, for whole
+/// answers.
 fn prepare<B>(mut request: Request<B>) -> Request<B> {
+    request.extensions_mut().insert(NoStreaming);
+    prepare_streaming(request)
+}
+
+/// What the router needs from the Lambda event beyond the HTTP request.
+fn prepare_streaming<B>(mut request: Request<B>) -> Request<B> {
     if let Some(ip) = source_ip(&request) {
         request.extensions_mut().insert(PeerIp(ip));
     }
@@ -54,11 +75,14 @@ fn prepare<B>(mut request: Request<B>) -> Request<B> {
             let deadline = std::time::UNIX_EPOCH + Duration::from_millis(c.deadline);
             deadline.duration_since(std::time::SystemTime::now()).ok()
         })
-        .map_or(GATEWAY_MAX_WAIT, |left| {
-            left.saturating_sub(DEADLINE_MARGIN).min(GATEWAY_MAX_WAIT)
-        });
-    request.extensions_mut().insert(MaxWait(left));
+        .map(|left| left.saturating_sub(DEADLINE_MARGIN));
+    let wait = left.map_or(GATEWAY_MAX_WAIT, |left| left.min(GATEWAY_MAX_WAIT));
+    request.extensions_mut().insert(MaxWait(wait));
     request.extensions_mut().insert(MaxBytes(LAMBDA_MAX_BYTES));
+    request.extensions_mut().insert(StreamBounds {
+        duration: left.unwrap_or(GATEWAY_MAX_WAIT),
+        bytes: STREAM_MAX_BYTES,
+    });
     strip_stage(request)
 }
 

@@ -13,6 +13,7 @@ pub mod pod;
 pub mod routes;
 pub mod security;
 pub mod server;
+pub mod stream;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,6 +25,8 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use shared::ratelimit::RateLimiter;
+use tower_http::compression::Predicate;
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType};
 
 pub use api_keys::ApiKeys;
 pub use config::Config;
@@ -45,6 +48,8 @@ pub struct AppState {
     /// `/ready`'s last answer, reused for about a second: the route needs no key, so it
     /// must not let anyone make the pod work per request.
     pub ready: Arc<routes::ReadyCache>,
+    /// How long a `/events/stream` answer lasts (`STREAM_MAX_SECS`).
+    pub stream_max: std::time::Duration,
 }
 
 /// Why the handlers could not start.
@@ -80,6 +85,7 @@ impl AppState {
             cors: Arc::new(config.cors.clone()),
             local_limiter: Arc::new(RateLimiter::new()),
             ready: Arc::default(),
+            stream_max: std::time::Duration::from_secs(config.stream_max_secs),
         })
     }
 }
@@ -91,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ready", get(routes::ready));
     let keyed = Router::new()
         .route("/events", get(routes::events))
+        .route("/events/stream", get(stream::events_stream))
         .route("/metrics", get(routes::metrics))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -113,9 +120,15 @@ pub fn router(state: AppState) -> Router {
     let app = security::with_request_limits(app)
         // Negotiated by Accept-Encoding (zstd, gzip); worth most on the long way to a
         // laptop, where 1 KiB JSON events shrink several times.
+        // Streams are left alone: an encoder here would hold frames back until its buffer
+        // fills (SSE is excluded by the default predicate; binary frames compress
+        // themselves, flushed frame by frame).
         .layer(
             tower_http::compression::CompressionLayer::new()
-                .quality(tower_http::compression::CompressionLevel::Fastest),
+                .quality(tower_http::compression::CompressionLevel::Fastest)
+                .compress_when(DefaultPredicate::new().and(NotForContentType::const_new(
+                    shared::wire::stream::STREAM_CONTENT_TYPE,
+                ))),
         );
     let app = match security::cors(&state.cors) {
         Some(cors) => app.layer(cors),

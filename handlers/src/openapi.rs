@@ -18,7 +18,13 @@ use crate::routes;
         description = "Events from a Kafka cluster, read with a cursor over HTTPS. A client passes back each answer's `next_cursor` and so receives every event the source retains, exactly once per cursor step. Keys go in `x-api-key` or `Authorization: Bearer`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
-    paths(routes::health, routes::ready, routes::events, routes::metrics),
+    paths(
+        routes::health,
+        routes::ready,
+        routes::events,
+        crate::stream::events_stream,
+        routes::metrics
+    ),
     modifiers(&Security),
     tags(
         (name = "events", description = "Reading events"),

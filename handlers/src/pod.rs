@@ -132,18 +132,7 @@ impl PodClient {
 
     /// Events for a validated request.
     pub async fn fetch(&self, req: &FetchRequest) -> Result<EventsBody, ApiError> {
-        let timeout = Duration::from_millis(u64::from(req.wait_ms)) + ANSWER_SLACK;
-        let response = self
-            .http
-            .post(format!("{}{FETCH_PATH}", self.base))
-            .timeout(timeout)
-            .json(req)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(&e))?;
-        if response.status() != StatusCode::UNAUTHORIZED {
-            self.reached();
-        }
+        let response = self.fetch_response(req).await?;
         if response.status().is_success() {
             let content_type = response
                 .headers()
@@ -157,6 +146,32 @@ impl PodClient {
             });
         }
         Err(self.error_from(response).await)
+    }
+
+    /// A whole answer of the pod to `req` (the stream reads each before it sends it on).
+    pub async fn fetch_bytes(&self, req: &FetchRequest) -> Result<bytes::Bytes, ApiError> {
+        let response = self.fetch_response(req).await?;
+        if response.status().is_success() {
+            return response.bytes().await.map_err(|e| self.unreachable(&e));
+        }
+        Err(self.error_from(response).await)
+    }
+
+    /// The pod's answer to `req`, whatever its status.
+    async fn fetch_response(&self, req: &FetchRequest) -> Result<reqwest::Response, ApiError> {
+        let timeout = Duration::from_millis(u64::from(req.wait_ms)) + ANSWER_SLACK;
+        let response = self
+            .http
+            .post(format!("{}{FETCH_PATH}", self.base))
+            .timeout(timeout)
+            .json(req)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(&e))?;
+        if response.status() != StatusCode::UNAUTHORIZED {
+            self.reached();
+        }
+        Ok(response)
     }
 
     /// Counts a request against a shared rate-limit budget; `None` when the pod cannot be
