@@ -190,11 +190,77 @@ impl EventsApi {
                 ),
                 retry_after: None,
             })?;
-        let status = response.status();
         self.pacer.observe(response.headers());
-        if status.is_success() {
+        if response.status().is_success() {
             return read_batch(response).await;
         }
+        Err(self.refusal(response).await)
+    }
+
+    /// Opens `GET /events/stream` from `start`, each batch holding at most `size`, once
+    /// the key's budget allows. `Ok(Err(why))`: this server, or a gateway before it, cannot
+    /// stream.
+    pub async fn open_stream(
+        &self,
+        start: &StartFrom,
+        size: BatchSize,
+    ) -> Result<Result<crate::feed::EventStream, String>, FetchError> {
+        let mut query: Vec<(&str, String)> = vec![
+            ("limit", size.events.to_string()),
+            ("max_bytes", size.bytes.to_string()),
+        ];
+        if let Some(cursor) = start.to_param() {
+            query.push(("cursor", cursor));
+        }
+        let url = format!("{}/stream", self.url);
+        let _admitted = self.pacer.admit().await;
+        let response = self
+            .http
+            .get(&url)
+            .header("x-api-key", &self.api_key)
+            .header(
+                reqwest::header::ACCEPT,
+                shared::wire::stream::STREAM_CONTENT_TYPE,
+            )
+            .query(&query)
+            .send()
+            .await
+            .map_err(|e| FetchError::Transient {
+                message: format!("cannot reach {url}: {}", shared::error::error_chain(&e)),
+                retry_after: None,
+            })?;
+        self.pacer.observe(response.headers());
+        let status = response.status();
+        if status.is_success() {
+            let streams = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with(shared::wire::stream::STREAM_CONTENT_TYPE));
+            if !streams {
+                return Ok(Err(format!(
+                    "GET {url} answered with something other than a stream"
+                )));
+            }
+            return Ok(Ok(crate::feed::EventStream::new(response, size)));
+        }
+        // An earlier server has no such route; API Gateway before a Lambda says 501.
+        if matches!(status.as_u16(), 404 | 405 | 501) {
+            let why = match self.refusal(response).await {
+                FetchError::Rejected { code, message, .. } => format!("{code}: {message}"),
+                other => other.to_string(),
+            };
+            return Ok(Err(format!(
+                "GET {url} answered {}: {why}",
+                status.as_u16()
+            )));
+        }
+        Err(self.refusal(response).await)
+    }
+
+    /// What a failed answer means for the client.
+    async fn refusal(&self, response: reqwest::Response) -> FetchError {
+        let status = response.status();
         if status.is_redirection() {
             let to = response
                 .headers()
@@ -202,13 +268,13 @@ impl EventsApi {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("another address")
                 .to_owned();
-            return Err(FetchError::Rejected {
+            return FetchError::Rejected {
                 status: status.as_u16(),
                 code: "redirect".into(),
                 message: format!(
                     "the server sends the client to {to}; set SERVER_URL to the address that answers (the key is never sent on to another address)"
                 ),
-            });
+            };
         }
         let retry_after = shared::api::retry_after(response.headers());
         let body = response.json::<ErrorBody>().await.ok();
@@ -224,22 +290,22 @@ impl EventsApi {
         if status == StatusCode::TOO_MANY_REQUESTS {
             let retry_after = retry_after.unwrap_or(Duration::from_secs(1));
             self.pacer.refused(retry_after);
-            return Err(FetchError::RateLimited {
+            return FetchError::RateLimited {
                 message: format!("over the API key's rate limit: {message}"),
                 retry_after,
-            });
+            };
         }
         if status == StatusCode::REQUEST_TIMEOUT || status.is_server_error() {
-            return Err(FetchError::Transient {
+            return FetchError::Transient {
                 message: format!("server busy or unavailable ({status}): {message}"),
                 retry_after,
-            });
+            };
         }
-        Err(FetchError::Rejected {
+        FetchError::Rejected {
             status: status.as_u16(),
             code,
             message,
-        })
+        }
     }
 }
 

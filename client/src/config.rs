@@ -14,6 +14,17 @@ pub enum StartPosition {
     Latest,
 }
 
+/// Whether the client streams (`GET /events/stream`) or long-polls (`GET /events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamMode {
+    /// Stream; long-poll instead where the server or a gateway cannot stream.
+    Auto,
+    /// Stream only: a server that cannot is an error.
+    On,
+    /// Long-poll only.
+    Off,
+}
+
 /// The polling client (`client` binary).
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -46,6 +57,11 @@ pub struct Config {
     /// Where a client with no saved position starts.
     #[arg(long = "from", env = "START_FROM", value_enum, default_value_t = StartPosition::Earliest)]
     pub from: StartPosition,
+    /// Stream the events as they come (one request carries many batches): `auto` falls
+    /// back to long-polling where the server or a gateway cannot stream; `on` only
+    /// streams; `off` only long-polls.
+    #[arg(long = "stream", env = "STREAM", value_enum, default_value_t = StreamMode::Auto)]
+    pub stream: StreamMode,
     /// Most events asked for per poll.
     #[arg(long = "batch-limit", env = "BATCH_LIMIT", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_limit: u32,

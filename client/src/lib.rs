@@ -7,6 +7,7 @@ pub mod backoff;
 pub mod config;
 pub mod destination;
 pub mod doctor;
+pub mod feed;
 pub mod lag;
 pub mod memory;
 pub mod metrics;

@@ -178,6 +178,12 @@ impl<L: Lane> WritePipeline<L> {
         self.newly_committed.take()
     }
 
+    /// Whether a transaction is open (waiting for more batches) or committing: seen
+    /// through by [`Self::close`] before the client waits for new events.
+    pub fn has_pending(&self) -> bool {
+        self.open.is_some() || self.committing.is_some()
+    }
+
     /// Whether a batch of `events` may join the open transaction (or open one) and leave it
     /// open for the next: bounded in events and age, so a backlog commits often.
     pub fn may_keep_open(&self, events: usize) -> bool {

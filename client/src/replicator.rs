@@ -2,12 +2,9 @@
 //! and the cursor that follows it to local Kafka in one transaction; on any failure retry
 //! with capped, jittered backoff, logging one line per change of state, never crashing.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::wire::BatchView;
 use shared::{Cursor, StartFrom};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +16,7 @@ use crate::api::{BatchSize, EventsApi, FetchError};
 use crate::backoff::Backoff;
 use crate::config::{Config, StartPosition};
 use crate::destination::Destination;
+use crate::feed::Feed;
 use crate::lag::{Catchup, LogEnds, human, total};
 use crate::metrics::ClientMetrics;
 use crate::pipeline::{Step, WritePipeline};
@@ -60,6 +58,8 @@ pub struct Progress {
 #[derive(Debug)]
 pub struct Replicator {
     api: EventsApi,
+    /// Where batches come from: a stream, or long-polls.
+    feed: Feed,
     /// Local Kafka, with the user's properties for it.
     local: Cluster,
     destination: Destination,
@@ -100,8 +100,14 @@ impl Health {
 impl Replicator {
     /// Builds the client from validated configuration; nothing is contacted yet.
     pub fn new(config: &Config) -> Result<Self, ClientError> {
+        let api = config.events_api().map_err(ClientError::Http)?;
         Ok(Self {
-            api: config.events_api().map_err(ClientError::Http)?,
+            feed: Feed::new(
+                api.clone(),
+                config.stream,
+                Duration::from_millis(config.interval_ms),
+            ),
+            api,
             local: config.local_kafka()?,
             destination: Destination::from_config(config),
             state_topic: config.state_topic.clone(),
@@ -225,18 +231,17 @@ impl Replicator {
         let mut lag_updated = Instant::now();
         self.probe_log_end();
         let mut pipeline = WritePipeline::new(lanes, start);
-        // The next batch, asked for while the previous one was being written.
-        let mut ahead: Option<PendingFetch> = None;
         while !shutdown.is_cancelled() {
             let started = Instant::now();
-            let fetch = ahead
-                .take()
-                .unwrap_or_else(|| self.fetch_from(pipeline.fetch_from(), true));
-            let long_polled = fetch.long_poll;
-            let asked = fetch.asked;
-            let fetched = tokio::select! {
+            let from = pipeline.fetch_from().clone();
+            let crate::feed::Fetched {
+                answer: fetched,
+                long_polled,
+                asked,
+                more,
+            } = tokio::select! {
                 () = shutdown.cancelled() => break,
-                r = fetch.answer => r,
+                r = self.feed.next(&from, self.size, pipeline.has_pending()) => r,
             };
             self.progress.polls += 1;
             self.publish();
@@ -295,11 +300,14 @@ impl Replicator {
                 // (bounded), so local Kafka works on this one meanwhile. That next fetch does
                 // not long-poll: if the backlog ended here, the transaction commits at once
                 // instead of a poll interval later.
-                let keep_open = full && pipeline.may_keep_open(count);
-                // The batch after this one is on its way while this one is written; should
-                // the write, or a commit before it, fail, the client rewinds to what local
-                // Kafka holds and drops (aborts) this fetch: nothing is ever skipped.
-                let next_fetch = self.fetch_from(&StartFrom::Cursor(next.clone()), !keep_open);
+                // So does a stream that has sent the next batch already.
+                let keep_open = (full || more) && pipeline.may_keep_open(count);
+                // The batch after this one is on its way while this one is written (the
+                // stream sends it, or a poll is asked for now); should the write, or a
+                // commit before it, fail, the client rewinds to what local Kafka holds and
+                // the feed starts again from there: nothing is ever skipped.
+                self.feed
+                    .prefetch(&StartFrom::Cursor(next.clone()), self.size, !keep_open);
                 let fetched_at = Instant::now();
                 let step = pipeline.write(&batch, &next, keep_open, &shutdown).await;
                 tracing::debug!(
@@ -309,7 +317,7 @@ impl Replicator {
                     "batch handed to local Kafka"
                 );
                 match self.after(step, &mut pipeline, &shutdown).await? {
-                    Flow::Go => ahead = Some(next_fetch),
+                    Flow::Go => {}
                     Flow::Retry => continue,
                     Flow::Stop => break,
                 }
@@ -317,7 +325,9 @@ impl Replicator {
                 self.committed(0);
             }
             self.learn_log_end().await;
-            if lag_updated.elapsed() >= LAG_METRICS_EVERY {
+            // At the end of the log (an answer that did not fill), the lag is shown at
+            // once; while catching up, once a second.
+            if !full || lag_updated.elapsed() >= LAG_METRICS_EVERY {
                 self.update_lag(&pipeline);
                 lag_updated = Instant::now();
             }
@@ -355,43 +365,6 @@ enum Flow {
     /// A write or commit failed; the client went back to what local Kafka holds.
     Retry,
     Stop,
-}
-
-/// A fetch under way on its own task, so it runs while the loop writes a batch.
-struct PendingFetch {
-    answer: FetchTask,
-    /// Whether the server may hold it for the poll interval (else it answers at once).
-    long_poll: bool,
-    /// What it asked for.
-    asked: BatchSize,
-}
-
-/// A spawned fetch, aborted when dropped unfinished: nothing fetched after a failed write
-/// is used.
-struct FetchTask(tokio::task::JoinHandle<Result<BatchView, FetchError>>);
-
-impl Drop for FetchTask {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Future for FetchTask {
-    type Output = Result<BatchView, FetchError>;
-
-    fn poll(
-        mut self: Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|joined| {
-            joined.unwrap_or_else(|err| {
-                Err(FetchError::Transient {
-                    message: format!("the fetch stopped: {err}"),
-                    retry_after: None,
-                })
-            })
-        })
-    }
 }
 
 impl Replicator {
@@ -476,25 +449,6 @@ impl Replicator {
         let partitions = self.ends.lag(committed);
         self.metrics.lag(&partitions);
         Some(total(&partitions))
-    }
-
-    /// Starts a fetch from `start`; `long_poll`: the server may wait for events up to the
-    /// poll interval.
-    fn fetch_from(&self, start: &StartFrom, long_poll: bool) -> PendingFetch {
-        let wait = if long_poll {
-            self.interval
-        } else {
-            Duration::ZERO
-        };
-        let (api, start, size) = (self.api.clone(), start.clone(), self.size);
-        let task = FetchTask(tokio::spawn(
-            async move { api.fetch(&start, size, wait).await },
-        ));
-        PendingFetch {
-            answer: task,
-            long_poll,
-            asked: size,
-        }
     }
 
     /// Sizes the next request: while a backlog fills answers and the key's budget holds
