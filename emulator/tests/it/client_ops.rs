@@ -88,20 +88,18 @@ async fn handlers(
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut config = handlers::Config::default();
-    config.keys.api_key = Some(stack.info.api_key.clone());
-    config.consumer_addr = consumer_addr.parse().expect("consumer address");
-    config.internal_token = stack.internal_token().map(str::to_owned);
-    config.host = "127.0.0.1".into();
+    let mut config = common::handlers_config(
+        consumer_addr.parse().expect("consumer address"),
+        stack.internal_token(),
+        &stack.info.api_key,
+    );
     config.port = port;
     let scheme = if tls.is_some() { "https" } else { "http" };
     if let Some((cert, key)) = tls {
         config.tls.tls_cert = Some(cert);
         config.tls.tls_key = Some(key);
     }
-    let keys = handlers::ApiKeys::parse(&stack.info.api_key).expect("keys");
-    let state =
-        handlers::AppState::with_keys(&config, handlers::KeyStore::fixed(keys)).expect("handlers");
+    let state = common::handlers_state(&config);
     let stop = stop.clone();
     tokio::spawn(async move {
         handlers::server::serve(&config, state, stop.cancelled_owned())

@@ -166,6 +166,7 @@ pub fn run_child_client_if_asked() {
         insecure_http: false,
         client_id: spec.client_id,
         metrics_addr: None,
+        stream: client::config::StreamMode::Auto,
         properties: shared::kafka::KafkaPropertyArgs {
             kafka_properties: spec.kafka_properties,
             ..Default::default()
@@ -200,6 +201,7 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
         insecure_http: false,
         client_id: unique("client"),
         metrics_addr: None,
+        stream: client::config::StreamMode::Auto,
         properties: Default::default(),
     }
 }
@@ -305,9 +307,7 @@ pub fn handlers_config(
         internal_token: internal_token.map(str::to_owned),
         port: 0,
         host: "127.0.0.1".into(),
-        cors: Default::default(),
-        limits: Default::default(),
-        tls: Default::default(),
+        ..Default::default()
     }
 }
 

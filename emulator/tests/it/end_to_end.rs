@@ -249,6 +249,7 @@ async fn a_backlog_ending_on_a_full_batch_is_committed_without_waiting_a_poll() 
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         metrics_addr: None,
+        stream: client::config::StreamMode::Auto,
         client_id: common::unique("client"),
         properties: Default::default(),
     })

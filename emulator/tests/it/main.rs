@@ -15,4 +15,5 @@ mod postman;
 mod processes;
 mod secured;
 mod security;
+mod stream;
 mod topics;

@@ -28,6 +28,7 @@ fn client_config(info: &ReadyInfo, client_id: &str) -> client::Config {
         state_topic: "kafka-replicator-client-state".into(),
         insecure_http: false,
         metrics_addr: None,
+        stream: client::config::StreamMode::Auto,
         client_id: client_id.to_owned(),
         properties: Default::default(),
     }

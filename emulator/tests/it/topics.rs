@@ -168,6 +168,8 @@ async fn handler_replicas_answer_in_turn_without_sticky_routing() {
     config.events = Some(N);
     config.run_client = true;
     config.client.batch_limit = 50;
+    // Polls, many requests to spread (a stream is one request on one replica).
+    config.client.stream = client::config::StreamMode::Off;
     let stack = common::start(config).await;
     let copied = common::read_copies(&stack, N).await;
     let served = stack.requests_per_replica();
