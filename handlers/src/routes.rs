@@ -155,12 +155,7 @@ pub async fn events(
     headers: HeaderMap,
     query: Result<Query<EventsQuery>, QueryRejection>,
 ) -> Result<EventsBody, ApiError> {
-    let Query(query) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
+    let query = events_query(query)?;
     let mut request = query.validate()?;
     request.binary = accepts_batch(&headers);
     if let Some(Extension(MaxWait(max))) = max_wait {
@@ -171,6 +166,18 @@ pub async fn events(
         request.max_bytes = request.max_bytes.min(max);
     }
     state.pod.fetch(&request).await
+}
+
+/// The `/events` query string (also `/events/stream`'s), or `400 bad_request`.
+pub fn events_query(
+    query: Result<Query<EventsQuery>, QueryRejection>,
+) -> Result<EventsQuery, ApiError> {
+    query.map(|Query(q)| q).map_err(|e| {
+        ApiError::new(
+            ErrorCode::BadRequest,
+            format!("bad query string: {}", e.body_text()),
+        )
+    })
 }
 
 /// Whether the caller asked for the binary batch form this build writes (`Accept` names it

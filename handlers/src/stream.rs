@@ -97,12 +97,7 @@ pub async fn events_stream(
             "this deployment cannot stream answers; long-poll GET /events instead",
         ));
     }
-    let Query(mut query) = query.map_err(|e| {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            format!("bad query string: {}", e.body_text()),
-        )
-    })?;
+    let mut query = crate::routes::events_query(query)?;
     if let Some(last) = headers.get("last-event-id") {
         let last = last.to_str().map_err(|_| {
             ApiError::new(ErrorCode::InvalidCursor, "Last-Event-ID is not a cursor")

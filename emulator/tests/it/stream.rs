@@ -285,6 +285,19 @@ async fn copy(stack: &emulator::Stack, stream: StreamMode, n: u64) {
     run.await.expect("joined").expect("stopped cleanly");
 }
 
+/// Local Kafka holds each of the `n` events of `stack` once.
+async fn assert_copied_once(stack: &emulator::Stack, test: &str, n: u64) {
+    let copied = emulator::verify::read_topic(
+        &stack.info.local_brokers,
+        &stack.info.topic,
+        n as usize,
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read local");
+    common::assert_exactly_once(test, &copied, n);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_streams_exactly_once_on_one_request() {
     const TEST: &str = "the_client_streams_exactly_once_on_one_request";
@@ -297,15 +310,7 @@ async fn the_client_streams_exactly_once_on_one_request() {
     config.rate = 400;
     let stack = common::start(config).await;
     copy(&stack, StreamMode::On, N).await;
-    let copied = emulator::verify::read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read local");
-    common::assert_exactly_once(TEST, &copied, N);
+    assert_copied_once(&stack, TEST, N).await;
     // The whole stream of 5 s on one request (and one for the log end).
     assert_eq!(requests(&stack, "/events/stream", 200), 1);
     assert!(requests(&stack, "/events", 200) <= 2);
@@ -345,15 +350,7 @@ async fn behind_the_lambda_adapter_the_client_falls_back_to_long_polling() {
     }
 
     copy(&stack, StreamMode::Auto, N).await;
-    let copied = emulator::verify::read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read local");
-    common::assert_exactly_once(TEST, &copied, N);
+    assert_copied_once(&stack, TEST, N).await;
     assert_eq!(
         requests(&stack, "/events/stream", 501),
         3,
