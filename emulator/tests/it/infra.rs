@@ -663,6 +663,9 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
         for &k in required {
             assert!(of_kind(k).next().is_some(), "{label}: has a {k}");
         }
+        if !lambda_api {
+            assert_stream_route(label, of_kind("VirtualService").collect());
+        }
         for service in of_kind("Service") {
             let kind = service["spec"]["type"].as_str().unwrap_or("ClusterIP");
             if lambda_api && kind == "LoadBalancer" {
@@ -772,6 +775,49 @@ fn each_kubernetes_overlay_renders_validates_and_is_hardened() {
             "{label}: the handlers' ServiceAccount carries {identity}"
         );
     }
+}
+
+/// The public VirtualService lets a stream last its `STREAM_MAX_SECS` (the 35 s of the
+/// other routes would cut every stream), matched before the general GET route.
+fn assert_stream_route(label: &str, services: Vec<&Value>) {
+    let stream_max = handlers::Config::default().stream_max_secs;
+    let routes: Vec<&Value> = services
+        .iter()
+        .filter_map(|vs| vs["spec"]["http"].as_sequence())
+        .flatten()
+        .collect();
+    let prefix = |r: &Value| {
+        r["match"][0]["uri"]["prefix"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let stream = routes
+        .iter()
+        .position(|r| prefix(r).ends_with("/events/stream"))
+        .unwrap_or_else(|| panic!("{label}: a route for /events/stream"));
+    let general = routes
+        .iter()
+        .position(|r| prefix(r) == "/api/v1")
+        .unwrap_or_else(|| panic!("{label}: the general /api/v1 route"));
+    assert!(
+        stream < general,
+        "{label}: the stream route is matched first"
+    );
+    let secs: u64 = routes[stream]["timeout"]
+        .as_str()
+        .and_then(|t| t.strip_suffix('s'))
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        secs > stream_max,
+        "{label}: the stream route's timeout ({secs} s) outlasts STREAM_MAX_SECS ({stream_max} s)"
+    );
+    assert_eq!(
+        routes[stream]["retries"]["attempts"].as_u64(),
+        Some(0),
+        "{label}: a stream is never retried"
+    );
 }
 
 /// Metric names in PromQL text: identifiers of this product's metric families.
