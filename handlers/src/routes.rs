@@ -185,23 +185,27 @@ pub fn events_query(
 /// without the version is an earlier client, which reads only `KRB1`: it gets JSON, which
 /// it reads too.
 fn accepts_batch(headers: &HeaderMap) -> bool {
+    header_items(headers, header::ACCEPT).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or_default();
+        let params: Vec<String> = parts.map(|p| p.replace(' ', "")).collect();
+        media.eq_ignore_ascii_case(shared::wire::BATCH_CONTENT_TYPE)
+            && params
+                .iter()
+                .any(|p| p.eq_ignore_ascii_case(shared::wire::BATCH_VERSION_PARAM))
+            && !params
+                .iter()
+                .any(|p| p.starts_with("q=0") && !p.contains(|c: char| ('1'..='9').contains(&c)))
+    })
+}
+
+/// The items of a comma-separated list header (`Accept`, `Accept-Encoding`), in order.
+pub fn header_items(headers: &HeaderMap, name: header::HeaderName) -> impl Iterator<Item = &str> {
     headers
-        .get_all(header::ACCEPT)
-        .iter()
+        .get_all(name)
+        .into_iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            let media = parts.next().unwrap_or_default();
-            let params: Vec<String> = parts.map(|p| p.replace(' ', "")).collect();
-            media.eq_ignore_ascii_case(shared::wire::BATCH_CONTENT_TYPE)
-                && params
-                    .iter()
-                    .any(|p| p.eq_ignore_ascii_case(shared::wire::BATCH_VERSION_PARAM))
-                && !params.iter().any(|p| {
-                    p.starts_with("q=0") && !p.contains(|c: char| ('1'..='9').contains(&c))
-                })
-        })
 }
 
 /// `GET /metrics`: this process's metrics followed by the consumer pod's.

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use crate::AppState;
 use crate::pod::PodClient;
-use crate::routes::MaxBytes;
+use crate::routes::{MaxBytes, header_items};
 
 /// The longest quiet on a stream: a keep-alive goes out at least this often.
 pub const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
@@ -294,30 +294,20 @@ impl Streamer {
 
 /// Whether the caller asked for binary frames.
 fn accepts_stream(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            item.split(';')
-                .next()
-                .is_some_and(|media| media.trim().eq_ignore_ascii_case(STREAM_CONTENT_TYPE))
-        })
+    header_items(headers, header::ACCEPT).any(|item| {
+        item.split(';')
+            .next()
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case(STREAM_CONTENT_TYPE))
+    })
 }
 
 /// Whether the caller takes zstd (`Accept-Encoding`, not with `q=0`).
 fn accepts_zstd(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|item| {
-            let mut parts = item.split(';').map(str::trim);
-            parts.next().is_some_and(|c| c.eq_ignore_ascii_case("zstd"))
-                && !parts.any(|p| p.replace(' ', "") == "q=0")
-        })
+    header_items(headers, header::ACCEPT_ENCODING).any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        parts.next().is_some_and(|c| c.eq_ignore_ascii_case("zstd"))
+            && !parts.any(|p| p.replace(' ', "") == "q=0")
+    })
 }
 
 #[cfg(test)]
