@@ -73,6 +73,8 @@ pub const CHECKS: &[&str] = &[
 
 /// Runs every check in order, handing each to `report` as it is done; true when all pass.
 pub async fn run(config: &Config, mut report: impl FnMut(&Check)) -> bool {
+    // One HTTP client for the server's checks.
+    let http = http();
     let mut all_ok = true;
     let mut server_ok = true;
     let mut local_ok = true;
@@ -94,9 +96,9 @@ pub async fn run(config: &Config, mut report: impl FnMut(&Check)) -> bool {
                 }
             },
             "server address" | "API key" | "server ready" if !server_ok => Outcome::NotChecked,
-            "server address" => server_address(config).await,
-            "API key" => api_key(config).await,
-            "server ready" => server_ready(config).await,
+            "server address" => server_address(config, &http).await,
+            "API key" => api_key(config, &http).await,
+            "server ready" => server_ready(config, &http).await,
             _ if !local_ok => Outcome::NotChecked,
             _ => {
                 let Some(cluster) = local.clone() else {
@@ -168,7 +170,7 @@ fn http() -> reqwest::Client {
 }
 
 /// The host resolves, something answers, and its TLS certificate verifies.
-async fn server_address(config: &Config) -> Outcome {
+async fn server_address(config: &Config, http: &reqwest::Client) -> Outcome {
     let url = config.server_url.as_deref().unwrap_or_default().trim();
     let https = url.starts_with("https://");
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
@@ -194,7 +196,7 @@ async fn server_address(config: &Config) -> Outcome {
         }
     };
     let health = route(config, "/health");
-    match http().get(&health).send().await {
+    match http.get(&health).send().await {
         Ok(answer) if answer.status().is_success() => Outcome::Ok(format!(
             "{host} is {}; {}",
             addresses
@@ -243,9 +245,9 @@ async fn server_address(config: &Config) -> Outcome {
 }
 
 /// The key is accepted: a request for events is not refused as unauthorized.
-async fn api_key(config: &Config) -> Outcome {
+async fn api_key(config: &Config, http: &reqwest::Client) -> Outcome {
     let events = route(config, "/events");
-    let answer = http()
+    let answer = http
         .get(&events)
         .header("x-api-key", config.api_key.as_deref().unwrap_or_default())
         .query(&[("cursor", "latest"), ("limit", "1"), ("wait_ms", "0")])
@@ -289,9 +291,9 @@ async fn api_key(config: &Config) -> Outcome {
 }
 
 /// The server reaches its consumer pod, which consumes.
-async fn server_ready(config: &Config) -> Outcome {
+async fn server_ready(config: &Config, http: &reqwest::Client) -> Outcome {
     let ready = route(config, "/ready");
-    match http().get(&ready).send().await {
+    match http.get(&ready).send().await {
         Ok(answer) if answer.status().is_success() => {
             Outcome::Ok("the consumer pod is consuming".into())
         }

@@ -58,11 +58,6 @@ impl Feed {
         }
     }
 
-    /// Whether the batches come by stream now.
-    pub fn is_streaming(&self) -> bool {
-        !self.polling
-    }
-
     /// The next batch after `from`, asking for `size`. `prompt` (a transaction is open or
     /// committing): a stream that has no batch here now answers at once with none, so the
     /// client commits and counts what it wrote instead of waiting for events that may be
