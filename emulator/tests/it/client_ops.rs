@@ -239,19 +239,7 @@ async fn doctor_passes_on_a_working_set_up_and_names_each_broken_hop_on_apache_k
     );
 
     // Once the client has run, its own state topic passes as it is.
-    let stop = CancellationToken::new();
-    let replicator = client::Replicator::new(&good).expect("client");
-    let mut progress = replicator.watch();
-    let run = tokio::spawn(replicator.run(stop.clone()));
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        progress.wait_for(|p| p.events >= 10),
-    )
-    .await
-    .expect("copied in time")
-    .expect("client running");
-    stop.cancel();
-    run.await.expect("joined").expect("client stopped cleanly");
+    common::replicate_until(&good, 10).await;
     let (passed, lines) = doctor(&good).await;
     assert!(passed, "{lines:?}");
     assert!(

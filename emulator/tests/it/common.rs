@@ -206,6 +206,24 @@ pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
     }
 }
 
+/// Runs a client with `config` until it has committed `n` events (within 60 s), then stops
+/// it cleanly.
+pub async fn replicate_until(config: &client::Config, n: u64) {
+    let replicator = client::Replicator::new(config).expect("client");
+    let mut progress = replicator.watch();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(replicator.run(stop.clone()));
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        progress.wait_for(|p| p.events >= n),
+    )
+    .await
+    .expect("copied in time")
+    .expect("client running");
+    stop.cancel();
+    run.await.expect("joined").expect("client stopped cleanly");
+}
+
 /// Not a test of its own: the body of the child process the fault tests kill.
 #[test]
 #[ignore = "run by the fault tests as a child process"]

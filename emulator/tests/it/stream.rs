@@ -270,19 +270,7 @@ fn requests(stack: &emulator::Stack, route: &str, status: u16) -> u64 {
 async fn copy(stack: &emulator::Stack, stream: StreamMode, n: u64) {
     let mut config = common::client_config(stack, 50);
     config.stream = stream;
-    let replicator = client::Replicator::new(&config).expect("client");
-    let mut progress = replicator.watch();
-    let stop = tokio_util::sync::CancellationToken::new();
-    let run = tokio::spawn(replicator.run(stop.clone()));
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        progress.wait_for(|p| p.events >= n),
-    )
-    .await
-    .expect("copied in time")
-    .expect("client running");
-    stop.cancel();
-    run.await.expect("joined").expect("stopped cleanly");
+    common::replicate_until(&config, n).await;
 }
 
 /// Local Kafka holds each of the `n` events of `stack` once.
