@@ -75,6 +75,10 @@ struct Args {
     cors: handlers::config::CorsArgs,
     #[command(flatten)]
     limits: handlers::config::RateLimitArgs,
+    /// Seconds a GET /events/stream answer lasts before it ends cleanly (the client
+    /// reconnects where it stands).
+    #[arg(long = "stream-max-secs", env = "STREAM_MAX_SECS", default_value_t = handlers::config::DEFAULT_STREAM_MAX_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    stream_max_secs: u64,
     /// librdkafka properties for the source Kafka (with KAFKA_BROKERS).
     #[command(flatten)]
     source_properties: shared::kafka::KafkaPropertyArgs,
@@ -298,6 +302,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     config.handlers.port = args.port;
     config.handlers.cors = args.cors;
     config.handlers.limits = args.limits;
+    config.handlers.stream_max_secs = args.stream_max_secs;
     config.client.interval_ms = args.interval;
     config.client.client_id = args.client_id;
     let stack = tokio::select! {

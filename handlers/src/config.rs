@@ -57,7 +57,7 @@ pub struct Config {
     pub tls: TlsArgs,
     /// Seconds a `GET /events/stream` answer lasts before it ends cleanly (the client
     /// reconnects where it stands), so connections recycle through load balancers.
-    #[arg(long = "stream-max-secs", env = "STREAM_MAX_SECS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    #[arg(long = "stream-max-secs", env = "STREAM_MAX_SECS", default_value_t = DEFAULT_STREAM_MAX_SECS, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub stream_max_secs: u64,
     /// How the AWS Lambda runtime returns answers: BUFFERED (API Gateway, an ALB: whole
     /// answers, so `/events/stream` is refused and clients long-poll) or RESPONSE_STREAM (a
@@ -169,6 +169,9 @@ impl Validate for CorsArgs {
         Ok(())
     }
 }
+
+/// How long a `/events/stream` answer lasts by default (`STREAM_MAX_SECS`).
+pub const DEFAULT_STREAM_MAX_SECS: u64 = 300;
 
 /// Default of `RATE_LIMIT_MAX`: requests per window per client IP without a valid key.
 pub const DEFAULT_RATE_LIMIT_MAX: u32 = 100;
