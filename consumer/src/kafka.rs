@@ -274,18 +274,69 @@ pub struct RangeRead {
     pub missing: Option<Missing>,
     /// The answer's room, less what these records took.
     pub room: Room,
+    /// It went on where the same reader's last read ended.
+    pub resumed: bool,
+}
+
+impl RangeRead {
+    fn empty(next: i64, missing: Option<Missing>, room: Room) -> Self {
+        Self {
+            records: Vec::new(),
+            next,
+            missing,
+            room,
+            resumed: false,
+        }
+    }
 }
 
 /// Reads metadata, watermarks and offset ranges from the source, outside the group.
+///
+/// A catch-up reads a partition in steps, one per request of the same cursor. A reader
+/// whose read ended with more of the partition to come stays assigned where it ended (a
+/// [`Session`]), so the next step goes on from what librdkafka already fetched ahead
+/// instead of assigning, seeking and fetching that partition again.
 pub struct KafkaReader {
     cluster: Cluster,
     /// The readers' group id (they are assigned partitions, never members).
     group: String,
-    pool: Mutex<Vec<BaseConsumer<EofQuietContext>>>,
+    /// Readers with no assignment, for metadata and new reads.
+    pool: Arc<Mutex<Vec<Reader>>>,
+    /// Readers left where their last read ended, oldest first.
+    sessions: Mutex<Vec<Session>>,
     permits: Semaphore,
     partitions: RwLock<BTreeMap<String, i32>>,
     cluster_id: RwLock<Option<String>>,
     status: Arc<SourceStatus>,
+}
+
+type Reader = BaseConsumer<EofQuietContext>;
+
+/// Readers kept assigned where a read ended; beyond this the oldest is released. Each holds
+/// at most [`READ_AHEAD_KBYTES`] fetched ahead (and one fetch in flight).
+const MAX_SESSIONS: usize = 8;
+/// What one reader fetches ahead of what it was asked for.
+const READ_AHEAD_KBYTES: usize = 1024;
+/// A session unused for this long is released, and what it fetched ahead with it.
+const SESSION_IDLE: Duration = Duration::from_secs(30);
+
+/// A reader assigned to one partition, where its last read ended.
+struct Session {
+    reader: Reader,
+    tp: TopicPartition,
+    /// Where the next read must start to go on with this reader.
+    next: i64,
+    /// A record polled that the last answer had no room for: the first of the next read.
+    held: Option<Record>,
+    parked: Instant,
+}
+
+/// How a read left its reader.
+enum After {
+    /// With more of the partition to come: kept assigned for the next read.
+    Park { held: Option<Record> },
+    /// At the end of what it may read: unassigned.
+    Release,
 }
 
 impl std::fmt::Debug for KafkaReader {
@@ -301,7 +352,8 @@ impl KafkaReader {
         Self {
             cluster: cluster.clone(),
             group: format!("{group_id}-reader"),
-            pool: Mutex::default(),
+            pool: Arc::default(),
+            sessions: Mutex::default(),
             permits: Semaphore::new(READER_POOL),
             partitions: RwLock::default(),
             cluster_id: RwLock::default(),
@@ -309,39 +361,61 @@ impl KafkaReader {
         }
     }
 
-    /// Runs `work` on a pooled consumer on the blocking thread pool.
+    fn new_reader(&self) -> Result<Reader, KafkaError> {
+        self.cluster.consumer(
+            |config| {
+                pod_settings(config)
+                    .set("group.id", &self.group)
+                    .set("enable.auto.commit", "false")
+                    .set("enable.auto.offset.store", "false")
+                    // Offsets deleted between the watermark query and the fetch must
+                    // surface as an error (and so as a gap), never as a silent jump to
+                    // the new log start.
+                    .set("auto.offset.reset", "error")
+                    .set("enable.partition.eof", "true")
+                    .set("fetch.wait.max.ms", "50")
+                    // Read-ahead for the next step of a catch-up, bounded: librdkafka's
+                    // defaults (64 MiB, 100,000 records) would fetch far more than a
+                    // session serves before it is released.
+                    .set("queued.max.messages.kbytes", READ_AHEAD_KBYTES.to_string())
+                    .set("queued.min.messages", "1000")
+                    .set("fetch.max.bytes", (READ_AHEAD_KBYTES * 1024).to_string())
+                    .set(
+                        "max.partition.fetch.bytes",
+                        (READ_AHEAD_KBYTES * 1024).to_string(),
+                    );
+            },
+            EofQuietContext::of(READER_ROLE, &self.cluster),
+        )
+    }
+
+    fn lock_pool(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
+        self.pool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_sessions(&self) -> std::sync::MutexGuard<'_, Vec<Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `work` on a pooled (unassigned) consumer on the blocking thread pool.
     async fn with_consumer<T, F>(&self, work: F) -> Result<T, KafkaError>
     where
         T: Send + 'static,
-        F: FnOnce(&BaseConsumer<EofQuietContext>) -> Result<T, KafkaError> + Send + 'static,
+        F: FnOnce(&Reader) -> Result<T, KafkaError> + Send + 'static,
     {
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| KafkaError::Canceled)?;
-        let pooled = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .pop();
+        let pooled = self.lock_pool().pop();
         let consumer = match pooled {
             Some(c) => c,
-            None => self.cluster.consumer(
-                |config| {
-                    pod_settings(config)
-                        .set("group.id", &self.group)
-                        .set("enable.auto.commit", "false")
-                        .set("enable.auto.offset.store", "false")
-                        // Offsets deleted between the watermark query and the fetch must
-                        // surface as an error (and so as a gap), never as a silent jump to
-                        // the new log start.
-                        .set("auto.offset.reset", "error")
-                        .set("enable.partition.eof", "true")
-                        .set("fetch.wait.max.ms", "50");
-                },
-                EofQuietContext::of(READER_ROLE, &self.cluster),
-            )?,
+            None => self.new_reader()?,
         };
         // Token refreshes wait in the queue between reads; without tokens nothing does.
         let refreshes = self.cluster.tokens().in_use();
@@ -354,13 +428,78 @@ impl KafkaReader {
         })
         .await
         .map_err(|_| KafkaError::Canceled)?;
-        self.pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(consumer);
+        self.lock_pool().push(consumer);
         result
     }
 
+    /// The session that goes on at `from` in `tp`, if one is parked there.
+    fn resume(&self, tp: &TopicPartition, from: i64) -> Option<Session> {
+        let mut sessions = self.lock_sessions();
+        let at = sessions
+            .iter()
+            .position(|s| s.tp == *tp && s.next == from)?;
+        Some(sessions.remove(at))
+    }
+
+    /// A reader for a new read: an unassigned one, else a new one while sessions have room,
+    /// else the oldest session's (its assignment is replaced).
+    fn reader_for_new_read(&self) -> Result<Reader, KafkaError> {
+        if let Some(reader) = self.lock_pool().pop() {
+            return Ok(reader);
+        }
+        let oldest = {
+            let mut sessions = self.lock_sessions();
+            (sessions.len() >= MAX_SESSIONS).then(|| sessions.remove(0))
+        };
+        match oldest {
+            Some(session) => Ok(session.reader),
+            None => self.new_reader(),
+        }
+    }
+
+    /// Keeps `session` for the next read; the oldest beyond [`MAX_SESSIONS`] is released.
+    fn park(&self, session: Session) {
+        let evicted = {
+            let mut sessions = self.lock_sessions();
+            sessions.push(session);
+            let over = sessions.len().saturating_sub(MAX_SESSIONS);
+            sessions.drain(..over).collect::<Vec<_>>()
+        };
+        self.release(evicted);
+    }
+
+    /// Unassigns these sessions' readers (off the runtime) and returns them to the pool.
+    fn release(&self, sessions: Vec<Session>) {
+        if sessions.is_empty() {
+            return;
+        }
+        let pool = Arc::clone(&self.pool);
+        tokio::task::spawn_blocking(move || {
+            for session in sessions {
+                match session.reader.unassign() {
+                    Ok(()) => pool
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(session.reader),
+                    // A reader that cannot unassign is closed; a new one takes its place.
+                    Err(err) => tracing::debug!(error = %err, "reader closed"),
+                }
+            }
+        });
+    }
+
+    /// Releases the sessions no read went on with for [`SESSION_IDLE`].
+    fn release_idle_sessions(&self) {
+        let idle = {
+            let mut sessions = self.lock_sessions();
+            let (idle, live) = std::mem::take(&mut *sessions)
+                .into_iter()
+                .partition(|s| s.parked.elapsed() >= SESSION_IDLE);
+            *sessions = live;
+            idle
+        };
+        self.release(idle);
+    }
     /// Re-reads how many partitions each topic has; records whether the source answered.
     pub async fn refresh(&self, topics: &[String]) -> Result<(), KafkaError> {
         let topics_owned = topics.to_vec();
@@ -418,6 +557,7 @@ impl KafkaReader {
         loop {
             let _ = self.refresh(&topics).await;
             self.serve_idle_readers();
+            self.release_idle_sessions();
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(every) => {}
@@ -431,11 +571,7 @@ impl KafkaReader {
         if !self.cluster.tokens().in_use() {
             return;
         }
-        let pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for consumer in pool.iter() {
+        for consumer in self.lock_pool().iter() {
             serve_events(consumer);
         }
     }
@@ -482,110 +618,210 @@ impl KafkaReader {
     /// Up to `max` records of a partition from `from` that fit in `room`, stopping before
     /// `stop` (the log end when `None`) and, with what it has, at `deadline` (else after
     /// [`KAFKA_TIMEOUT`]). Offsets before the log start are skipped and reported as missing.
+    /// Goes on with the session parked at `from` when there is one.
     pub async fn read_range(
         &self,
         tp: TopicPartition,
         from: i64,
         max: usize,
         stop: Option<i64>,
-        mut room: Room,
+        room: Room,
         deadline: Option<Instant>,
     ) -> Result<RangeRead, KafkaError> {
-        self.with_consumer(move |c| {
-            let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
-            let mut missing = (from < low).then(|| Missing { from, to: low - 1 });
-            let from = from.max(low);
-            let stop = stop.map_or(high, |s| s.min(high));
-            if from >= stop || max == 0 {
-                return Ok(RangeRead {
-                    records: Vec::new(),
-                    next: from,
-                    missing,
-                    room,
-                });
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| KafkaError::Canceled)?;
+        let (reader, resumed) = match self.resume(&tp, from) {
+            Some(session) => (session.reader, Some(session.held)),
+            None => (self.reader_for_new_read()?, None),
+        };
+        let went_on = resumed.is_some();
+        let step = ReadStep {
+            from,
+            max,
+            stop,
+            deadline,
+        };
+        let read_tp = tp.clone();
+        let (reader, result) = tokio::task::spawn_blocking(move || {
+            match step.run(&reader, &read_tp, room, resumed) {
+                Ok(done) => (Some(reader), Ok(done)),
+                // Left assigned or not, a reader that failed is closed (here: closing
+                // blocks); a new one takes its place.
+                Err(err) => (None, Err(err)),
             }
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(from))?;
-            c.assign(&tpl)?;
-            let timeout = Instant::now() + KAFKA_TIMEOUT;
-            let deadline = deadline.map_or(timeout, |d| d.min(timeout));
-            let mut records = Vec::new();
-            let mut next = from;
-            while records.len() < max && next < stop {
-                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                    break;
+        })
+        .await
+        .map_err(|_| KafkaError::Canceled)?;
+        let Some(reader) = reader else {
+            return result.map(|(read, _)| read);
+        };
+        match result {
+            Ok((mut read, After::Park { held })) => {
+                read.resumed = went_on;
+                self.park(Session {
+                    reader,
+                    tp,
+                    next: read.next,
+                    held,
+                    parked: Instant::now(),
+                });
+                Ok(read)
+            }
+            Ok((mut read, After::Release)) => {
+                read.resumed = went_on;
+                self.lock_pool().push(reader);
+                Ok(read)
+            }
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// One read of a partition ([`KafkaReader::read_range`]).
+struct ReadStep {
+    from: i64,
+    max: usize,
+    stop: Option<i64>,
+    deadline: Option<Instant>,
+}
+
+impl ReadStep {
+    /// Reads with `c`: assigned at `from` afresh, or, when `resumed` (with the record the
+    /// last read held back), going on where it stands.
+    fn run(
+        self,
+        c: &Reader,
+        tp: &TopicPartition,
+        mut room: Room,
+        resumed: Option<Option<Record>>,
+    ) -> Result<(RangeRead, After), KafkaError> {
+        let mut missing = None;
+        let mut from = self.from;
+        let stop;
+        let mut pending = None;
+        match resumed {
+            Some(held) => {
+                // The log end is where the reader meets end-of-partition.
+                stop = self.stop.unwrap_or(i64::MAX);
+                pending = held;
+            }
+            None => {
+                let (low, high) = c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
+                missing = (from < low).then(|| Missing { from, to: low - 1 });
+                from = from.max(low);
+                stop = self.stop.map_or(high, |s| s.min(high));
+                if from >= stop || self.max == 0 {
+                    c.unassign()?;
+                    return Ok((RangeRead::empty(from, missing, room), After::Release));
+                }
+                assign_at(c, tp, from)?;
+            }
+        }
+        let timeout = Instant::now() + KAFKA_TIMEOUT;
+        let deadline = self.deadline.map_or(timeout, |d| d.min(timeout));
+        let mut records = Vec::new();
+        let mut next = from;
+        let after = loop {
+            if records.len() >= self.max {
+                break After::Park {
+                    held: pending.take(),
                 };
-                match c.poll(left) {
-                    None => break,
-                    Some(Err(KafkaError::PartitionEOF(_))) => {
-                        // At the readable end (the last stable offset for read_committed):
-                        // skip past any transaction markers, never past unread records.
-                        next = fetch_position(c, &tp).map_or(next, |p| p.clamp(next, stop));
-                        break;
-                    }
-                    Some(Err(KafkaError::MessageConsumption(
-                        RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
-                    ))) => {
-                        // The source deleted offsets after the watermarks were read. With
-                        // records in hand, return them: the next read finds the gap. Else
-                        // report the newly deleted offsets too and read on from the new start.
-                        if !records.is_empty() {
-                            break;
+            }
+            if next >= stop {
+                break After::Release;
+            }
+            let record = match pending.take() {
+                Some(record) => record,
+                None => {
+                    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                        break After::Park { held: None };
+                    };
+                    match c.poll(left) {
+                        None => break After::Park { held: None },
+                        Some(Err(KafkaError::PartitionEOF(_))) => {
+                            // At the readable end (the last stable offset for
+                            // read_committed): skip past any transaction markers, never
+                            // past unread records.
+                            next = fetch_position(c, tp).map_or(next, |p| p.clamp(next, stop));
+                            break After::Release;
                         }
-                        let (low, _) =
-                            c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
-                        // Never past `stop`: what follows it is served from the buffer.
-                        let resume = low.min(stop);
-                        if resume <= next {
-                            break;
+                        Some(Err(KafkaError::MessageConsumption(
+                            RDKafkaErrorCode::AutoOffsetReset | RDKafkaErrorCode::OffsetOutOfRange,
+                        ))) => {
+                            // The source deleted offsets after the watermarks were read. With
+                            // records in hand, return them: the next read finds the gap. Else
+                            // report the newly deleted offsets too and read on from the new
+                            // start.
+                            if !records.is_empty() {
+                                break After::Release;
+                            }
+                            let (low, _) =
+                                c.fetch_watermarks(&tp.topic, tp.partition, KAFKA_TIMEOUT)?;
+                            // Never past `stop`: what follows it is served from the buffer.
+                            let resume = low.min(stop);
+                            if resume <= next {
+                                break After::Release;
+                            }
+                            missing = Some(Missing {
+                                from: missing.as_ref().map_or(next, |m| m.from),
+                                to: resume - 1,
+                            });
+                            next = resume;
+                            if next < stop {
+                                assign_at(c, tp, next)?;
+                            }
+                            continue;
                         }
-                        missing = Some(Missing {
-                            from: missing.as_ref().map_or(next, |m| m.from),
-                            to: resume - 1,
-                        });
-                        next = resume;
-                        if next >= stop {
-                            break;
+                        Some(Err(err)) => {
+                            c.unassign()?;
+                            return Err(err);
                         }
-                        let mut tpl = TopicPartitionList::new();
-                        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(next))?;
-                        c.assign(&tpl)?;
-                    }
-                    Some(Err(err)) => {
-                        c.unassign()?;
-                        return Err(err);
-                    }
-                    Some(Ok(m)) if m.topic() != tp.topic || m.partition() != tp.partition => {}
-                    Some(Ok(m)) if m.offset() < next => {}
-                    Some(Ok(m)) if m.offset() >= stop => {
-                        next = stop;
-                        break;
-                    }
-                    Some(Ok(m)) => {
-                        let record = record_of(&m);
-                        if !room.take(&record) {
-                            break;
+                        Some(Ok(m)) if m.topic() != tp.topic || m.partition() != tp.partition => {
+                            continue;
                         }
-                        next = m.offset() + 1;
-                        records.push(record);
+                        Some(Ok(m)) if m.offset() < next => continue,
+                        Some(Ok(m)) => record_of(&m),
                     }
                 }
+            };
+            if record.offset >= stop {
+                next = stop;
+                break After::Release;
             }
+            if !room.take(&record) {
+                break After::Park { held: Some(record) };
+            }
+            next = record.offset + 1;
+            records.push(record);
+        };
+        if let After::Release = after {
             c.unassign()?;
-            Ok(RangeRead {
+        }
+        Ok((
+            RangeRead {
                 records,
                 next,
                 missing,
                 room,
-            })
-        })
-        .await
+                resumed: false,
+            },
+            after,
+        ))
     }
+}
+
+fn assign_at(c: &Reader, tp: &TopicPartition, offset: i64) -> Result<(), KafkaError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(offset))?;
+    c.assign(&tpl)
 }
 
 /// Serves what librdkafka queued for a reader between reads (a token refresh, errors). A
 /// reader holds no assignment between reads, so nothing it polls here is a record.
-fn serve_events(consumer: &BaseConsumer<EofQuietContext>) {
+fn serve_events(consumer: &Reader) {
     // Bounded: what is queued now, not what keeps arriving.
     for _ in 0..64 {
         match consumer.poll(Duration::ZERO) {
@@ -602,7 +838,7 @@ fn serve_events(consumer: &BaseConsumer<EofQuietContext>) {
     }
 }
 
-fn fetch_position(consumer: &BaseConsumer<EofQuietContext>, tp: &TopicPartition) -> Option<i64> {
+fn fetch_position(consumer: &Reader, tp: &TopicPartition) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(&tp.topic, tp.partition)?.offset() {
         Offset::Offset(o) => Some(o),

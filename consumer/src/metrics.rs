@@ -20,6 +20,9 @@ pub struct ConsumerMetrics {
     /// `consumer_catchup_reads_total`: reads served from Kafka because the buffer no longer
     /// (or not yet) held the offsets asked for.
     pub catchup_reads: IntCounter,
+    /// `consumer_catchup_reads_resumed_total`: of those, reads that went on where the same
+    /// reader's last read of the partition ended, from what it had fetched ahead.
+    pub catchup_reads_resumed: IntCounter,
     /// `consumer_gaps_total`: offset runs reported as gone from the source.
     pub gaps: IntCounter,
     /// `consumer_buffer_max_events` / `consumer_buffer_max_bytes`: the buffer's bounds, so
@@ -83,6 +86,12 @@ impl ConsumerMetrics {
             catchup_reads: prometheus::register_int_counter_with_registry!(
                 "consumer_catchup_reads_total",
                 "Partition reads served from Kafka, not the buffer",
+                registry
+            )
+            .expect(UNIQUE),
+            catchup_reads_resumed: prometheus::register_int_counter_with_registry!(
+                "consumer_catchup_reads_resumed_total",
+                "Reads from Kafka that went on where the same reader's last read ended",
                 registry
             )
             .expect(UNIQUE),

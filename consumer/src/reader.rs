@@ -485,6 +485,9 @@ impl EventReader {
                 .await
                 .map_err(unavailable)?;
             answer.room = read.room;
+            if read.resumed {
+                self.metrics.catchup_reads_resumed.inc();
+            }
             if let Some(missing) = read.missing {
                 self.metrics.gaps.inc();
                 tracing::warn!(topic = %tp.topic, partition = tp.partition, from = missing.from, to = missing.to,

@@ -349,6 +349,13 @@ async fn reads_older_than_the_buffer_come_from_kafka() {
     let text = String::from_utf8_lossy(&body);
     let catchups = metric_sum(&text, "consumer_catchup_reads_total");
     assert!(catchups > 0, "the buffer could not have served this alone");
+    // Each page reads a third of each partition: the readers stay where a page ended and go
+    // on from what they fetched ahead, rather than seeking and fetching again.
+    let resumed = metric_sum(&text, "consumer_catchup_reads_resumed_total");
+    assert!(
+        resumed * 2 >= catchups,
+        "most reads from Kafka go on where the last one ended: {resumed} of {catchups}"
+    );
     let held = metric_sum(&text, "consumer_buffer_events");
     assert!(
         held <= 20,
