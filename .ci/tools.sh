@@ -21,9 +21,12 @@
 #   - actionlint (GitHub Actions workflows) pinned at 1.7.12, built with `go install` under
 #     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/go-tools when that version is
 #     not already there.
+#   - toxiproxy-server (a TCP proxy that adds latency and caps bandwidth, for the
+#     benchmark's shaped link) pinned at 2.12.0, built with `go install` under the same
+#     folder when that version is not already there.
 #
 # Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
-# NEWMAN, KUBECTL, CARGO_MACHETE, ACTIONLINT.
+# NEWMAN, KUBECTL, CARGO_MACHETE, ACTIONLINT, TOXIPROXY_SERVER.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -41,6 +44,7 @@ cargo_tools="$cache/cargo-tools"
 machete_version="0.9.2"
 go_tools="$cache/go-tools"
 actionlint_version="1.7.12"
+toxiproxy_version="2.12.0"
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 die() { printf '[tools] error: %s\n' "$*" >&2; exit 1; }
@@ -190,6 +194,22 @@ else
     log "actionlint $actionlint_version up to date ($go_tools)"
 fi
 
+# ---------------------------------------------------------------- toxiproxy
+# `go install` names the binary after its package folder (cmd/server), and a module build
+# reports its version as "git": a folder per version, and the binary must run.
+toxiproxy_bin="$go_tools/toxiproxy-$toxiproxy_version"
+toxiproxy_server="$toxiproxy_bin/toxiproxy-server"
+if ! "$toxiproxy_server" -version >/dev/null 2>&1; then
+    command -v go >/dev/null 2>&1 || die "go is needed to build toxiproxy (apt-get install golang-go)"
+    log "installing toxiproxy $toxiproxy_version (go install) under $toxiproxy_bin"
+    GOBIN="$toxiproxy_bin" GOFLAGS=-mod=mod go install \
+        "github.com/Shopify/toxiproxy/v2/cmd/server@v$toxiproxy_version" >&2
+    mv -f "$toxiproxy_bin/server" "$toxiproxy_server"
+    [[ -x "$toxiproxy_server" ]] || die "toxiproxy-server missing after go install"
+else
+    log "toxiproxy $toxiproxy_version up to date ($toxiproxy_bin)"
+fi
+
 # ---------------------------------------------------------------- exports
 {
     printf 'export MOTO_SERVER=%q\n' "$moto_server"
@@ -202,4 +222,5 @@ fi
     printf 'export NEWMAN=%q\n' "$newman"
     printf 'export CARGO_MACHETE=%q\n' "$cargo_machete"
     printf 'export ACTIONLINT=%q\n' "$actionlint"
+    printf 'export TOXIPROXY_SERVER=%q\n' "$toxiproxy_server"
 } >&3

@@ -64,6 +64,8 @@ pub struct BenchConfig {
     /// The rate limits of the second API the backlog is copied through once more, to time
     /// catch-up with limits on (the shipped defaults unless told).
     pub limits_on: handlers::config::RateLimitArgs,
+    /// The client reaches the API over a link shaped like this (toxiproxy).
+    pub link: Option<crate::link::LinkShape>,
 }
 
 /// The shipped per-key budget (`RATE_LIMIT_KEY_MAX` per `RATE_LIMIT_WINDOW_SECS`, 20
@@ -115,6 +117,25 @@ pub struct PipelineResult {
     pub client_peak_rss_mb: f64,
     /// From the client's start to connected with its position read (not in `events_per_sec`).
     pub client_start_ms: f64,
+    /// Requests the client made per minute in the latency phase (one stream request lasts
+    /// up to `STREAM_MAX_SECS`).
+    pub latency_requests_per_minute: f64,
+    /// Answers 429 in the latency phase.
+    pub latency_refused: u64,
+}
+
+/// The link the client crossed (`--link-delay-ms`, `--link-mbit`).
+#[derive(Debug, Clone, Serialize)]
+pub struct LinkResult {
+    pub delay_ms: u64,
+    pub mbit: f64,
+    /// Bytes that crossed the link (both ways) while the client copied the backlog.
+    pub backlog_mb: f64,
+    /// Those bytes against what the link carries one way in the same time.
+    pub utilisation: f64,
+    /// The events' own bytes per second (values, keys, headers, as produced), which the
+    /// link carried compressed when the client asked for compression.
+    pub raw_mb_per_sec: f64,
 }
 
 /// The direct copy's figures.
@@ -152,6 +173,11 @@ pub struct BenchReport {
     pub pipeline_limits_on: LimitedResult,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_maker_2: Option<PeerResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkResult>,
+    /// A new client reading a backlog older than the pod's buffer (real brokers only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<crate::bench_catchup::CatchUpResult>,
 }
 
 /// Why the benchmark could not run.
@@ -470,7 +496,7 @@ pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
 
 /// Produces `events` demo events numbered from `first_seq`; an error unless the source took
 /// them all.
-async fn produce(
+pub(crate) async fn produce(
     cluster: &Cluster,
     topic: &str,
     partitions: i32,
@@ -643,7 +669,7 @@ const MOCK_PARTITION_BYTES: u64 = 3 * 1024 * 1024;
 pub const MOCK_ROUND_EVENTS: u64 = 12_000;
 
 /// The sum of the samples of `name` whose labels contain `label` in Prometheus text.
-fn metric_total(text: &str, name: &str, label: &str) -> u64 {
+pub(crate) fn metric_total(text: &str, name: &str, label: &str) -> u64 {
     text.lines()
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -678,7 +704,7 @@ const LIMITED_PREFIX: &str = "limits-on.";
 /// A pipeline copy of one round: its client started afresh (resuming from its committed
 /// position) and stopped once every event is seen. Returns its seconds from connected to
 /// the last copy, the copies per `seq`, its start time and its peak memory.
-async fn pipeline_pass(
+pub(crate) async fn pipeline_pass(
     local: &Cluster,
     topic: &str,
     partitions: i32,
@@ -870,14 +896,18 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let result = measure(&stack, &limited, &config, &plan, steady).await;
     // Stopped whatever happened: a stack dropped unstopped holds the process.
     stack.stop().await;
-    result
+    let mut report = result?;
+    if !on_mock {
+        report.catch_up = Some(crate::bench_catchup::run(&config).await?);
+    }
+    Ok(report)
 }
 
 /// The rounds, the latency phase and the peer, on a started stack (its local Kafka slowed
-/// down first when asked).
+/// down first when asked, the client behind the shaped link when asked).
 async fn measure(
     stack: &Stack,
-    (limited_url, limited_metrics): &(String, handlers::HandlerMetrics),
+    limited: &(String, handlers::HandlerMetrics),
     config: &BenchConfig,
     plan: &[u64],
     steady: u64,
@@ -885,11 +915,41 @@ async fn measure(
     if let Some(delay) = config.local_delay {
         stack.local.slow_down(delay)?;
     }
+    let link = match config.link {
+        Some(shape) => {
+            let api = stack
+                .server_url
+                .trim_start_matches("http://")
+                .parse()
+                .map_err(|e| BenchError::Incomplete(format!("the API's address: {e}")))?;
+            Some(crate::link::Link::start(api, shape).await?)
+        }
+        None => None,
+    };
+    let result = measure_with(stack, limited, config, plan, steady, link.as_ref()).await;
+    if let Some(link) = link {
+        link.stop().await;
+    }
+    result
+}
+
+/// [`measure`], the client crossing `link` when there is one.
+async fn measure_with(
+    stack: &Stack,
+    (limited_url, limited_metrics): &(String, handlers::HandlerMetrics),
+    config: &BenchConfig,
+    plan: &[u64],
+    steady: u64,
+    link: Option<&crate::link::Link>,
+) -> Result<BenchReport, BenchError> {
     let (source, local) = (&stack.source.cluster(), &stack.local.cluster());
     let topic = &stack.info.topic;
     let n = config.events;
     let settings = ClientSettings {
-        server_url: stack.server_url.clone(),
+        server_url: link.map_or_else(
+            || stack.server_url.clone(),
+            |l| format!("http://{}", l.listen),
+        ),
         api_key: stack.info.api_key.clone(),
         local_brokers: stack.info.local_brokers.clone(),
         local_properties: config.local_properties.clone(),
@@ -924,6 +984,10 @@ async fn measure(
     let mut client_start_ms = None;
     let mut client_peak = 0.0f64;
     let mut first_seq = 0;
+    let link_before = match link {
+        Some(l) => l.bytes().await?,
+        None => 0,
+    };
     for (i, &events) in plan.iter().enumerate() {
         let r = round(
             stack,
@@ -957,13 +1021,30 @@ async fn measure(
         first_seq += events;
     }
     let lost = n.saturating_sub(counts.len() as u64);
+    let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
+    let link_result = match link {
+        Some(l) => {
+            let crossed = l.bytes().await?.saturating_sub(link_before) as f64;
+            let one_way = l.shape.mbit * 1_000_000.0 / 8.0 * pipeline_secs;
+            Some(LinkResult {
+                delay_ms: l.shape.delay_ms,
+                mbit: l.shape.mbit,
+                backlog_mb: crossed / 1_000_000.0,
+                utilisation: crossed / one_way,
+                raw_mb_per_sec: mb / pipeline_secs,
+            })
+        }
+        None => None,
+    };
 
     // Latency: a steady rate while the client keeps up.
     eprintln!(
         "bench: latency at {} events/s for {} s",
         config.latency_rate, config.latency_secs
     );
+    let requests_before = stack.handler_metrics();
     let client = ClientProcess::start(&settings, COPY_TIMEOUT).await?;
+    let latency_started = Instant::now();
     let latency = steady_latency(
         source,
         local,
@@ -975,8 +1056,19 @@ async fn measure(
     )
     .await;
     client_peak = client_peak.max(client.peak_rss_mb());
+    let latency_minutes = latency_started.elapsed().as_secs_f64() / 60.0;
+    let requests_after = stack.handler_metrics();
     client.stop().await;
     let latency = latency?;
+    let during = |name: &str, label: &str| {
+        metric_total(&requests_after, name, label).saturating_sub(metric_total(
+            &requests_before,
+            name,
+            label,
+        ))
+    };
+    let latency_requests = during("api_requests_total", "/events");
+    let latency_refused = during("api_rate_limited_total", "kind=");
     let duplicated: u64 = counts
         .values()
         .chain(latency.counts.values())
@@ -990,7 +1082,6 @@ async fn measure(
     } else {
         None
     };
-    let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
     let limited_requests = shared::metrics::render(&limited_metrics.registry);
     let pipeline_limits_on = LimitedResult {
         events_per_sec: n as f64 / limited_secs,
@@ -1021,6 +1112,8 @@ async fn measure(
             pod_peak_rss_mb: pod_peak,
             client_peak_rss_mb: client_peak,
             client_start_ms: client_start_ms.unwrap_or(f64::NAN),
+            latency_requests_per_minute: latency_requests as f64 / latency_minutes,
+            latency_refused,
         },
         direct_copy: DirectResult {
             events_per_sec: n as f64 / direct_secs,
@@ -1028,6 +1121,8 @@ async fn measure(
         },
         pipeline_limits_on,
         mirror_maker_2,
+        link: link_result,
+        catch_up: None,
     })
 }
 

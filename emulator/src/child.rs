@@ -69,6 +69,11 @@ impl ChildProcess {
         }
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Peak resident memory so far, in MiB (Linux; 0 elsewhere).
     pub fn peak_rss_mb(&self) -> f64 {
         self.child

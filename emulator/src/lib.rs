@@ -3,11 +3,14 @@
 //! is the integration-test harness.
 
 pub mod bench;
+pub mod bench_catchup;
 pub mod bench_client;
+pub mod bench_runs;
 pub mod child;
 pub mod demo;
 pub mod kafka;
 pub mod lambda_bridge;
+pub mod link;
 pub mod mm2;
 pub mod pod_process;
 pub mod stack;

@@ -156,13 +156,33 @@ struct BenchArgs {
     /// catch-up meets the budget sooner).
     #[arg(long, default_value_t = handlers::config::DEFAULT_RATE_LIMIT_WINDOW_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     limits_window_secs: u64,
+    /// The client reaches the API through toxiproxy (`TOXIPROXY_SERVER`, installed by
+    /// `.ci/tools.sh`) with this delay each way; needs --link-mbit.
+    #[arg(long, requires = "link_mbit", value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    link_delay_ms: Option<u64>,
+    /// The capacity of that link each way, in Mbit/s; needs --link-delay-ms.
+    #[arg(long, requires = "link_delay_ms")]
+    link_mbit: Option<f64>,
+    /// Run the whole benchmark this many times on the same brokers and report the median
+    /// and range of every figure.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    runs: u32,
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
 }
 
 async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
-    let report = emulator::bench::run(emulator::bench::BenchConfig {
+    let link = match (bench.link_delay_ms, bench.link_mbit) {
+        (Some(delay_ms), Some(mbit)) if mbit > 0.0 && mbit.is_finite() => {
+            Some(emulator::link::LinkShape { delay_ms, mbit })
+        }
+        (Some(_), Some(mbit)) => {
+            anyhow::bail!("--link-mbit {mbit} is not a capacity: give Mbit/s above 0, e.g. 20")
+        }
+        _ => None,
+    };
+    let config = emulator::bench::BenchConfig {
         events: bench.bench_events,
         partitions: bench.bench_partitions,
         latency_secs: bench.latency_secs,
@@ -177,9 +197,43 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         round_events: bench.round_events,
         local_delay: bench.local_delay_ms.map(Duration::from_millis),
         limits_on: emulator::bench::shipped_key_budget(bench.limits_window_secs),
-    })
-    .await
-    .context("the benchmark could not run")?;
+        link,
+    };
+    let mut reports = Vec::new();
+    for run in 1..=bench.runs {
+        if bench.runs > 1 {
+            eprintln!("bench: run {run}/{}", bench.runs);
+        }
+        let report = emulator::bench::run(config.clone())
+            .await
+            .context("the benchmark could not run")?;
+        if bench.runs > 1 {
+            println!("run {run}/{}:", bench.runs);
+        }
+        print_report(&report);
+        reports.push(serde_json::to_value(&report)?);
+    }
+    if bench.runs == 1 {
+        if bench.json {
+            println!("{}", serde_json::to_string(&reports[0])?);
+        }
+        return Ok(());
+    }
+    let summary = emulator::bench_runs::Summary::of(&reports);
+    println!(
+        "median (min–max) of {} runs on the same brokers:",
+        bench.runs
+    );
+    for line in summary.lines() {
+        println!("  {line}");
+    }
+    if bench.json {
+        println!("{}", serde_json::to_string(&summary.to_json(reports))?);
+    }
+    Ok(())
+}
+
+fn print_report(report: &emulator::bench::BenchReport) {
     let p = &report.pipeline;
     let d = &report.direct_copy;
     println!("events       {}", report.events);
@@ -231,10 +285,40 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
             m.p50_ms, m.p99_ms, m.p999_ms, m.lost, m.duplicated
         );
     }
-    if bench.json {
-        println!("{}", serde_json::to_string(&report)?);
+    if let Some(k) = &report.link {
+        println!(
+            "link         {} ms each way, {} Mbit/s: {:.1} MB crossed for the backlog, {:.0}% of the link; events {:.1} MB/s raw; {:.1} requests/min while steady, {} refused",
+            k.delay_ms,
+            k.mbit,
+            k.backlog_mb,
+            k.utilisation * 100.0,
+            k.raw_mb_per_sec,
+            p.latency_requests_per_minute,
+            p.latency_refused
+        );
     }
-    Ok(())
+    if let Some(c) = &report.catch_up {
+        for (name, pass) in [
+            ("catch-up past the buffer", &c.past_the_buffer),
+            ("catch-up all buffered   ", &c.all_buffered),
+        ] {
+            println!(
+                "{name} {:>7.0} events/s ({} events): pod read {:.1} MB, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
+                pass.events_per_sec,
+                pass.events,
+                pass.pod_read_mb,
+                pass.pod_served_mb,
+                pass.amplification,
+                pass.broker_cpu_secs,
+                pass.lost,
+                pass.duplicated
+            );
+        }
+        println!(
+            "catch-up past the buffer / all buffered: {:.2}; pod peak {:.0} MB with BUFFER_MAX_BYTES {:.0} MB",
+            c.vs_all_buffered, c.pod_peak_rss_mb, c.buffer_max_mb
+        );
+    }
 }
 
 impl Validate for Args {

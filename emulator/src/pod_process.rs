@@ -94,6 +94,11 @@ impl PodProcess {
         self.child.peak_rss_mb()
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.pid()
+    }
+
     /// Stops it gracefully (killed if it takes too long).
     pub async fn stop(self) {
         self.child.stop().await;

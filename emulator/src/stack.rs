@@ -432,6 +432,14 @@ impl Stack {
         }
     }
 
+    /// The consumer pod's process id, when it runs in a process of its own.
+    pub fn pod_pid(&self) -> Option<u32> {
+        match &self.pod_task {
+            PodRun::Process(process) => process.pid(),
+            PodRun::Task { .. } => None,
+        }
+    }
+
     /// Requests each handler replica has answered so far.
     pub fn requests_per_replica(&self) -> Vec<u64> {
         self.balancer.served()

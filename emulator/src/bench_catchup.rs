@@ -1,0 +1,308 @@
+//! The benchmark's `catch_up` section (real brokers): a new client reads a backlog whose
+//! older half the pod's buffer no longer holds, then a backlog the buffer holds whole, on a
+//! pod of its own. For each pass: events/s, the bytes the pod read (from Kafka, mostly)
+//! against the bytes it served, and the source broker's CPU.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::bench::{BenchConfig, BenchError, VALUE_BYTES, metric_total, pipeline_pass, produce};
+use crate::bench_client::ClientSettings;
+use crate::stack::{Stack, StackConfig};
+
+/// Longest the pod may take to consume a backlog into its buffer.
+const CONSUME_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// One pass of a client over a backlog.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUpPass {
+    pub events: u64,
+    pub events_per_sec: f64,
+    /// Bytes the pod read from its sockets while the client read: Kafka's fetch answers,
+    /// and the handlers' small requests.
+    pub pod_read_mb: f64,
+    /// Bytes the pod wrote to the handlers: the answers.
+    pub pod_served_mb: f64,
+    /// `pod_read_mb / pod_served_mb`.
+    pub amplification: f64,
+    /// CPU seconds of the source broker's process while the client read.
+    pub broker_cpu_secs: f64,
+    pub lost: u64,
+    pub duplicated: u64,
+}
+
+/// The `catch_up` section of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CatchUpResult {
+    /// What the pod's buffer holds (`BUFFER_MAX_BYTES`): about half of the first backlog.
+    pub buffer_max_mb: f64,
+    /// A backlog of `events`, its older half beyond the buffer.
+    pub past_the_buffer: CatchUpPass,
+    /// A backlog the buffer holds whole.
+    pub all_buffered: CatchUpPass,
+    /// `past_the_buffer.events_per_sec / all_buffered.events_per_sec`.
+    pub vs_all_buffered: f64,
+    /// Peak resident memory of the pod over both passes.
+    pub pod_peak_rss_mb: f64,
+}
+
+/// Bytes read and written by a process (Linux `/proc/<pid>/io`), CPU ticks of another.
+#[derive(Debug, Clone, Copy, Default)]
+struct Counters {
+    read: u64,
+    written: u64,
+    broker_ticks: u64,
+}
+
+impl Counters {
+    fn now(pod: Option<u32>, broker: Option<u32>) -> Self {
+        let io = pod
+            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/io")).ok())
+            .unwrap_or_default();
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            read: field("rchar:"),
+            written: field("wchar:"),
+            broker_ticks: broker.map_or(0, cpu_ticks),
+        }
+    }
+}
+
+/// User + system CPU ticks of `pid` so far (Linux; 0 elsewhere).
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command (which may hold spaces), from field 3 on.
+    let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+        return 0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let at = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15, so 11 and 12 from field 3.
+    at(11) + at(12)
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on Linux).
+const TICKS_PER_SEC: f64 = 100.0;
+
+/// The process listening on TCP `port` of this machine, found through `/proc` (Linux).
+pub(crate) fn pid_listening_on(port: u16) -> Option<u32> {
+    let want = format!(":{port:04X}");
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .find_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // local address, state 0A = LISTEN, inode.
+            (cols.get(1)?.ends_with(&want) && *cols.get(3)? == "0A")
+                .then(|| cols.get(9).map(|s| (*s).to_owned()))
+                .flatten()
+        })?;
+    let socket = format!("socket:[{inode}]");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            std::fs::read_dir(entry.path().join("fd"))
+                .ok()?
+                .flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == socket)
+                })
+                .then_some(pid)
+        })
+}
+
+/// The first broker's port of a bootstrap list.
+fn first_port(brokers: &str) -> Option<u16> {
+    brokers.split(',').next()?.rsplit(':').next()?.parse().ok()
+}
+
+/// Runs the section on a stack of its own on `config`'s brokers.
+pub async fn run(config: &BenchConfig) -> Result<CatchUpResult, BenchError> {
+    let events = config.events;
+    let half = events / 2;
+    // What the buffer holds of a record: its value, key, headers and bookkeeping.
+    let per_record = VALUE_BYTES as u64 + 160;
+    let buffer_max_bytes = half * per_record;
+    let topic = format!("bench-catchup-{:08x}", rand::random::<u32>());
+    let mut stack_config = StackConfig {
+        source_brokers: config.source_brokers.clone(),
+        local_brokers: config.local_brokers.clone(),
+        topic: topic.clone(),
+        partitions: config.partitions,
+        events: Some(0),
+        rate: 0,
+        run_client: false,
+        pod_process: true,
+        ..StackConfig::default()
+    };
+    stack_config.pod.source.group_id = format!("{topic}-group");
+    stack_config.pod.source.properties = config.source_properties.clone();
+    stack_config.pod.buffer.buffer_max_bytes =
+        usize::try_from(buffer_max_bytes).unwrap_or(usize::MAX);
+    stack_config.pod.buffer.buffer_max_events = usize::try_from(events * 2).unwrap_or(usize::MAX);
+    stack_config.client.properties = config.local_properties.clone();
+    stack_config.handlers.limits = handlers::config::RateLimitArgs {
+        rate_limit_max: 0,
+        rate_limit_key_max: 0,
+        ..Default::default()
+    };
+    let stack = Stack::start(stack_config).await?;
+    let result = passes(&stack, config, half, buffer_max_bytes).await;
+    stack.stop().await;
+    result
+}
+
+async fn passes(
+    stack: &Stack,
+    config: &BenchConfig,
+    half: u64,
+    buffer_max_bytes: u64,
+) -> Result<CatchUpResult, BenchError> {
+    let topic = &stack.info.topic;
+    stack.local.create_topic(topic, config.partitions).await?;
+    let settings = ClientSettings {
+        server_url: stack.server_url.clone(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: stack.info.local_brokers.clone(),
+        local_properties: config.local_properties.clone(),
+        client_id: format!("{topic}-client"),
+        batch_limit: config.batch_limit,
+        compression: config.compression,
+        topic_prefix: None,
+    };
+    let broker = first_port(&stack.info.source_brokers).and_then(pid_listening_on);
+    let past = pass(stack, config, &settings, broker, config.events, 0).await?;
+    // Three quarters of what the buffer holds, so that none of it is read from Kafka.
+    let all = pass(
+        stack,
+        config,
+        &settings,
+        broker,
+        half * 3 / 4,
+        config.events,
+    )
+    .await?;
+    Ok(CatchUpResult {
+        buffer_max_mb: buffer_max_bytes as f64 / 1_000_000.0,
+        vs_all_buffered: past.events_per_sec / all.events_per_sec,
+        past_the_buffer: past,
+        all_buffered: all,
+        pod_peak_rss_mb: stack.pod_peak_rss_mb().unwrap_or(f64::NAN),
+    })
+}
+
+/// Produces `events` (numbered from `first_seq`), waits until the pod has consumed them,
+/// then times the client (resuming from its last commit) copying them.
+async fn pass(
+    stack: &Stack,
+    config: &BenchConfig,
+    settings: &ClientSettings,
+    broker: Option<u32>,
+    events: u64,
+    first_seq: u64,
+) -> Result<CatchUpPass, BenchError> {
+    let topic = &stack.info.topic;
+    let source = stack.source.cluster();
+    eprintln!("bench: catch-up: producing {events} events into {topic}");
+    produce(&source, topic, config.partitions, events, first_seq).await?;
+    consumed(stack, first_seq + events).await?;
+    let pod = stack.pod_pid();
+    let before = Counters::now(pod, broker);
+    let (secs, counts, _, _) = pipeline_pass(
+        &stack.local.cluster(),
+        topic,
+        config.partitions,
+        settings,
+        events,
+        "catch-up",
+    )
+    .await?;
+    let after = Counters::now(pod, broker);
+    let read = after.read.saturating_sub(before.read) as f64 / 1_000_000.0;
+    let served = after.written.saturating_sub(before.written) as f64 / 1_000_000.0;
+    Ok(CatchUpPass {
+        events,
+        events_per_sec: events as f64 / secs,
+        pod_read_mb: read,
+        pod_served_mb: served,
+        amplification: read / served,
+        broker_cpu_secs: after.broker_ticks.saturating_sub(before.broker_ticks) as f64
+            / TICKS_PER_SEC,
+        lost: events.saturating_sub(counts.len() as u64),
+        duplicated: counts
+            .values()
+            .map(|c| u64::from(c.saturating_sub(1)))
+            .sum(),
+    })
+}
+
+/// Waits until the pod has consumed `total` records of the topic into its buffer.
+async fn consumed(stack: &Stack, total: u64) -> Result<(), BenchError> {
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", stack.info.api_base);
+    let deadline = Instant::now() + CONSUME_TIMEOUT;
+    loop {
+        let text = match http.get(&url).bearer_auth(&stack.info.api_key).send().await {
+            Ok(answer) => answer.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let got = metric_total(&text, "kafka_events_consumed_total", &stack.info.topic);
+        if got >= total {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Incomplete(format!(
+                "the pod consumed {got} of {total} records within {} s",
+                CONSUME_TIMEOUT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_this_process_by_a_port_it_listens_on() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(pid_listening_on(port), Some(std::process::id()));
+        drop(listener);
+        assert_eq!(pid_listening_on(port), None);
+    }
+
+    #[test]
+    fn counts_cpu_of_a_process() {
+        let before = cpu_ticks(std::process::id());
+        let spin = Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_ticks(std::process::id()) > before);
+    }
+
+    #[test]
+    fn reads_the_first_port() {
+        assert_eq!(first_port("127.0.0.1:9092,other:9093"), Some(9092));
+        assert_eq!(first_port("nothing"), None);
+    }
+}

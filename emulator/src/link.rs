@@ -1,0 +1,188 @@
+//! A shaped network link for the benchmark: a toxiproxy server (`TOXIPROXY_SERVER`, which
+//! `.ci/tools.sh` installs) with one proxy in front of the API, its `latency` toxic on each
+//! direction and its `bandwidth` toxic capping each direction; the bytes carried are read
+//! from toxiproxy's own proxy metrics.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use crate::bench::BenchError;
+
+/// How long toxiproxy may take to answer its API after its start.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the link does to every byte.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LinkShape {
+    /// Delay each way.
+    pub delay_ms: u64,
+    /// Capacity each way, in Mbit/s.
+    pub mbit: f64,
+}
+
+/// A running toxiproxy and the proxy it carries.
+#[derive(Debug)]
+pub struct Link {
+    child: Child,
+    api: String,
+    http: reqwest::Client,
+    /// Where clients connect to cross the link.
+    pub listen: SocketAddr,
+    pub shape: LinkShape,
+}
+
+fn failed(what: &str, err: impl std::fmt::Display) -> BenchError {
+    BenchError::Incomplete(format!("the shaped link: {what}: {err}"))
+}
+
+impl Link {
+    /// Starts toxiproxy and a proxy to `upstream` shaped as `shape`.
+    pub async fn start(upstream: SocketAddr, shape: LinkShape) -> Result<Self, BenchError> {
+        let server = std::env::var("TOXIPROXY_SERVER").map_err(|_| {
+            BenchError::Incomplete(
+                "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server (`eval \"$(bash .ci/tools.sh)\"` installs it and sets it)".into(),
+            )
+        })?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| failed("no free port", e))?
+            .port();
+        let child = Command::new(&server)
+            .args([
+                "-host",
+                "127.0.0.1",
+                "-port",
+                &port.to_string(),
+                "-proxy-metrics",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| failed(&format!("{server} did not start"), e))?;
+        let mut link = Self {
+            child,
+            api: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+            listen: upstream,
+            shape,
+        };
+        link.wait_ready().await?;
+        link.listen = link.add_proxy(upstream).await?;
+        Ok(link)
+    }
+
+    async fn wait_ready(&self) -> Result<(), BenchError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match self.http.get(format!("{}/version", self.api)).send().await {
+                Ok(answer) if answer.status().is_success() => return Ok(()),
+                _ if Instant::now() >= deadline => {
+                    return Err(failed(
+                        "toxiproxy did not answer",
+                        format!("{} s after its start", START_TIMEOUT.as_secs()),
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, BenchError> {
+        let answer = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| failed(path, e))?;
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.map_err(|e| failed(path, e))?;
+        if !status.is_success() {
+            return Err(failed(path, format!("{status}: {body}")));
+        }
+        Ok(body)
+    }
+
+    /// The proxy, listening on a free port, with its toxics; returns where it listens.
+    async fn add_proxy(&self, upstream: SocketAddr) -> Result<SocketAddr, BenchError> {
+        let proxy = self
+            .post(
+                "/proxies",
+                json!({"name": "api", "listen": "127.0.0.1:0", "upstream": upstream.to_string(), "enabled": true}),
+            )
+            .await?;
+        let listen: SocketAddr = proxy["listen"]
+            .as_str()
+            .and_then(|l| l.parse().ok())
+            .ok_or_else(|| failed("the proxy has no address", &proxy))?;
+        // Bandwidth in KB/s, as toxiproxy takes it.
+        let rate = (self.shape.mbit * 1_000_000.0 / 8.0 / 1000.0).round() as u64;
+        for stream in ["upstream", "downstream"] {
+            self.post(
+                "/proxies/api/toxics",
+                json!({"name": format!("latency_{stream}"), "type": "latency", "stream": stream,
+                       "attributes": {"latency": self.shape.delay_ms, "jitter": 0}}),
+            )
+            .await?;
+            self.post(
+                "/proxies/api/toxics",
+                json!({"name": format!("bandwidth_{stream}"), "type": "bandwidth", "stream": stream,
+                       "attributes": {"rate": rate}}),
+            )
+            .await?;
+        }
+        Ok(listen)
+    }
+
+    /// Bytes the proxy has carried so far, both directions.
+    pub async fn bytes(&self) -> Result<u64, BenchError> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.api))
+            .send()
+            .await
+            .map_err(|e| failed("metrics", e))?
+            .text()
+            .await
+            .map_err(|e| failed("metrics", e))?;
+        Ok(sent_bytes(&text))
+    }
+
+    /// Stops toxiproxy.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// The sum of `toxiproxy_proxy_sent_bytes_total` over the directions.
+fn sent_bytes(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("toxiproxy_proxy_sent_bytes_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn adds_up_the_bytes_sent_each_way() {
+        let text = "# HELP toxiproxy_proxy_sent_bytes_total x\n\
+            toxiproxy_proxy_sent_bytes_total{direction=\"downstream\",proxy=\"api\"} 1.5e+06\n\
+            toxiproxy_proxy_sent_bytes_total{direction=\"upstream\",proxy=\"api\"} 2000\n\
+            toxiproxy_proxy_received_bytes_total{direction=\"upstream\",proxy=\"api\"} 9\n";
+        assert_eq!(sent_bytes(text), 1_502_000);
+    }
+}
