@@ -6,6 +6,7 @@
 //! events/s. Every copy is counted, so loss and duplicates show.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -66,6 +67,9 @@ pub struct BenchConfig {
     pub limits_on: handlers::config::RateLimitArgs,
     /// The client reaches the API over a link shaped like this (toxiproxy).
     pub link: Option<crate::link::LinkShape>,
+    /// With `link` and `peer_mm2`: the source broker's listener MirrorMaker 2 reaches
+    /// through the link, and the address it advertises (where the link's proxy listens).
+    pub source_link: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// The shipped per-key budget (`RATE_LIMIT_KEY_MAX` per `RATE_LIMIT_WINDOW_SECS`, 20
@@ -117,11 +121,25 @@ pub struct PipelineResult {
     pub client_peak_rss_mb: f64,
     /// From the client's start to connected with its position read (not in `events_per_sec`).
     pub client_start_ms: f64,
-    /// Requests the client made per minute in the latency phase (one stream request lasts
-    /// up to `STREAM_MAX_SECS`).
+    /// Requests the client made in the latency phase, its start included (one stream
+    /// request lasts up to `STREAM_MAX_SECS`), and per minute.
+    pub latency_requests: u64,
     pub latency_requests_per_minute: f64,
     /// Answers 429 in the latency phase.
     pub latency_refused: u64,
+}
+
+impl LinkResult {
+    /// `crossed` bytes in `secs` for a backlog of `raw_mb`.
+    fn of(link: &crate::link::Link, crossed: u64, secs: f64, raw_mb: f64) -> Self {
+        Self {
+            delay_ms: link.shape.delay_ms,
+            mbit: link.shape.mbit,
+            backlog_mb: crossed as f64 / 1_000_000.0,
+            utilisation: link.utilisation(crossed, secs),
+            raw_mb_per_sec: raw_mb / secs,
+        }
+    }
 }
 
 /// The link the client crossed (`--link-delay-ms`, `--link-mbit`).
@@ -158,6 +176,9 @@ pub struct PeerResult {
     pub p999_ms: f64,
     pub lost: u64,
     pub duplicated: u64,
+    /// The link its consumer crossed to the source, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<LinkResult>,
 }
 
 /// The report; serialized, it is the `--json` line of the contract.
@@ -369,8 +390,18 @@ async fn mirror_maker_2(
     stack: &Stack,
     config: &BenchConfig,
     steady: u64,
+    link: Option<&crate::link::Link>,
 ) -> Result<PeerResult, BenchError> {
-    let (source, local) = (&stack.info.source_brokers, &stack.info.local_brokers);
+    let local = &stack.info.local_brokers;
+    // Over the link, MirrorMaker 2 (on the laptop's side) reads the source through it.
+    let source = match (link, config.source_link) {
+        (Some(link), Some((listener, advertised))) => {
+            link.proxy(SOURCE_PROXY, advertised, listener).await?;
+            advertised.to_string()
+        }
+        _ => stack.info.source_brokers.clone(),
+    };
+    let source = &source;
     let (source_cluster, local_cluster) = (stack.source.cluster(), stack.local.cluster());
     let n = config.events;
     let topic = format!("{}-mm2", stack.info.topic);
@@ -389,6 +420,10 @@ async fn mirror_maker_2(
         "MirrorMaker 2",
     )
     .await?;
+    let link_before = match link {
+        Some(l) => l.bytes(SOURCE_PROXY).await?,
+        None => 0,
+    };
     let started = Instant::now();
     let mut mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, 2)
         .map_err(|e| BenchError::Incomplete(e.to_string()))?;
@@ -415,6 +450,22 @@ async fn mirror_maker_2(
         _ => (f64::NAN, f64::NAN),
     };
     let copied = watched.counts.len() as u64;
+    let link_result = match link {
+        Some(l) => {
+            let crossed = l.bytes(SOURCE_PROXY).await?.saturating_sub(link_before);
+            // Its bytes from its start: its metadata and group set-up cross the link too.
+            let secs = watched
+                .last
+                .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+            Some(LinkResult::of(
+                l,
+                crossed,
+                secs,
+                n as f64 * VALUE_BYTES as f64 / 1_000_000.0,
+            ))
+        }
+        None => None,
+    };
     eprintln!(
         "bench: MirrorMaker 2 latency at {} events/s for {} s",
         config.latency_rate, config.latency_secs
@@ -441,6 +492,7 @@ async fn mirror_maker_2(
         p999_ms: percentile(&latency.latency_ms, 99.9),
         lost: n.saturating_sub(copied) + steady.saturating_sub(latency.counts.len() as u64),
         duplicated: watched.duplicated() + latency.duplicated(),
+        link: link_result,
     })
 }
 
@@ -839,6 +891,11 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             "--peer mm2 runs MirrorMaker 2 on plaintext listeners: time it without Kafka properties, on the same brokers' PLAINTEXT listener".into(),
         ));
     }
+    if config.link.is_some() && config.peer_mm2 && config.source_link.is_none() {
+        return Err(BenchError::Incomplete(
+            "--peer mm2 over the link needs the source broker's LINK listener: start it with KAFKA_LOCAL_LINK_PORT=<free port> infra/kafka-local/kafka-local.sh start source, then pass --source-link \"$(infra/kafka-local/kafka-local.sh link source)\"".into(),
+        ));
+    }
     if config.local_delay.is_some() && config.local_brokers.is_some() {
         return Err(BenchError::Incomplete(
             "--local-delay-ms slows the embedded local Kafka down; a real one (--local-brokers) is timed as it is".into(),
@@ -915,23 +972,30 @@ async fn measure(
     if let Some(delay) = config.local_delay {
         stack.local.slow_down(delay)?;
     }
-    let link = match config.link {
-        Some(shape) => {
-            let api = stack
-                .server_url
-                .trim_start_matches("http://")
-                .parse()
-                .map_err(|e| BenchError::Incomplete(format!("the API's address: {e}")))?;
-            Some(crate::link::Link::start(api, shape).await?)
-        }
-        None => None,
+    let Some(shape) = config.link else {
+        return measure_with(stack, limited, config, plan, steady, None).await;
     };
-    let result = measure_with(stack, limited, config, plan, steady, link.as_ref()).await;
-    if let Some(link) = link {
-        link.stop().await;
+    let link = crate::link::Link::start(shape).await?;
+    let result = async {
+        let api: SocketAddr = stack
+            .server_url
+            .trim_start_matches("http://")
+            .parse()
+            .map_err(|e| BenchError::Incomplete(format!("the API's address: {e}")))?;
+        let listen = link
+            .proxy(API_PROXY, ([127, 0, 0, 1], 0).into(), api)
+            .await?;
+        measure_with(stack, limited, config, plan, steady, Some((&link, listen))).await
     }
+    .await;
+    link.stop().await;
     result
 }
+
+/// The link's proxy in front of the API.
+const API_PROXY: &str = "api";
+/// The link's proxy in front of the source broker, for MirrorMaker 2.
+const SOURCE_PROXY: &str = "source";
 
 /// [`measure`], the client crossing `link` when there is one.
 async fn measure_with(
@@ -940,7 +1004,7 @@ async fn measure_with(
     config: &BenchConfig,
     plan: &[u64],
     steady: u64,
-    link: Option<&crate::link::Link>,
+    link: Option<(&crate::link::Link, SocketAddr)>,
 ) -> Result<BenchReport, BenchError> {
     let (source, local) = (&stack.source.cluster(), &stack.local.cluster());
     let topic = &stack.info.topic;
@@ -948,7 +1012,7 @@ async fn measure_with(
     let settings = ClientSettings {
         server_url: link.map_or_else(
             || stack.server_url.clone(),
-            |l| format!("http://{}", l.listen),
+            |(_, listen)| format!("http://{listen}"),
         ),
         api_key: stack.info.api_key.clone(),
         local_brokers: stack.info.local_brokers.clone(),
@@ -985,7 +1049,7 @@ async fn measure_with(
     let mut client_peak = 0.0f64;
     let mut first_seq = 0;
     let link_before = match link {
-        Some(l) => l.bytes().await?,
+        Some((l, _)) => l.bytes(API_PROXY).await?,
         None => 0,
     };
     for (i, &events) in plan.iter().enumerate() {
@@ -1023,16 +1087,9 @@ async fn measure_with(
     let lost = n.saturating_sub(counts.len() as u64);
     let mb = n as f64 * VALUE_BYTES as f64 / 1_000_000.0;
     let link_result = match link {
-        Some(l) => {
-            let crossed = l.bytes().await?.saturating_sub(link_before) as f64;
-            let one_way = l.shape.mbit * 1_000_000.0 / 8.0 * pipeline_secs;
-            Some(LinkResult {
-                delay_ms: l.shape.delay_ms,
-                mbit: l.shape.mbit,
-                backlog_mb: crossed / 1_000_000.0,
-                utilisation: crossed / one_way,
-                raw_mb_per_sec: mb / pipeline_secs,
-            })
+        Some((l, _)) => {
+            let crossed = l.bytes(API_PROXY).await?.saturating_sub(link_before);
+            Some(LinkResult::of(l, crossed, pipeline_secs, mb))
         }
         None => None,
     };
@@ -1078,7 +1135,7 @@ async fn measure_with(
     let peak = peak_rss_mb();
     let pod_peak = stack.pod_peak_rss_mb().unwrap_or(f64::NAN);
     let mirror_maker_2 = if config.peer_mm2 {
-        Some(mirror_maker_2(stack, config, steady).await?)
+        Some(mirror_maker_2(stack, config, steady, link.map(|(l, _)| l)).await?)
     } else {
         None
     };
@@ -1112,6 +1169,7 @@ async fn measure_with(
             pod_peak_rss_mb: pod_peak,
             client_peak_rss_mb: client_peak,
             client_start_ms: client_start_ms.unwrap_or(f64::NAN),
+            latency_requests,
             latency_requests_per_minute: latency_requests as f64 / latency_minutes,
             latency_refused,
         },

@@ -1,7 +1,7 @@
 //! The benchmark's `catch_up` section (real brokers): a new client reads a backlog whose
 //! older half the pod's buffer no longer holds, then a backlog the buffer holds whole, on a
-//! pod of its own. For each pass: events/s, the bytes the pod read (from Kafka, mostly)
-//! against the bytes it served, and the source broker's CPU.
+//! pod of its own. For each pass: events/s, the bytes the pod fetched from Kafka against the
+//! bytes it served ([`crate::sockets`]), and the source broker's CPU.
 
 use std::time::{Duration, Instant};
 
@@ -19,12 +19,12 @@ const CONSUME_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct CatchUpPass {
     pub events: u64,
     pub events_per_sec: f64,
-    /// Bytes the pod read from its sockets while the client read: Kafka's fetch answers,
-    /// and the handlers' small requests.
-    pub pod_read_mb: f64,
-    /// Bytes the pod wrote to the handlers: the answers.
+    /// Bytes the pod received from the source broker while the client read (its fetch
+    /// answers, the group consumer's included), as the kernel counts them on its connections.
+    pub pod_fetched_mb: f64,
+    /// Bytes the pod sent to the handlers: the answers.
     pub pod_served_mb: f64,
-    /// `pod_read_mb / pod_served_mb`.
+    /// `pod_fetched_mb / pod_served_mb`.
     pub amplification: f64,
     /// CPU seconds of the source broker's process while the client read.
     pub broker_cpu_secs: f64,
@@ -47,29 +47,37 @@ pub struct CatchUpResult {
     pub pod_peak_rss_mb: f64,
 }
 
-/// Bytes read and written by a process (Linux `/proc/<pid>/io`), CPU ticks of another.
+/// What the pod has received from the source broker over its open connections (the
+/// kernel's count), what it has written (its answers to the handlers: `wchar` of
+/// `/proc/<pid>/io`, which counts writes to sockets, as `rchar` does not count `recv`), and
+/// the broker's CPU ticks, at one moment.
 #[derive(Debug, Clone, Copy, Default)]
 struct Counters {
-    read: u64,
-    written: u64,
+    fetched: u64,
+    served: u64,
     broker_ticks: u64,
 }
 
 impl Counters {
-    fn now(pod: Option<u32>, broker: Option<u32>) -> Self {
-        let io = pod
-            .and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/io")).ok())
-            .unwrap_or_default();
-        let field = |name: &str| {
-            io.lines()
-                .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Self {
-            read: field("rchar:"),
-            written: field("wchar:"),
+    async fn now(pod: u32, broker_port: u16, broker: Option<u32>) -> Result<Self, BenchError> {
+        let connections = crate::sockets::established()
+            .await
+            .map_err(BenchError::Incomplete)?;
+        let fetched = connections
+            .iter()
+            .filter(|c| c.pids.contains(&pod) && c.peer_port == broker_port)
+            .map(|c| c.bytes_received)
+            .sum();
+        let io = std::fs::read_to_string(format!("/proc/{pod}/io")).unwrap_or_default();
+        let served = io
+            .lines()
+            .find_map(|l| l.strip_prefix("wchar:")?.trim().parse().ok())
+            .unwrap_or(0);
+        Ok(Self {
+            fetched,
+            served,
             broker_ticks: broker.map_or(0, cpu_ticks),
-        }
+        })
     }
 }
 
@@ -185,7 +193,13 @@ async fn passes(
         compression: config.compression,
         topic_prefix: None,
     };
-    let broker = first_port(&stack.info.source_brokers).and_then(pid_listening_on);
+    let broker_port = first_port(&stack.info.source_brokers).ok_or_else(|| {
+        BenchError::Incomplete(format!(
+            "no port in the source brokers {:?}",
+            stack.info.source_brokers
+        ))
+    })?;
+    let broker = (broker_port, pid_listening_on(broker_port));
     let past = pass(stack, config, &settings, broker, config.events, 0).await?;
     // Three quarters of what the buffer holds, so that none of it is read from Kafka.
     let all = pass(
@@ -212,7 +226,7 @@ async fn pass(
     stack: &Stack,
     config: &BenchConfig,
     settings: &ClientSettings,
-    broker: Option<u32>,
+    (broker_port, broker): (u16, Option<u32>),
     events: u64,
     first_seq: u64,
 ) -> Result<CatchUpPass, BenchError> {
@@ -221,8 +235,10 @@ async fn pass(
     eprintln!("bench: catch-up: producing {events} events into {topic}");
     produce(&source, topic, config.partitions, events, first_seq).await?;
     consumed(stack, first_seq + events).await?;
-    let pod = stack.pod_pid();
-    let before = Counters::now(pod, broker);
+    let pod = stack
+        .pod_pid()
+        .ok_or_else(|| BenchError::Incomplete("the pod runs in no process of its own".into()))?;
+    let before = Counters::now(pod, broker_port, broker).await?;
     let (secs, counts, _, _) = pipeline_pass(
         &stack.local.cluster(),
         topic,
@@ -232,15 +248,15 @@ async fn pass(
         "catch-up",
     )
     .await?;
-    let after = Counters::now(pod, broker);
-    let read = after.read.saturating_sub(before.read) as f64 / 1_000_000.0;
-    let served = after.written.saturating_sub(before.written) as f64 / 1_000_000.0;
+    let after = Counters::now(pod, broker_port, broker).await?;
+    let fetched = after.fetched.saturating_sub(before.fetched) as f64 / 1_000_000.0;
+    let served = after.served.saturating_sub(before.served) as f64 / 1_000_000.0;
     Ok(CatchUpPass {
         events,
         events_per_sec: events as f64 / secs,
-        pod_read_mb: read,
+        pod_fetched_mb: fetched,
         pod_served_mb: served,
-        amplification: read / served,
+        amplification: fetched / served,
         broker_cpu_secs: after.broker_ticks.saturating_sub(before.broker_ticks) as f64
             / TICKS_PER_SEC,
         lost: events.saturating_sub(counts.len() as u64),

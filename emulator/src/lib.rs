@@ -13,6 +13,7 @@ pub mod lambda_bridge;
 pub mod link;
 pub mod mm2;
 pub mod pod_process;
+pub mod sockets;
 pub mod stack;
 pub mod verify;
 

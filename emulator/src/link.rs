@@ -1,7 +1,7 @@
 //! A shaped network link for the benchmark: a toxiproxy server (`TOXIPROXY_SERVER`, which
-//! `.ci/tools.sh` installs) with one proxy in front of the API, its `latency` toxic on each
-//! direction and its `bandwidth` toxic capping each direction; the bytes carried are read
-//! from toxiproxy's own proxy metrics.
+//! `.ci/tools.sh` installs) with a proxy per crossing (the client to the API; MirrorMaker 2
+//! to the source broker), each with a `latency` toxic and a `bandwidth` toxic on each
+//! direction; the bytes carried are read from toxiproxy's own proxy metrics.
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -24,14 +24,14 @@ pub struct LinkShape {
     pub mbit: f64,
 }
 
-/// A running toxiproxy and the proxy it carries.
+/// A running toxiproxy; [`Link::proxy`] adds a crossing.
 #[derive(Debug)]
 pub struct Link {
     child: Child,
     api: String,
     http: reqwest::Client,
-    /// Where clients connect to cross the link.
-    pub listen: SocketAddr,
+    /// Each proxy's name and the port it listens on.
+    proxies: std::sync::Mutex<Vec<(String, u16)>>,
     pub shape: LinkShape,
 }
 
@@ -40,8 +40,8 @@ fn failed(what: &str, err: impl std::fmt::Display) -> BenchError {
 }
 
 impl Link {
-    /// Starts toxiproxy and a proxy to `upstream` shaped as `shape`.
-    pub async fn start(upstream: SocketAddr, shape: LinkShape) -> Result<Self, BenchError> {
+    /// Starts toxiproxy, to shape every proxy it will carry as `shape`.
+    pub async fn start(shape: LinkShape) -> Result<Self, BenchError> {
         let server = std::env::var("TOXIPROXY_SERVER").map_err(|_| {
             BenchError::Incomplete(
                 "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server (`eval \"$(bash .ci/tools.sh)\"` installs it and sets it)".into(),
@@ -65,15 +65,14 @@ impl Link {
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| failed(&format!("{server} did not start"), e))?;
-        let mut link = Self {
+        let link = Self {
             child,
             api: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
-            listen: upstream,
+            proxies: std::sync::Mutex::default(),
             shape,
         };
         link.wait_ready().await?;
-        link.listen = link.add_proxy(upstream).await?;
         Ok(link)
     }
 
@@ -113,29 +112,40 @@ impl Link {
         Ok(body)
     }
 
-    /// The proxy, listening on a free port, with its toxics; returns where it listens.
-    async fn add_proxy(&self, upstream: SocketAddr) -> Result<SocketAddr, BenchError> {
+    /// A proxy `name` listening on `listen` (port 0: a free one) and forwarding to
+    /// `upstream`, with the link's toxics; returns where it listens.
+    pub async fn proxy(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Result<SocketAddr, BenchError> {
         let proxy = self
             .post(
                 "/proxies",
-                json!({"name": "api", "listen": "127.0.0.1:0", "upstream": upstream.to_string(), "enabled": true}),
+                json!({"name": name, "listen": listen.to_string(), "upstream": upstream.to_string(), "enabled": true}),
             )
             .await?;
         let listen: SocketAddr = proxy["listen"]
             .as_str()
             .and_then(|l| l.parse().ok())
             .ok_or_else(|| failed("the proxy has no address", &proxy))?;
+        self.proxies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((name.to_owned(), listen.port()));
         // Bandwidth in KB/s, as toxiproxy takes it.
         let rate = (self.shape.mbit * 1_000_000.0 / 8.0 / 1000.0).round() as u64;
+        let toxics = format!("/proxies/{name}/toxics");
         for stream in ["upstream", "downstream"] {
             self.post(
-                "/proxies/api/toxics",
+                &toxics,
                 json!({"name": format!("latency_{stream}"), "type": "latency", "stream": stream,
                        "attributes": {"latency": self.shape.delay_ms, "jitter": 0}}),
             )
             .await?;
             self.post(
-                "/proxies/api/toxics",
+                &toxics,
                 json!({"name": format!("bandwidth_{stream}"), "type": "bandwidth", "stream": stream,
                        "attributes": {"rate": rate}}),
             )
@@ -144,8 +154,33 @@ impl Link {
         Ok(listen)
     }
 
-    /// Bytes the proxy has carried so far, both directions.
-    pub async fn bytes(&self) -> Result<u64, BenchError> {
+    /// What `bytes` crossed against what the link carries one way in `secs`.
+    pub fn utilisation(&self, bytes: u64, secs: f64) -> f64 {
+        bytes as f64 / (self.shape.mbit * 1_000_000.0 / 8.0 * secs)
+    }
+
+    /// Bytes proxy `name` has carried so far, both directions: toxiproxy counts a
+    /// connection's once it closes, the kernel those of the connections still open.
+    pub async fn bytes(&self, name: &str) -> Result<u64, BenchError> {
+        let port = self
+            .proxies
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, port)| *port)
+            .ok_or_else(|| failed("no such proxy", name))?;
+        let open: u64 = crate::sockets::established()
+            .await
+            .map_err(|e| failed("open connections", e))?
+            .iter()
+            .filter(|c| c.local_port == port)
+            .map(|c| c.bytes_sent + c.bytes_received)
+            .sum();
+        Ok(self.closed_bytes(name).await? + open)
+    }
+
+    async fn closed_bytes(&self, name: &str) -> Result<u64, BenchError> {
         let text = self
             .http
             .get(format!("{}/metrics", self.api))
@@ -155,7 +190,7 @@ impl Link {
             .text()
             .await
             .map_err(|e| failed("metrics", e))?;
-        Ok(sent_bytes(&text))
+        Ok(sent_bytes(&text, name))
     }
 
     /// Stops toxiproxy.
@@ -164,11 +199,12 @@ impl Link {
     }
 }
 
-/// The sum of `toxiproxy_proxy_sent_bytes_total` over the directions.
-fn sent_bytes(metrics: &str) -> u64 {
+/// The sum of proxy `name`'s `toxiproxy_proxy_sent_bytes_total` over the directions.
+fn sent_bytes(metrics: &str, name: &str) -> u64 {
+    let label = format!("proxy=\"{name}\"");
     metrics
         .lines()
-        .filter(|l| l.starts_with("toxiproxy_proxy_sent_bytes_total"))
+        .filter(|l| l.starts_with("toxiproxy_proxy_sent_bytes_total") && l.contains(&label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -182,7 +218,9 @@ mod tests {
         let text = "# HELP toxiproxy_proxy_sent_bytes_total x\n\
             toxiproxy_proxy_sent_bytes_total{direction=\"downstream\",proxy=\"api\"} 1.5e+06\n\
             toxiproxy_proxy_sent_bytes_total{direction=\"upstream\",proxy=\"api\"} 2000\n\
+            toxiproxy_proxy_sent_bytes_total{direction=\"upstream\",proxy=\"source\"} 7\n\
             toxiproxy_proxy_received_bytes_total{direction=\"upstream\",proxy=\"api\"} 9\n";
-        assert_eq!(sent_bytes(text), 1_502_000);
+        assert_eq!(sent_bytes(text, "api"), 1_502_000);
+        assert_eq!(sent_bytes(text, "source"), 7);
     }
 }

@@ -163,6 +163,11 @@ struct BenchArgs {
     /// The capacity of that link each way, in Mbit/s; needs --link-delay-ms.
     #[arg(long, requires = "link_delay_ms")]
     link_mbit: Option<f64>,
+    /// With --link-* and --peer mm2: LISTENER=ADVERTISED of the source broker's listener
+    /// that MirrorMaker 2 reaches through the link (`infra/kafka-local/kafka-local.sh link
+    /// source` prints it for a broker started with KAFKA_LOCAL_LINK_PORT).
+    #[arg(long, value_parser = parse_source_link)]
+    source_link: Option<(std::net::SocketAddr, std::net::SocketAddr)>,
     /// Run the whole benchmark this many times on the same brokers and report the median
     /// and range of every figure.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
@@ -198,6 +203,7 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         local_delay: bench.local_delay_ms.map(Duration::from_millis),
         limits_on: emulator::bench::shipped_key_budget(bench.limits_window_secs),
         link,
+        source_link: bench.source_link,
     };
     let mut reports = Vec::new();
     for run in 1..=bench.runs {
@@ -231,6 +237,19 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&summary.to_json(reports))?);
     }
     Ok(())
+}
+
+/// `--source-link LISTENER=ADVERTISED`, two `host:port` addresses.
+fn parse_source_link(text: &str) -> Result<(std::net::SocketAddr, std::net::SocketAddr), String> {
+    let (listener, advertised) = text
+        .split_once('=')
+        .ok_or("give LISTENER=ADVERTISED, e.g. 127.0.0.1:40123=127.0.0.1:19092")?;
+    let addr = |a: &str| {
+        a.trim()
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| format!("{a:?} is not host:port ({e})"))
+    };
+    Ok((addr(listener)?, addr(advertised)?))
 }
 
 fn print_report(report: &emulator::bench::BenchReport) {
@@ -284,15 +303,24 @@ fn print_report(report: &emulator::bench::BenchReport) {
             "MirrorMaker 2 latency: p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms; lost {}, duplicated {}",
             m.p50_ms, m.p99_ms, m.p999_ms, m.lost, m.duplicated
         );
+        if let Some(k) = &m.link {
+            println!(
+                "MirrorMaker 2 link: {:.1} MB crossed for the backlog, {:.0}% of the link (from its start); events {:.1} MB/s raw",
+                k.backlog_mb,
+                k.utilisation * 100.0,
+                k.raw_mb_per_sec
+            );
+        }
     }
     if let Some(k) = &report.link {
         println!(
-            "link         {} ms each way, {} Mbit/s: {:.1} MB crossed for the backlog, {:.0}% of the link; events {:.1} MB/s raw; {:.1} requests/min while steady, {} refused",
+            "link         {} ms each way, {} Mbit/s: {:.2} MB crossed for the backlog, {:.0}% of the link; events {:.1} MB/s raw; {} requests ({:.1}/min) while steady, {} refused",
             k.delay_ms,
             k.mbit,
             k.backlog_mb,
             k.utilisation * 100.0,
             k.raw_mb_per_sec,
+            p.latency_requests,
             p.latency_requests_per_minute,
             p.latency_refused
         );
@@ -303,10 +331,10 @@ fn print_report(report: &emulator::bench::BenchReport) {
             ("catch-up all buffered   ", &c.all_buffered),
         ] {
             println!(
-                "{name} {:>7.0} events/s ({} events): pod read {:.1} MB, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
+                "{name} {:>7.0} events/s ({} events): pod fetched {:.1} MB from Kafka, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
                 pass.events_per_sec,
                 pass.events,
-                pass.pod_read_mb,
+                pass.pod_fetched_mb,
                 pass.pod_served_mb,
                 pass.amplification,
                 pass.broker_cpu_secs,

@@ -9,6 +9,8 @@
 #   kafka-local.sh remove NAME     stop broker NAME and delete its data and ports
 #   kafka-local.sh stop-all        stop every broker under $KAFKA_LOCAL_HOME
 #   kafka-local.sh status          NAME, pid, bootstrap, running/stopped
+#   kafka-local.sh link NAME       print LISTENER=ADVERTISED of NAME's LINK listener, when
+#                                  it was started with KAFKA_LOCAL_LINK_PORT
 #   kafka-local.sh run CLASS ARGS  run a Kafka main class (CLI tool, MirrorMaker)
 #                                  on the fetched classpath, logging WARN to stderr
 #   kafka-local.sh classpath       print the classpath ("$LIBS/*")
@@ -163,17 +165,26 @@ cmd_fetch() {
 # ---------------------------------------------------------------- start
 
 write_properties() {
-  local dir=$1 port=$2 cport=$3
+  local dir=$1 port=$2 cport=$3 lport=${4:-} link=${5:-}
+  local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
+  local advertised="PLAINTEXT://127.0.0.1:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n $lport ]]; then
+    # A listener whose clients are told to reach it at $link: a proxy (a shaped link)
+    # that forwards to $lport, so that every connection of theirs crosses that proxy.
+    listeners+=",LINK://127.0.0.1:$lport"
+    advertised+=",LINK://127.0.0.1:$link"
+    map+=",LINK:PLAINTEXT"
+  fi
   cat >"$dir/server.properties" <<EOF
 # Written by kafka-local.sh: single-node KRaft broker + controller.
 process.roles=broker,controller
 node.id=1
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$map
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
@@ -199,7 +210,7 @@ launch() {
   local -a heap jvm
   dir=$(broker_dir "$name")
   logf=$dir/server.log
-  read -r port cport <"$dir/ports"
+  read -r port cport _ <"$dir/ports"
   for p in "$port" "$cport"; do
     ! port_open "$p" || die "port $p needed by '$name' is in use by another process"
   done
@@ -253,7 +264,7 @@ launch() {
 }
 
 cmd_start() {
-  local name=${1:-} dir port cport cid
+  local name=${1:-} dir port cport cid lport="" link=${KAFKA_LOCAL_LINK_PORT:-}
   check_name "$name"
   dir=$(broker_dir "$name")
   command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found on PATH"
@@ -268,11 +279,21 @@ cmd_start() {
   rm -rf "$dir"
   port=$(choose_port "${KAFKA_LOCAL_PORT:-}" KAFKA_LOCAL_PORT "$(reserved_ports)")
   cport=$(choose_port "${KAFKA_LOCAL_CONTROLLER_PORT:-}" KAFKA_LOCAL_CONTROLLER_PORT "$(reserved_ports) $port")
+  if [[ -n $link ]]; then
+    [[ $link =~ ^[0-9]+$ ]] && ((link > 0 && link < 65536)) \
+      || die "KAFKA_LOCAL_LINK_PORT='$link' is not a port number"
+    [[ " $(reserved_ports) $port $cport " != *" $link "* ]] && ! port_open "$link" \
+      || die "KAFKA_LOCAL_LINK_PORT=$link is already in use"
+    lport=$(free_port "$(reserved_ports) $port $cport $link")
+  fi
   mkdir -p "$dir/data"
-  printf '%s %s\n' "$port" "$cport" >"$dir/ports"
+  printf '%s %s %s %s\n' "$port" "$cport" "$lport" "$link" >"$dir/ports"
+  if [[ -n $lport ]]; then
+    printf '127.0.0.1:%s=127.0.0.1:%s\n' "$lport" "$link" >"$dir/link"
+  fi
   unlock
 
-  write_properties "$dir" "$port" "$cport"
+  write_properties "$dir" "$port" "$cport" "$lport" "$link"
   cid=$(new_cluster_id)
   printf '%s\n' "$cid" >"$dir/cluster.id"
   log "formatting $dir/data (cluster id $cid)"
@@ -381,6 +402,12 @@ case ${1:-} in
   remove) cmd_remove "${2:-}" ;;
   stop-all) cmd_stop_all ;;
   status) cmd_status ;;
+  link)
+    check_name "${2:-}"
+    [[ -s $(broker_dir "$2")/link ]] \
+      || die "'$2' has no LINK listener: start it with KAFKA_LOCAL_LINK_PORT=<port a proxy will listen on>"
+    cat "$(broker_dir "$2")/link"
+    ;;
   run) shift; cmd_run "$@" ;;
   classpath) printf '%s/*\n' "$LIBS" ;;
   -h | --help | help) usage 0 ;;
