@@ -379,6 +379,9 @@ impl KafkaReader {
                     // session serves before it is released.
                     .set("queued.max.messages.kbytes", READ_AHEAD_KBYTES.to_string())
                     .set("queued.min.messages", "1000")
+                    // Fetch again as soon as a read took some: at the read-ahead bound
+                    // librdkafka's default waits a second, and a catch-up with it.
+                    .set("fetch.queue.backoff.ms", "5")
                     .set("fetch.max.bytes", (READ_AHEAD_KBYTES * 1024).to_string())
                     .set(
                         "max.partition.fetch.bytes",

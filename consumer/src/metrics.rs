@@ -23,6 +23,8 @@ pub struct ConsumerMetrics {
     /// `consumer_catchup_reads_resumed_total`: of those, reads that went on where the same
     /// reader's last read of the partition ended, from what it had fetched ahead.
     pub catchup_reads_resumed: IntCounter,
+    /// `consumer_catchup_events_total`: records those reads put in answers.
+    pub catchup_events: IntCounter,
     /// `consumer_gaps_total`: offset runs reported as gone from the source.
     pub gaps: IntCounter,
     /// `consumer_buffer_max_events` / `consumer_buffer_max_bytes`: the buffer's bounds, so
@@ -92,6 +94,12 @@ impl ConsumerMetrics {
             catchup_reads_resumed: prometheus::register_int_counter_with_registry!(
                 "consumer_catchup_reads_resumed_total",
                 "Reads from Kafka that went on where the same reader's last read ended",
+                registry
+            )
+            .expect(UNIQUE),
+            catchup_events: prometheus::register_int_counter_with_registry!(
+                "consumer_catchup_events_total",
+                "Records read from Kafka, not the buffer, into answers",
                 registry
             )
             .expect(UNIQUE),

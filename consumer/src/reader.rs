@@ -500,6 +500,9 @@ impl EventReader {
                 });
             }
             got += read.records.len();
+            self.metrics
+                .catchup_events
+                .inc_by(read.records.len() as u64);
             answer.events.extend(read.records.into_iter().map(Arc::new));
             *pos = read.next;
             if got == max || answer.room.is_full() || stop.is_none_or(|s| read.next < s) {

@@ -723,7 +723,11 @@ pub const MOCK_ROUND_EVENTS: u64 = 12_000;
 /// The sum of the samples of `name` whose labels contain `label` in Prometheus text.
 pub(crate) fn metric_total(text: &str, name: &str, label: &str) -> u64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{') && l.contains(label))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+                && l.contains(label)
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }

@@ -24,7 +24,15 @@ pub struct CatchUpPass {
     pub pod_fetched_mb: f64,
     /// Bytes the pod sent to the handlers: the answers.
     pub pod_served_mb: f64,
-    /// `pod_fetched_mb / pod_served_mb`.
+    /// Events the pod read from Kafka, not its buffer, into answers
+    /// (`consumer_catchup_events_total`), and the reads that took them
+    /// (`consumer_catchup_reads_total`), of which went on where the last one ended
+    /// (`consumer_catchup_reads_resumed_total`).
+    pub from_kafka_events: u64,
+    pub kafka_reads: u64,
+    pub kafka_reads_resumed: u64,
+    /// What the pod fetched from Kafka against what its answers carried from Kafka
+    /// (`pod_served_mb`, its share of events from Kafka); none when all came from the buffer.
     pub amplification: f64,
     /// CPU seconds of the source broker's process while the client read.
     pub broker_cpu_secs: f64,
@@ -39,7 +47,7 @@ pub struct CatchUpResult {
     pub buffer_max_mb: f64,
     /// A backlog of `events`, its older half beyond the buffer.
     pub past_the_buffer: CatchUpPass,
-    /// A backlog the buffer holds whole.
+    /// A backlog the buffer holds whole: three quarters of what it held after the first.
     pub all_buffered: CatchUpPass,
     /// `past_the_buffer.events_per_sec / all_buffered.events_per_sec`.
     pub vs_all_buffered: f64,
@@ -170,7 +178,7 @@ pub async fn run(config: &BenchConfig) -> Result<CatchUpResult, BenchError> {
         ..Default::default()
     };
     let stack = Stack::start(stack_config).await?;
-    let result = passes(&stack, config, half, buffer_max_bytes).await;
+    let result = passes(&stack, config, buffer_max_bytes).await;
     stack.stop().await;
     result
 }
@@ -178,7 +186,6 @@ pub async fn run(config: &BenchConfig) -> Result<CatchUpResult, BenchError> {
 async fn passes(
     stack: &Stack,
     config: &BenchConfig,
-    half: u64,
     buffer_max_bytes: u64,
 ) -> Result<CatchUpResult, BenchError> {
     let topic = &stack.info.topic;
@@ -201,13 +208,14 @@ async fn passes(
     })?;
     let broker = (broker_port, pid_listening_on(broker_port));
     let past = pass(stack, config, &settings, broker, config.events, 0).await?;
-    // Three quarters of what the buffer holds, so that none of it is read from Kafka.
+    // Three quarters of what the buffer holds now (full), so that none is read from Kafka.
+    let held = metric_total(&pod_metrics(stack).await, "consumer_buffer_events", "");
     let all = pass(
         stack,
         config,
         &settings,
         broker,
-        half * 3 / 4,
+        (held * 3 / 4).max(1),
         config.events,
     )
     .await?;
@@ -239,6 +247,7 @@ async fn pass(
         .pod_pid()
         .ok_or_else(|| BenchError::Incomplete("the pod runs in no process of its own".into()))?;
     let before = Counters::now(pod, broker_port, broker).await?;
+    let metrics_before = pod_metrics(stack).await;
     let (secs, counts, _, _) = pipeline_pass(
         &stack.local.cluster(),
         topic,
@@ -249,6 +258,15 @@ async fn pass(
     )
     .await?;
     let after = Counters::now(pod, broker_port, broker).await?;
+    let metrics_after = pod_metrics(stack).await;
+    let grew = |name: &str| {
+        metric_total(&metrics_after, name, "").saturating_sub(metric_total(
+            &metrics_before,
+            name,
+            "",
+        ))
+    };
+    let from_kafka_events = grew("consumer_catchup_events_total");
     let fetched = after.fetched.saturating_sub(before.fetched) as f64 / 1_000_000.0;
     let served = after.served.saturating_sub(before.served) as f64 / 1_000_000.0;
     Ok(CatchUpPass {
@@ -256,7 +274,14 @@ async fn pass(
         events_per_sec: events as f64 / secs,
         pod_fetched_mb: fetched,
         pod_served_mb: served,
-        amplification: fetched / served,
+        from_kafka_events,
+        kafka_reads: grew("consumer_catchup_reads_total"),
+        kafka_reads_resumed: grew("consumer_catchup_reads_resumed_total"),
+        amplification: if from_kafka_events == 0 {
+            f64::NAN
+        } else {
+            fetched / (served * from_kafka_events as f64 / events as f64)
+        },
         broker_cpu_secs: after.broker_ticks.saturating_sub(before.broker_ticks) as f64
             / TICKS_PER_SEC,
         lost: events.saturating_sub(counts.len() as u64),
@@ -267,16 +292,26 @@ async fn pass(
     })
 }
 
+/// The whole system's metrics (`GET /metrics`: the pod's included); empty when it does not
+/// answer.
+async fn pod_metrics(stack: &Stack) -> String {
+    let url = format!("{}/metrics", stack.info.api_base);
+    match reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&stack.info.api_key)
+        .send()
+        .await
+    {
+        Ok(answer) => answer.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
 /// Waits until the pod has consumed `total` records of the topic into its buffer.
 async fn consumed(stack: &Stack, total: u64) -> Result<(), BenchError> {
-    let http = reqwest::Client::new();
-    let url = format!("{}/metrics", stack.info.api_base);
     let deadline = Instant::now() + CONSUME_TIMEOUT;
     loop {
-        let text = match http.get(&url).bearer_auth(&stack.info.api_key).send().await {
-            Ok(answer) => answer.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
+        let text = pod_metrics(stack).await;
         let got = metric_total(&text, "kafka_events_consumed_total", &stack.info.topic);
         if got >= total {
             return Ok(());

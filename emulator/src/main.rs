@@ -109,6 +109,14 @@ enum Command {
     PodProcess(ChildArgs),
 }
 
+/// Sections of the benchmark that run alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Section {
+    /// The catch-up section only (real brokers): a new client reading a backlog past the
+    /// pod's buffer, then one the buffer holds whole.
+    CatchUp,
+}
+
 /// Tools the benchmark can time beside the pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Peer {
@@ -172,6 +180,9 @@ struct BenchArgs {
     /// and range of every figure.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
     runs: u32,
+    /// Run only this section.
+    #[arg(long, value_enum)]
+    only: Option<Section>,
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
@@ -210,12 +221,25 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         if bench.runs > 1 {
             eprintln!("bench: run {run}/{}", bench.runs);
         }
-        let report = emulator::bench::run(config.clone())
-            .await
-            .context("the benchmark could not run")?;
         if bench.runs > 1 {
             println!("run {run}/{}:", bench.runs);
         }
+        if bench.only == Some(Section::CatchUp) {
+            if args.source_brokers.is_none() || args.local_brokers.is_none() {
+                anyhow::bail!(
+                    "--only catch-up reads a backlog past the pod's buffer from real Kafka: give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)"
+                );
+            }
+            let catch_up = emulator::bench_catchup::run(&config)
+                .await
+                .context("the catch-up benchmark could not run")?;
+            print_catch_up(&catch_up);
+            reports.push(serde_json::json!({ "catch_up": catch_up }));
+            continue;
+        }
+        let report = emulator::bench::run(config.clone())
+            .await
+            .context("the benchmark could not run")?;
         print_report(&report);
         reports.push(serde_json::to_value(&report)?);
     }
@@ -326,14 +350,23 @@ fn print_report(report: &emulator::bench::BenchReport) {
         );
     }
     if let Some(c) = &report.catch_up {
+        print_catch_up(c);
+    }
+}
+
+fn print_catch_up(c: &emulator::bench_catchup::CatchUpResult) {
+    {
         for (name, pass) in [
             ("catch-up past the buffer", &c.past_the_buffer),
             ("catch-up all buffered   ", &c.all_buffered),
         ] {
             println!(
-                "{name} {:>7.0} events/s ({} events): pod fetched {:.1} MB from Kafka, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
+                "{name} {:>7.0} events/s ({} events, {} from Kafka in {} reads, {} going on from the last): pod fetched {:.1} MB from Kafka, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
                 pass.events_per_sec,
                 pass.events,
+                pass.from_kafka_events,
+                pass.kafka_reads,
+                pass.kafka_reads_resumed,
                 pass.pod_fetched_mb,
                 pass.pod_served_mb,
                 pass.amplification,
