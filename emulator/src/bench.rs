@@ -138,6 +138,7 @@ impl LinkResult {
             backlog_mb: crossed as f64 / 1_000_000.0,
             utilisation: link.utilisation(crossed, secs),
             raw_mb_per_sec: raw_mb / secs,
+            events_per_sec: raw_mb * 1_000_000.0 / VALUE_BYTES as f64 / secs,
         }
     }
 }
@@ -154,6 +155,8 @@ pub struct LinkResult {
     /// The events' own bytes per second (values, keys, headers, as produced), which the
     /// link carried compressed when the client asked for compression.
     pub raw_mb_per_sec: f64,
+    /// Events per second from when the backlog began to cross the link to its last copy.
+    pub events_per_sec: f64,
 }
 
 /// The direct copy's figures.
@@ -221,6 +224,8 @@ struct Seen {
     latency_ms: Histogram<u64>,
     first: Option<Instant>,
     last: Option<Instant>,
+    /// The slowest latency of each second from the first copy, in ms.
+    slowest_by_second: Vec<u64>,
 }
 
 /// A `read_committed` reader of a local topic, connected and positioned before any clock
@@ -273,11 +278,16 @@ impl Watcher {
                 continue;
             };
             *seen.counts.entry(seq).or_default() += 1;
+            let first = *seen.first.get_or_insert(now);
             if let Some(ts) = message.timestamp().to_millis() {
-                seen.latency_ms
-                    .saturating_record((now_ms() - ts).max(0).unsigned_abs());
+                let ms = (now_ms() - ts).max(0).unsigned_abs();
+                seen.latency_ms.saturating_record(ms);
+                let second = now.duration_since(first).as_secs() as usize;
+                if seen.slowest_by_second.len() <= second {
+                    seen.slowest_by_second.resize(second + 1, 0);
+                }
+                seen.slowest_by_second[second] = seen.slowest_by_second[second].max(ms);
             }
-            seen.first.get_or_insert(now);
             seen.last = Some(now);
             if reported.elapsed() >= Duration::from_secs(2) {
                 eprintln!("bench: {progress}: {}/{expected}", seen.counts.len());
@@ -338,11 +348,35 @@ impl Default for Seen {
             latency_ms: Histogram::new(3).expect("3 significant digits are supported"),
             first: None,
             last: None,
+            slowest_by_second: Vec::new(),
         }
     }
 }
 
 impl Seen {
+    /// Where the tail came from: the seconds whose slowest copy took over twice the
+    /// typical second's slowest, as `+second: ms`.
+    fn spikes(&self) -> String {
+        let mut sorted = self.slowest_by_second.clone();
+        sorted.sort_unstable();
+        let typical = sorted.get(sorted.len() / 2).copied().unwrap_or(0);
+        let spikes: Vec<String> = self
+            .slowest_by_second
+            .iter()
+            .enumerate()
+            .filter(|(_, ms)| **ms > typical * 2)
+            .map(|(s, ms)| format!("+{s}s: {ms} ms"))
+            .collect();
+        format!(
+            "slowest copy of a typical second {typical} ms; seconds over twice that: {}",
+            if spikes.is_empty() {
+                "none".to_owned()
+            } else {
+                spikes.join(", ")
+            }
+        )
+    }
+
     fn duplicated(&self) -> u64 {
         self.counts
             .values()
@@ -381,6 +415,9 @@ async fn steady_latency(
         .first_seq(first_seq);
     producer.warm_up().await?;
     let (_, latency) = tokio::join!(producer.run(CancellationToken::new()), seen(watcher));
+    if let Ok(seen) = &latency {
+        eprintln!("bench: latency of {}: {}", topics.1, seen.spikes());
+    }
     latency
 }
 
@@ -432,14 +469,27 @@ async fn mirror_maker_2(
         mm2.log.display()
     );
     // One that dies (no Java, no jars, a bad setting) fails the run now, not at the timeout.
-    let watched = tokio::select! {
-        watched = seen(watcher) => watched?,
-        status = mm2.exited() => {
-            return Err(BenchError::Incomplete(format!(
-                "MirrorMaker 2 exited ({}); its log: {}",
-                status.map_or_else(|e| e.to_string(), |s| s.to_string()),
-                mm2.log.display()
-            )));
+    // Over a link, what has crossed it is sampled: its copy is timed from when the backlog
+    // began to cross, since it fetches ahead of its first copy becoming visible.
+    let watching = seen(watcher);
+    tokio::pin!(watching);
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    let mut sampling = tokio::time::interval(Duration::from_millis(250));
+    let watched = loop {
+        tokio::select! {
+            watched = &mut watching => break watched?,
+            status = mm2.exited() => {
+                return Err(BenchError::Incomplete(format!(
+                    "MirrorMaker 2 exited ({}); its log: {}",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    mm2.log.display()
+                )));
+            }
+            _ = sampling.tick(), if link.is_some() => {
+                if let Some(l) = link {
+                    samples.push((Instant::now(), l.bytes(SOURCE_PROXY).await?));
+                }
+            }
         }
     };
     let (start_secs, copy_secs) = match (watched.first, watched.last) {
@@ -453,10 +503,14 @@ async fn mirror_maker_2(
     let link_result = match link {
         Some(l) => {
             let crossed = l.bytes(SOURCE_PROXY).await?.saturating_sub(link_before);
-            // Its bytes from its start: its metadata and group set-up cross the link too.
+            // From the first sample by which a twentieth of its backlog bytes had crossed.
+            let busy_from = samples
+                .iter()
+                .find(|(_, b)| b.saturating_sub(link_before) * 20 >= crossed)
+                .map_or(started, |(t, _)| *t);
             let secs = watched
                 .last
-                .map_or(f64::NAN, |t| t.duration_since(started).as_secs_f64());
+                .map_or(f64::NAN, |t| t.duration_since(busy_from).as_secs_f64());
             Some(LinkResult::of(
                 l,
                 crossed,
@@ -1211,6 +1265,20 @@ mod tests {
         let value = crate::demo::demo_value_sized(123_456, 1, 900);
         assert_eq!(seq_of(value.as_bytes()), Some(123_456));
         assert_eq!(seq_of(b"{\"other\":1}"), None);
+    }
+
+    #[test]
+    fn spikes_name_the_seconds_far_over_the_typical() {
+        let mut seen = Seen {
+            slowest_by_second: vec![20, 22, 21, 90, 19],
+            ..Seen::default()
+        };
+        assert_eq!(
+            seen.spikes(),
+            "slowest copy of a typical second 21 ms; seconds over twice that: +3s: 90 ms"
+        );
+        seen.slowest_by_second = vec![20, 21];
+        assert!(seen.spikes().ends_with("none"));
     }
 
     #[test]

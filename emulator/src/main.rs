@@ -329,10 +329,12 @@ fn print_report(report: &emulator::bench::BenchReport) {
         );
         if let Some(k) = &m.link {
             println!(
-                "MirrorMaker 2 link: {:.1} MB crossed for the backlog, {:.0}% of the link (from its start); events {:.1} MB/s raw",
+                "MirrorMaker 2 link: {:.1} MB crossed for the backlog; from its start crossing to its last copy {:.0} events/s, {:.1} MB/s raw, {:.0}% of the link; pipeline / MirrorMaker 2 over the link: {:.2}",
                 k.backlog_mb,
+                k.events_per_sec,
+                k.raw_mb_per_sec,
                 k.utilisation * 100.0,
-                k.raw_mb_per_sec
+                p.events_per_sec / k.events_per_sec
             );
         }
     }
