@@ -462,7 +462,10 @@ async fn mirror_maker_2(
         None => 0,
     };
     let started = Instant::now();
-    let mut mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, 2)
+    // toxiproxy shapes each connection apart: over the link one task (one fetching
+    // connection, as the client's one stream) gets the link's capacity, two would get twice.
+    let tasks = if link.is_some() { 1 } else { 2 };
+    let mut mm2 = crate::mm2::MirrorMaker2::start(source, local, &topic, tasks)
         .map_err(|e| BenchError::Incomplete(e.to_string()))?;
     eprintln!(
         "bench: MirrorMaker 2 started (log: {}), copying the backlog",
@@ -931,6 +934,31 @@ async fn round(
     })
 }
 
+/// A stack for the benchmark on `config`'s clusters: no client of its own (each pass starts
+/// one), the pod in a process of its own, the API's rate limits off.
+pub(crate) fn stack_config(config: &BenchConfig, topic: &str) -> StackConfig {
+    let mut stack_config = StackConfig {
+        source_brokers: config.source_brokers.clone(),
+        local_brokers: config.local_brokers.clone(),
+        topic: topic.to_owned(),
+        partitions: config.partitions,
+        events: Some(0),
+        rate: 0,
+        run_client: false,
+        pod_process: true,
+        ..StackConfig::default()
+    };
+    stack_config.pod.source.group_id = format!("{topic}-group");
+    stack_config.pod.source.properties = config.source_properties.clone();
+    stack_config.client.properties = config.local_properties.clone();
+    stack_config.handlers.limits = handlers::config::RateLimitArgs {
+        rate_limit_max: 0,
+        rate_limit_key_max: 0,
+        ..Default::default()
+    };
+    stack_config
+}
+
 /// Runs the benchmark.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let partitions = u64::try_from(config.partitions.max(1)).unwrap_or(1);
@@ -977,25 +1005,7 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     };
     let plan = rounds(config.events, cap);
     let topic = format!("bench-{:08x}", rand::random::<u32>());
-    let mut stack_config = StackConfig {
-        source_brokers: config.source_brokers.clone(),
-        local_brokers: config.local_brokers.clone(),
-        topic: topic.clone(),
-        partitions: config.partitions,
-        events: Some(0),
-        rate: 0,
-        run_client: false,
-        pod_process: true,
-        ..StackConfig::default()
-    };
-    stack_config.pod.source.group_id = format!("{topic}-group");
-    stack_config.pod.source.properties = config.source_properties.clone();
-    stack_config.client.properties = config.local_properties.clone();
-    stack_config.handlers.limits = handlers::config::RateLimitArgs {
-        rate_limit_max: 0,
-        rate_limit_key_max: 0,
-        ..Default::default()
-    };
+    let mut stack_config = stack_config(&config, &topic);
     stack_config.client.interval_ms = 200;
     stack_config.client.batch_limit = config.batch_limit;
     stack_config.client.compression = config.compression;

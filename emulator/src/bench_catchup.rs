@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::bench::{BenchConfig, BenchError, VALUE_BYTES, metric_total, pipeline_pass, produce};
 use crate::bench_client::ClientSettings;
-use crate::stack::{Stack, StackConfig};
+use crate::stack::Stack;
 
 /// Longest the pod may take to consume a backlog into its buffer.
 const CONSUME_TIMEOUT: Duration = Duration::from_secs(300);
@@ -155,28 +155,10 @@ pub async fn run(config: &BenchConfig) -> Result<CatchUpResult, BenchError> {
     let per_record = VALUE_BYTES as u64 + 160;
     let buffer_max_bytes = half * per_record;
     let topic = format!("bench-catchup-{:08x}", rand::random::<u32>());
-    let mut stack_config = StackConfig {
-        source_brokers: config.source_brokers.clone(),
-        local_brokers: config.local_brokers.clone(),
-        topic: topic.clone(),
-        partitions: config.partitions,
-        events: Some(0),
-        rate: 0,
-        run_client: false,
-        pod_process: true,
-        ..StackConfig::default()
-    };
-    stack_config.pod.source.group_id = format!("{topic}-group");
-    stack_config.pod.source.properties = config.source_properties.clone();
+    let mut stack_config = crate::bench::stack_config(config, &topic);
     stack_config.pod.buffer.buffer_max_bytes =
         usize::try_from(buffer_max_bytes).unwrap_or(usize::MAX);
     stack_config.pod.buffer.buffer_max_events = usize::try_from(events * 2).unwrap_or(usize::MAX);
-    stack_config.client.properties = config.local_properties.clone();
-    stack_config.handlers.limits = handlers::config::RateLimitArgs {
-        rate_limit_max: 0,
-        rate_limit_key_max: 0,
-        ..Default::default()
-    };
     let stack = Stack::start(stack_config).await?;
     let result = passes(&stack, config, buffer_max_bytes).await;
     stack.stop().await;
