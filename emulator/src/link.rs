@@ -40,13 +40,23 @@ fn failed(what: &str, err: impl std::fmt::Display) -> BenchError {
 }
 
 impl Link {
-    /// Starts toxiproxy, to shape every proxy it will carry as `shape`.
+    /// Starts toxiproxy (`TOXIPROXY_SERVER`), to shape every proxy it will carry as `shape`.
     pub async fn start(shape: LinkShape) -> Result<Self, BenchError> {
         let server = std::env::var("TOXIPROXY_SERVER").map_err(|_| {
             BenchError::Incomplete(
                 "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server (`eval \"$(bash .ci/tools.sh)\"` installs it and sets it)".into(),
             )
         })?;
+        Self::start_server(std::path::Path::new(&server), shape).await
+    }
+
+    /// Starts the toxiproxy-server at `server`, to shape every proxy it will carry as
+    /// `shape`.
+    pub async fn start_server(
+        server: &std::path::Path,
+        shape: LinkShape,
+    ) -> Result<Self, BenchError> {
+        let server = server.display().to_string();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| failed("no free port", e))?

@@ -306,6 +306,56 @@ async fn the_client_streams_exactly_once_on_one_request() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_a_slow_narrow_link_the_client_streams_exactly_once() {
+    const TEST: &str = "across_a_slow_narrow_link_the_client_streams_exactly_once";
+    const N: u64 = 2000;
+    let Some(toxiproxy) = common::tool(TEST, "TOXIPROXY_SERVER", "toxiproxy-server") else {
+        return;
+    };
+    let (source, local) = common::apache_or_mock(TEST);
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.events = Some(N);
+    let stack = common::start(config).await;
+    let shape = emulator::link::LinkShape {
+        delay_ms: 25,
+        mbit: 20.0,
+    };
+    let link = emulator::link::Link::start_server(&toxiproxy, shape)
+        .await
+        .expect("toxiproxy starts");
+    let api = stack
+        .server_url
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the API's address");
+    let listen = link
+        .proxy("api", ([127, 0, 0, 1], 0).into(), api)
+        .await
+        .expect("a proxy in front of the API");
+    let mut client = common::client_config(&stack, 500);
+    client.server_url = Some(format!("http://{listen}"));
+    client.stream = StreamMode::On;
+    client.compression = true;
+    common::replicate_until(&client, N).await;
+    assert_copied_once(&stack, TEST, N).await;
+    assert_eq!(
+        requests(&stack, "/events/stream", 200),
+        1,
+        "one stream carried the backlog"
+    );
+    // The answers crossed the proxy: compressed, but never nothing.
+    let crossed = link.bytes("api").await.expect("link bytes");
+    assert!(
+        crossed > N * 50,
+        "{crossed} bytes crossed the link for {N} events"
+    );
+    link.stop().await;
+    stack.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_the_lambda_adapter_the_client_falls_back_to_long_polling() {
     const TEST: &str = "behind_the_lambda_adapter_the_client_falls_back_to_long_polling";
     const N: u64 = 300;
