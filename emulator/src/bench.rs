@@ -959,6 +959,21 @@ pub(crate) fn stack_config(config: &BenchConfig, topic: &str) -> StackConfig {
     stack_config
 }
 
+/// How a benchmark client reaches `stack`: its API, key and local Kafka, `config`'s batch
+/// limit and compression, its id after the stack's topic.
+pub(crate) fn client_settings(stack: &Stack, config: &BenchConfig) -> ClientSettings {
+    ClientSettings {
+        server_url: stack.server_url.clone(),
+        api_key: stack.info.api_key.clone(),
+        local_brokers: stack.info.local_brokers.clone(),
+        local_properties: config.local_properties.clone(),
+        client_id: format!("{}-client", stack.info.topic),
+        batch_limit: config.batch_limit,
+        compression: config.compression,
+        topic_prefix: None,
+    }
+}
+
 /// Runs the benchmark.
 pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
     let partitions = u64::try_from(config.partitions.max(1)).unwrap_or(1);
@@ -1077,19 +1092,10 @@ async fn measure_with(
     let (source, local) = (&stack.source.cluster(), &stack.local.cluster());
     let topic = &stack.info.topic;
     let n = config.events;
-    let settings = ClientSettings {
-        server_url: link.map_or_else(
-            || stack.server_url.clone(),
-            |(_, listen)| format!("http://{listen}"),
-        ),
-        api_key: stack.info.api_key.clone(),
-        local_brokers: stack.info.local_brokers.clone(),
-        local_properties: config.local_properties.clone(),
-        client_id: format!("{topic}-client"),
-        batch_limit: config.batch_limit,
-        compression: config.compression,
-        topic_prefix: None,
-    };
+    let mut settings = client_settings(stack, config);
+    if let Some((_, listen)) = link {
+        settings.server_url = format!("http://{listen}");
+    }
     let limited = ClientSettings {
         server_url: limited_url.clone(),
         client_id: format!("{topic}-client-limits-on"),

@@ -172,16 +172,7 @@ async fn passes(
 ) -> Result<CatchUpResult, BenchError> {
     let topic = &stack.info.topic;
     stack.local.create_topic(topic, config.partitions).await?;
-    let settings = ClientSettings {
-        server_url: stack.server_url.clone(),
-        api_key: stack.info.api_key.clone(),
-        local_brokers: stack.info.local_brokers.clone(),
-        local_properties: config.local_properties.clone(),
-        client_id: format!("{topic}-client"),
-        batch_limit: config.batch_limit,
-        compression: config.compression,
-        topic_prefix: None,
-    };
+    let settings = crate::bench::client_settings(stack, config);
     let broker_port = first_port(&stack.info.source_brokers).ok_or_else(|| {
         BenchError::Incomplete(format!(
             "no port in the source brokers {:?}",
