@@ -404,17 +404,21 @@ impl KafkaReader {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// One of the [`READER_POOL`] reads or metadata calls under way at once.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, KafkaError> {
+        self.permits
+            .acquire()
+            .await
+            .map_err(|_| KafkaError::Canceled)
+    }
+
     /// Runs `work` on a pooled (unassigned) consumer on the blocking thread pool.
     async fn with_consumer<T, F>(&self, work: F) -> Result<T, KafkaError>
     where
         T: Send + 'static,
         F: FnOnce(&Reader) -> Result<T, KafkaError> + Send + 'static,
     {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| KafkaError::Canceled)?;
+        let _permit = self.permit().await?;
         let pooled = self.lock_pool().pop();
         let consumer = match pooled {
             Some(c) => c,
@@ -631,16 +635,11 @@ impl KafkaReader {
         room: Room,
         deadline: Option<Instant>,
     ) -> Result<RangeRead, KafkaError> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| KafkaError::Canceled)?;
+        let _permit = self.permit().await?;
         let (reader, resumed) = match self.resume(&tp, from) {
             Some(session) => (session.reader, Some(session.held)),
             None => (self.reader_for_new_read()?, None),
         };
-        let went_on = resumed.is_some();
         let step = ReadStep {
             from,
             max,
@@ -648,38 +647,25 @@ impl KafkaReader {
             deadline,
         };
         let read_tp = tp.clone();
-        let (reader, result) = tokio::task::spawn_blocking(move || {
-            match step.run(&reader, &read_tp, room, resumed) {
-                Ok(done) => (Some(reader), Ok(done)),
-                // Left assigned or not, a reader that failed is closed (here: closing
-                // blocks); a new one takes its place.
-                Err(err) => (None, Err(err)),
-            }
+        // A reader that failed, left assigned or not, is dropped in the closure, so closed
+        // here (closing blocks); a new one takes its place.
+        let (reader, read, after) = tokio::task::spawn_blocking(move || {
+            step.run(&reader, &read_tp, room, resumed)
+                .map(|(read, after)| (reader, read, after))
         })
         .await
-        .map_err(|_| KafkaError::Canceled)?;
-        let Some(reader) = reader else {
-            return result.map(|(read, _)| read);
-        };
-        match result {
-            Ok((mut read, After::Park { held })) => {
-                read.resumed = went_on;
-                self.park(Session {
-                    reader,
-                    tp,
-                    next: read.next,
-                    held,
-                    parked: Instant::now(),
-                });
-                Ok(read)
-            }
-            Ok((mut read, After::Release)) => {
-                read.resumed = went_on;
-                self.lock_pool().push(reader);
-                Ok(read)
-            }
-            Err(err) => Err(err),
+        .map_err(|_| KafkaError::Canceled)??;
+        match after {
+            After::Park { held } => self.park(Session {
+                reader,
+                tp,
+                next: read.next,
+                held,
+                parked: Instant::now(),
+            }),
+            After::Release => self.lock_pool().push(reader),
         }
+        Ok(read)
     }
 }
 
@@ -701,6 +687,7 @@ impl ReadStep {
         mut room: Room,
         resumed: Option<Option<Record>>,
     ) -> Result<(RangeRead, After), KafkaError> {
+        let went_on = resumed.is_some();
         let mut missing = None;
         let mut from = self.from;
         let stop;
@@ -809,7 +796,7 @@ impl ReadStep {
                 next,
                 missing,
                 room,
-                resumed: false,
+                resumed: went_on,
             },
             after,
         ))
