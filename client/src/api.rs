@@ -164,14 +164,8 @@ impl EventsApi {
             .as_millis()
             .min(u128::from(shared::api::MAX_WAIT_MS))
             .to_string();
-        let mut query: Vec<(&str, String)> = vec![
-            ("limit", size.events.to_string()),
-            ("max_bytes", size.bytes.to_string()),
-            ("wait_ms", wait_ms),
-        ];
-        if let Some(cursor) = start.to_param() {
-            query.push(("cursor", cursor));
-        }
+        let mut query = batch_query(start, size);
+        query.push(("wait_ms", wait_ms));
         let _admitted = self.pacer.admit().await;
         let response = self
             .http
@@ -182,14 +176,7 @@ impl EventsApi {
             .timeout(wait + Duration::from_secs(30))
             .send()
             .await
-            .map_err(|e| FetchError::Transient {
-                message: format!(
-                    "cannot reach {}: {}",
-                    self.url,
-                    shared::error::error_chain(&e)
-                ),
-                retry_after: None,
-            })?;
+            .map_err(|e| no_answer(&self.url, &e))?;
         self.pacer.observe(response.headers());
         if response.status().is_success() {
             return read_batch(response).await;
@@ -205,13 +192,7 @@ impl EventsApi {
         start: &StartFrom,
         size: BatchSize,
     ) -> Result<Result<crate::feed::EventStream, String>, FetchError> {
-        let mut query: Vec<(&str, String)> = vec![
-            ("limit", size.events.to_string()),
-            ("max_bytes", size.bytes.to_string()),
-        ];
-        if let Some(cursor) = start.to_param() {
-            query.push(("cursor", cursor));
-        }
+        let query = batch_query(start, size);
         let url = format!("{}/stream", self.url);
         let _admitted = self.pacer.admit().await;
         let response = self
@@ -225,10 +206,7 @@ impl EventsApi {
             .query(&query)
             .send()
             .await
-            .map_err(|e| FetchError::Transient {
-                message: format!("cannot reach {url}: {}", shared::error::error_chain(&e)),
-                retry_after: None,
-            })?;
+            .map_err(|e| no_answer(&url, &e))?;
         self.pacer.observe(response.headers());
         let status = response.status();
         if status.is_success() {
@@ -349,6 +327,27 @@ async fn read_batch(response: reqwest::Response) -> Result<BatchView, FetchError
     shared::wire::encode(records.iter(), &answer.next_cursor, &answer.gaps)
         .and_then(|body| BatchView::parse(body.into()))
         .map_err(|e| unreadable(e.to_string()))
+}
+
+/// The query of a batch from `start` of at most `size`, as `/events` and `/events/stream`
+/// both take it.
+fn batch_query(start: &StartFrom, size: BatchSize) -> Vec<(&'static str, String)> {
+    let mut query = vec![
+        ("limit", size.events.to_string()),
+        ("max_bytes", size.bytes.to_string()),
+    ];
+    if let Some(cursor) = start.to_param() {
+        query.push(("cursor", cursor));
+    }
+    query
+}
+
+/// A request to `url` that got no answer: worth retrying.
+fn no_answer(url: &str, err: &reqwest::Error) -> FetchError {
+    FetchError::Transient {
+        message: format!("cannot reach {url}: {}", shared::error::error_chain(err)),
+        retry_after: None,
+    }
 }
 
 #[cfg(test)]
