@@ -112,36 +112,6 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
-/// The process listening on TCP `port` of this machine, found through `/proc` (Linux).
-pub(crate) fn pid_listening_on(port: u16) -> Option<u32> {
-    let want = format!(":{port:04X}");
-    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|f| std::fs::read_to_string(f).ok())
-        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
-        .find_map(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // local address, state 0A = LISTEN, inode.
-            (cols.get(1)?.ends_with(&want) && *cols.get(3)? == "0A")
-                .then(|| cols.get(9).map(|s| (*s).to_owned()))
-                .flatten()
-        })?;
-    let socket = format!("socket:[{inode}]");
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            std::fs::read_dir(entry.path().join("fd"))
-                .ok()?
-                .flatten()
-                .any(|fd| {
-                    std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == socket)
-                })
-                .then_some(pid)
-        })
-}
-
 /// The first broker's port of a bootstrap list.
 fn first_port(brokers: &str) -> Option<u16> {
     brokers.split(',').next()?.rsplit(':').next()?.parse().ok()
@@ -179,7 +149,12 @@ async fn passes(
             stack.info.source_brokers
         ))
     })?;
-    let broker = (broker_port, pid_listening_on(broker_port));
+    let broker = (
+        broker_port,
+        crate::sockets::listener(broker_port)
+            .await
+            .map_err(BenchError::Incomplete)?,
+    );
     let past = pass(stack, config, &settings, broker, config.events, 0).await?;
     // Three quarters of what the buffer holds now (full), so that none is read from Kafka.
     let held = metric_total(&pod_metrics(stack).await, "consumer_buffer_events", "");
@@ -302,15 +277,6 @@ async fn consumed(stack: &Stack, total: u64) -> Result<(), BenchError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_this_process_by_a_port_it_listens_on() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        assert_eq!(pid_listening_on(port), Some(std::process::id()));
-        drop(listener);
-        assert_eq!(pid_listening_on(port), None);
-    }
 
     #[test]
     fn counts_cpu_of_a_process() {

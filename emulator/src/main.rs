@@ -357,31 +357,29 @@ fn print_report(report: &emulator::bench::BenchReport) {
 }
 
 fn print_catch_up(c: &emulator::bench_catchup::CatchUpResult) {
-    {
-        for (name, pass) in [
-            ("catch-up past the buffer", &c.past_the_buffer),
-            ("catch-up all buffered   ", &c.all_buffered),
-        ] {
-            println!(
-                "{name} {:>7.0} events/s ({} events, {} from Kafka in {} reads, {} going on from the last): pod fetched {:.1} MB from Kafka, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
-                pass.events_per_sec,
-                pass.events,
-                pass.from_kafka_events,
-                pass.kafka_reads,
-                pass.kafka_reads_resumed,
-                pass.pod_fetched_mb,
-                pass.pod_served_mb,
-                pass.amplification,
-                pass.broker_cpu_secs,
-                pass.lost,
-                pass.duplicated
-            );
-        }
+    for (name, pass) in [
+        ("catch-up past the buffer", &c.past_the_buffer),
+        ("catch-up all buffered   ", &c.all_buffered),
+    ] {
         println!(
-            "catch-up past the buffer / all buffered: {:.2}; pod peak {:.0} MB with BUFFER_MAX_BYTES {:.0} MB",
-            c.vs_all_buffered, c.pod_peak_rss_mb, c.buffer_max_mb
+            "{name} {:>7.0} events/s ({} events, {} from Kafka in {} reads, {} going on from the last): pod fetched {:.1} MB from Kafka, served {:.1} MB, amplification {:.2}; broker CPU {:.1} s; lost {}, duplicated {}",
+            pass.events_per_sec,
+            pass.events,
+            pass.from_kafka_events,
+            pass.kafka_reads,
+            pass.kafka_reads_resumed,
+            pass.pod_fetched_mb,
+            pass.pod_served_mb,
+            pass.amplification,
+            pass.broker_cpu_secs,
+            pass.lost,
+            pass.duplicated
         );
     }
+    println!(
+        "catch-up past the buffer / all buffered: {:.2}; pod peak {:.0} MB with BUFFER_MAX_BYTES {:.0} MB",
+        c.vs_all_buffered, c.pod_peak_rss_mb, c.buffer_max_mb
+    );
 }
 
 impl Validate for Args {

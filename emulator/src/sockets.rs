@@ -1,10 +1,12 @@
-//! Bytes carried by this machine's open TCP connections, as the kernel counts them
-//! (`ss -tinp`, iproute2; Linux): what the benchmark reads to tell how much a process
-//! fetched from a broker, or how much crossed a proxy whose connections are still open.
+//! This machine's TCP sockets as the kernel lists them (`ss`, iproute2; Linux): the bytes
+//! open connections carried, which the benchmark reads to tell how much a process fetched
+//! from a broker or how much crossed a proxy whose connections are still open, and which
+//! process listens on a port.
 
 use tokio::process::Command;
 
-/// One established connection and its byte counts.
+/// One socket: an established connection with its byte counts, or a listener (no peer
+/// port, no counts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connection {
     pub local_port: u16,
@@ -25,7 +27,7 @@ fn counter(info: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Parses `ss -tinpH state established`: a line per connection, then its details.
+/// Parses `ss -tnpH state …` (with `-i`, each line followed by its details).
 pub fn parse(text: &str) -> Vec<Connection> {
     let mut connections = Vec::new();
     let mut lines = text.lines().peekable();
@@ -34,12 +36,11 @@ pub fn parse(text: &str) -> Vec<Connection> {
             continue;
         }
         let cols: Vec<&str> = line.split_whitespace().collect();
-        let (Some(local), Some(peer)) = (
-            cols.get(2).and_then(|a| port_of(a)),
-            cols.get(3).and_then(|a| port_of(a)),
-        ) else {
+        let (Some(local), Some(peer)) = (cols.get(2).and_then(|a| port_of(a)), cols.get(3)) else {
             continue;
         };
+        // A listener's peer is `*`.
+        let peer = port_of(peer).unwrap_or(0);
         let pids = line
             .split("pid=")
             .skip(1)
@@ -61,13 +62,15 @@ pub fn parse(text: &str) -> Vec<Connection> {
     connections
 }
 
-/// The established connections now; an error when `ss` cannot run.
-pub async fn established() -> Result<Vec<Connection>, String> {
+/// The sockets in `state` now, with their details when `info`; an error when `ss` cannot
+/// run.
+async fn sockets(state: &str, info: bool) -> Result<Vec<Connection>, String> {
+    let flags = if info { "-tinpH" } else { "-tnpH" };
     let out = Command::new("ss")
-        .args(["-tinpH", "state", "established"])
+        .args([flags, "state", state])
         .output()
         .await
-        .map_err(|e| format!("ss (iproute2) is needed to count bytes on connections: {e}"))?;
+        .map_err(|e| format!("ss (iproute2) is needed to read this machine's sockets: {e}"))?;
     if !out.status.success() {
         return Err(format!(
             "ss failed: {}",
@@ -75,6 +78,20 @@ pub async fn established() -> Result<Vec<Connection>, String> {
         ));
     }
     Ok(parse(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// The established connections now, with their byte counts.
+pub async fn established() -> Result<Vec<Connection>, String> {
+    sockets("established", true).await
+}
+
+/// The process listening on TCP `port` of this machine, if one does.
+pub async fn listener(port: u16) -> Result<Option<u32>, String> {
+    Ok(sockets("listening", false)
+        .await?
+        .into_iter()
+        .find(|c| c.local_port == port)
+        .and_then(|c| c.pids.first().copied()))
 }
 
 #[cfg(test)]
@@ -100,7 +117,25 @@ mod tests {
             }
         );
         assert_eq!(c[1].pids, vec![7, 8]);
+        let listening =
+            parse("0      128    127.0.0.1:9092 0.0.0.0:* users:((\"java\",pid=9,fd=1))\n");
+        assert_eq!((listening[0].local_port, listening[0].peer_port), (9092, 0));
+        assert_eq!(listening[0].pids, vec![9]);
         assert_eq!((c[1].bytes_sent, c[1].bytes_received), (10, 20));
+    }
+
+    #[tokio::test]
+    async fn finds_this_process_by_a_port_it_listens_on() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert_eq!(
+            super::listener(port).await.expect("ss runs"),
+            Some(std::process::id())
+        );
+        drop(listener);
+        assert_eq!(super::listener(port).await.expect("ss runs"), None);
     }
 
     #[tokio::test]
