@@ -29,8 +29,9 @@ use crate::reader::Room;
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Catch-up consumers kept open for reuse; also the most catch-up reads at once.
 const READER_POOL: usize = 4;
-/// Most KiB librdkafka fetches ahead of the buffer.
-const PREFETCH_MAX_KBYTES: usize = 8 * 1024;
+/// Most KiB librdkafka fetches ahead of the buffer (and, so, the most one fetch brings). At
+/// 8 MiB the pod measured the same speed and some 5 MB more memory during a catch-up.
+const PREFETCH_MAX_KBYTES: usize = 2 * 1024;
 
 /// Settings every Kafka client of the pod shares.
 fn pod_settings(config: &mut ClientConfig) -> &mut ClientConfig {
@@ -315,8 +316,9 @@ type Reader = BaseConsumer<EofQuietContext>;
 /// Readers kept assigned where a read ended; beyond this the oldest is released. Each holds
 /// at most [`READ_AHEAD_KBYTES`] fetched ahead (and one fetch in flight).
 const MAX_SESSIONS: usize = 8;
-/// What one reader fetches ahead of what it was asked for.
-const READ_AHEAD_KBYTES: usize = 1024;
+/// What one reader fetches ahead of what it was asked for. 1 MiB caught up no faster and
+/// held some 8 MB more across the sessions of a six-partition catch-up.
+const READ_AHEAD_KBYTES: usize = 512;
 /// A session unused for this long is released, and what it fetched ahead with it.
 const SESSION_IDLE: Duration = Duration::from_secs(30);
 
@@ -383,6 +385,10 @@ impl KafkaReader {
                     // librdkafka's default waits a second, and a catch-up with it.
                     .set("fetch.queue.backoff.ms", "5")
                     .set("fetch.max.bytes", (READ_AHEAD_KBYTES * 1024).to_string())
+                    // librdkafka wants fetch.max.bytes >= message.max.bytes. A consumer sends
+                    // no message that large, and a record batch larger than the fetch still
+                    // comes whole, so this bounds nothing else.
+                    .set("message.max.bytes", (READ_AHEAD_KBYTES * 1024).to_string())
                     .set(
                         "max.partition.fetch.bytes",
                         (READ_AHEAD_KBYTES * 1024).to_string(),

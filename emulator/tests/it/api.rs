@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -1051,6 +1053,62 @@ async fn a_fetch_far_behind_on_many_partitions_answers_within_its_read_budget() 
             &String::from_utf8_lossy(&metrics),
             "consumer_fetches_cut_short_total"
         ) >= 1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_larger_than_a_readers_fetch_are_read_from_kafka_whole_and_in_order() {
+    // Above the catch-up readers' 512 KiB fetch and below the producer's 1 MB limit.
+    const VALUE: usize = 700 * 1024;
+    const N: usize = 6;
+    let mut config = common::config();
+    config.partitions = 1;
+    config.pod.buffer.buffer_max_events = 1;
+    let stack = common::start(config).await;
+    let key = stack.info.api_key.clone();
+    let records = big_records(N, VALUE, 1);
+    common::produce_records(&stack.info.source_brokers, &stack.info.topic, &records).await;
+    let app = stack_router(&stack);
+    consumed(&app, &key, N as u64).await;
+    // The buffer holds the last record only: the first five come from Kafka, a step at a
+    // time, each answer going on where the last ended.
+    let mut cursor = "earliest".to_owned();
+    let mut seen = Vec::new();
+    for _ in 0..(2 * N) {
+        if seen.len() >= N {
+            break;
+        }
+        let page = json(
+            &app,
+            &format!("/api/v1/events?cursor={cursor}&limit=2&max_bytes=16777216"),
+            &key,
+        )
+        .await;
+        for event in page["events"].as_array().expect("events") {
+            // Random values are not UTF-8, so the event gives key and value in base64.
+            let bytes = |field: &str| {
+                BASE64
+                    .decode(event[field].as_str().expect(field))
+                    .expect("base64")
+            };
+            seen.push((bytes("key"), bytes("value")));
+        }
+        cursor = page["next_cursor"].as_str().expect("cursor").to_owned();
+    }
+    let (_, _, metrics) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
+    stack.stop().await;
+    let want: Vec<(Vec<u8>, Vec<u8>)> = records
+        .into_iter()
+        .map(|r| (r.key.expect("key"), r.value.expect("value")))
+        .collect();
+    assert_eq!(seen.len(), N, "every record once");
+    assert!(seen == want, "the records, whole and in order");
+    assert!(
+        metric_sum(
+            &String::from_utf8_lossy(&metrics),
+            "consumer_catchup_events_total"
+        ) >= N as u64 - 1,
+        "read from Kafka"
     );
 }
 
