@@ -40,7 +40,10 @@ struct Window {
 /// Request counts per bucket, each in its own fixed window starting at its first request.
 #[derive(Debug)]
 pub struct RateLimiter {
+    /// Grows with the buckets in use: a cache made with its bound up front would hold
+    /// room for all of them (some 2 MB) in every process from the start.
     windows: Mutex<lru::LruCache<String, Window>>,
+    max_buckets: NonZeroUsize,
 }
 
 impl Default for RateLimiter {
@@ -56,9 +59,9 @@ impl RateLimiter {
 
     /// A limiter tracking at most `buckets` buckets.
     pub fn with_capacity(buckets: usize) -> Self {
-        let capacity = NonZeroUsize::new(buckets).unwrap_or(NonZeroUsize::MIN);
         Self {
-            windows: Mutex::new(lru::LruCache::new(capacity)),
+            windows: Mutex::new(lru::LruCache::unbounded()),
+            max_buckets: NonZeroUsize::new(buckets).unwrap_or(NonZeroUsize::MIN),
         }
     }
 
@@ -71,6 +74,9 @@ impl RateLimiter {
         let length = Duration::from_secs(check.window_secs.max(1));
         let mut windows = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
         // Full: the bucket used longest ago makes room (an expired one, if any is that old).
+        if windows.len() >= self.max_buckets.get() && !windows.contains(&check.bucket) {
+            windows.pop_lru();
+        }
         let window = windows.get_or_insert_mut(check.bucket.clone(), || Window {
             started: now,
             length,
