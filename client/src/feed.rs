@@ -201,7 +201,7 @@ fn empty_at(at: &StartFrom) -> Result<BatchView, FetchError> {
     let StartFrom::Cursor(cursor) = at else {
         unreachable!("a stream stands at a cursor once it has sent a batch");
     };
-    shared::wire::encode(std::iter::empty(), &cursor.encode(), &[])
+    shared::wire::encode(std::iter::empty::<&shared::Record>(), &cursor.encode(), &[])
         .and_then(|body| BatchView::parse(body.into()))
         .map_err(|e| FetchError::Transient {
             message: e.to_string(),

@@ -118,13 +118,10 @@ impl Fetched {
         }
     }
 
-    /// The binary answer ([`shared::wire`]).
-    pub fn encode_batch(&self) -> Result<Vec<u8>, shared::wire::WireError> {
-        shared::wire::encode(
-            self.records.iter().map(AsRef::as_ref),
-            &self.next_cursor,
-            &self.gaps,
-        )
+    /// The binary answer ([`shared::wire`]). Each record read from Kafka for it is freed as
+    /// soon as it is written, not after the whole batch.
+    pub fn into_batch(self) -> Result<Vec<u8>, shared::wire::WireError> {
+        shared::wire::encode(self.records.into_iter(), &self.next_cursor, &self.gaps)
     }
 }
 

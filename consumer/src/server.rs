@@ -97,7 +97,7 @@ async fn fetch(
     if !req.binary {
         return Ok(Json(fetched.into_events()).into_response());
     }
-    let body = fetched.encode_batch().map_err(|e| {
+    let body = fetched.into_batch().map_err(|e| {
         ApiError::new(
             shared::ErrorCode::Internal,
             format!("cannot encode the batch: {e}"),

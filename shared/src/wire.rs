@@ -15,6 +15,8 @@
 //! `KRB1`, written by earlier servers and still read: the same, but a u16 header count and
 //! header keys as str16 (UTF-8 only).
 
+use std::borrow::Borrow;
+
 use crate::api::Gap;
 use crate::event::{Record, RecordHeader};
 
@@ -74,15 +76,18 @@ pub enum WireError {
 }
 
 /// Encodes records, the cursor after them and any gaps.
-pub fn encode<'a>(
-    records: impl ExactSizeIterator<Item = &'a Record>,
+pub fn encode<R: Borrow<Record>>(
+    records: impl ExactSizeIterator<Item = R>,
     next_cursor: &str,
     gaps: &[Gap],
 ) -> Result<Vec<u8>, WireError> {
     let mut out = Writer(Vec::with_capacity(64 + records.len() * 64));
     out.0.extend_from_slice(MAGIC);
     out.u32(records.len())?;
-    for r in records {
+    // Records given by value are dropped as soon as they are written, so a batch and the
+    // records it was made of are not both held whole.
+    for record in records {
+        let r: &Record = record.borrow();
         let size = r.value.as_ref().map_or(0, Vec::len) + r.key.as_ref().map_or(0, Vec::len);
         out.0.reserve(size + r.topic.len() + 40);
         out.str16(&r.topic)?;
@@ -525,7 +530,7 @@ mod tests {
 
     #[test]
     fn an_empty_answer_round_trips() {
-        let body = encode(std::iter::empty(), "c", &[]).unwrap();
+        let body = encode(std::iter::empty::<&Record>(), "c", &[]).unwrap();
         assert_eq!(
             decode(&body).unwrap(),
             Batch {
@@ -551,7 +556,9 @@ mod tests {
     #[test]
     fn record_len_is_what_each_record_adds() {
         let records = sample();
-        let empty = encode(std::iter::empty(), "c", &[]).unwrap().len();
+        let empty = encode(std::iter::empty::<&Record>(), "c", &[])
+            .unwrap()
+            .len();
         for r in &records {
             let one = encode(std::iter::once(r), "c", &[]).unwrap().len();
             assert_eq!(one - empty, record_len(r), "{r:?}");

@@ -105,7 +105,8 @@ mod tests {
 
     #[test]
     fn frames_come_out_whole_however_the_bytes_are_cut() {
-        let body = crate::wire::encode(std::iter::empty(), "cursor-1", &[]).expect("batch");
+        let body = crate::wire::encode(std::iter::empty::<&crate::Record>(), "cursor-1", &[])
+            .expect("batch");
         let mut stream = Vec::new();
         stream.extend_from_slice(&frame_header(&body).expect("header"));
         stream.extend_from_slice(&body);
