@@ -992,6 +992,9 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
             "--peer mm2 runs MirrorMaker 2 on plaintext listeners: time it without Kafka properties, on the same brokers' PLAINTEXT listener".into(),
         ));
     }
+    if config.link.is_some() {
+        crate::link::server(std::env::var_os("TOXIPROXY_SERVER"))?;
+    }
     if config.link.is_some() && config.peer_mm2 && config.source_link.is_none() {
         return Err(BenchError::Incomplete(
             "--peer mm2 over the link needs the source broker's LINK listener: start it with KAFKA_LOCAL_LINK_PORT=<free port> infra/kafka-local/kafka-local.sh start source, then pass --source-link \"$(infra/kafka-local/kafka-local.sh link source)\"".into(),

@@ -42,12 +42,7 @@ fn failed(what: &str, err: impl std::fmt::Display) -> BenchError {
 impl Link {
     /// Starts toxiproxy (`TOXIPROXY_SERVER`), to shape every proxy it will carry as `shape`.
     pub async fn start(shape: LinkShape) -> Result<Self, BenchError> {
-        let server = std::env::var("TOXIPROXY_SERVER").map_err(|_| {
-            BenchError::Incomplete(
-                "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server (`eval \"$(bash .ci/tools.sh)\"` installs it and sets it)".into(),
-            )
-        })?;
-        Self::start_server(std::path::Path::new(&server), shape).await
+        Self::start_server(&server(std::env::var_os("TOXIPROXY_SERVER"))?, shape).await
     }
 
     /// Starts the toxiproxy-server at `server`, to shape every proxy it will carry as
@@ -209,6 +204,25 @@ impl Link {
     }
 }
 
+/// The toxiproxy-server `TOXIPROXY_SERVER` (`var`) names, checked before a benchmark starts
+/// anything, so a missing one fails at once.
+pub fn server(var: Option<std::ffi::OsString>) -> Result<std::path::PathBuf, BenchError> {
+    const HINT: &str = "`eval \"$(bash .ci/tools.sh)\"` installs it and sets it";
+    let Some(var) = var.filter(|v| !v.is_empty()) else {
+        return Err(BenchError::Incomplete(format!(
+            "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server ({HINT})"
+        )));
+    };
+    let path = std::path::PathBuf::from(var);
+    if !path.is_file() {
+        return Err(BenchError::Incomplete(format!(
+            "TOXIPROXY_SERVER={} is not a file: point it at a toxiproxy-server ({HINT})",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 /// The sum of proxy `name`'s `toxiproxy_proxy_sent_bytes_total` over the directions.
 fn sent_bytes(metrics: &str, name: &str) -> u64 {
     let label = format!("proxy=\"{name}\"");
@@ -222,6 +236,24 @@ fn sent_bytes(metrics: &str, name: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_or_wrong_toxiproxy_is_named_before_anything_starts() {
+        let message = |var: Option<&str>| match server(var.map(Into::into)) {
+            Err(BenchError::Incomplete(message)) => message,
+            other => panic!("{var:?}: {other:?}"),
+        };
+        assert!(message(None).contains("set TOXIPROXY_SERVER"));
+        assert!(message(Some("")).contains("set TOXIPROXY_SERVER"));
+        let dir = std::env::temp_dir();
+        let wrong = message(Some(dir.to_str().expect("UTF-8 temp dir")));
+        assert!(wrong.starts_with("TOXIPROXY_SERVER="), "{wrong}");
+        assert!(wrong.contains("is not a file"), "{wrong}");
+        let file = dir.join(format!("toxiproxy-server-{}", std::process::id()));
+        std::fs::write(&file, b"").expect("write");
+        assert_eq!(server(Some(file.clone().into())).expect("a file"), file);
+        std::fs::remove_file(&file).expect("remove");
+    }
 
     #[test]
     fn adds_up_the_bytes_sent_each_way() {
