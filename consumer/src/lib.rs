@@ -5,6 +5,7 @@
 pub mod buffer;
 pub mod config;
 pub mod kafka;
+pub mod memory;
 pub mod metrics;
 pub mod reader;
 pub mod server;

@@ -398,9 +398,12 @@ impl Validate for Args {
 
 fn main() -> std::process::ExitCode {
     let args: Args = shared::config::load();
-    if matches!(args.command, Some(Command::BenchClient(_))) {
+    match args.command {
         // The benchmark's client process, as the client binary runs.
-        client::memory::tune_malloc();
+        Some(Command::BenchClient(_)) => client::memory::tune_malloc(),
+        // The pod's process, as the consumer binary runs.
+        Some(Command::PodProcess(_)) => consumer::memory::tune_malloc(),
+        _ => {}
     }
     // One line on failure, causes included, as every binary of the product says it.
     shared::config::exit_code(

@@ -66,8 +66,6 @@ impl PodProcess {
                         config.buffer.buffer_max_bytes.to_string(),
                     ),
                     ("CONSUMER_ADDR", "127.0.0.1:0".to_owned()),
-                    // As the shipped image runs it (infra/docker/Dockerfile).
-                    ("MALLOC_ARENA_MAX", "2".to_owned()),
                     (
                         "MAX_CONCURRENT_FETCHES",
                         bounds.max_concurrent_fetches.to_string(),

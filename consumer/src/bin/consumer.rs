@@ -39,8 +39,8 @@ impl Validate for Cli {
     }
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
+    consumer::memory::tune_malloc();
     let Cli { command, config } = config::load();
     if let Some(Command::Healthcheck) = command {
         std::process::exit(shared::probe::exit_code(
@@ -50,7 +50,11 @@ async fn main() -> std::process::ExitCode {
         ));
     }
     shared::telemetry::init();
-    shared::config::exit_code(run(config).await)
+    shared::config::exit_code(
+        tokio::runtime::Runtime::new()
+            .context("cannot start the async runtime")
+            .and_then(|runtime| runtime.block_on(run(config))),
+    )
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
