@@ -5,17 +5,9 @@
 //! each left a hole that records split, and the pod grew well past its buffer.
 
 /// Blocks at least this big get a mapping of their own.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-const MMAP_THRESHOLD: libc::c_int = 128 * 1024;
+const MMAP_THRESHOLD: usize = 128 * 1024;
 
-/// Caps glibc's malloc arenas at two and maps large blocks apart (Linux with glibc;
-/// elsewhere there is nothing to tune). Call first in `main`, before other threads start.
+/// Tunes malloc as above. Call first in `main`, before other threads start.
 pub fn tune_malloc() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: `mallopt` only sets malloc's tunables, from the only thread there is.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
-    }
+    shared::memory::tune_malloc(MMAP_THRESHOLD);
 }

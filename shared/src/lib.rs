@@ -13,6 +13,7 @@ pub mod internal;
 pub mod kafka;
 #[cfg(feature = "server")]
 pub mod listen;
+pub mod memory;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod probe;
