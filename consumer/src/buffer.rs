@@ -110,20 +110,9 @@ impl RecordBuffer {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The partition now belongs to this pod: start an empty run for it.
+    /// The pod now consumes the partition: start an empty run for it.
     pub fn assign(&self, tp: TopicPartition) {
         self.lock().partitions.entry(tp).or_default();
-    }
-
-    /// The partition went to another consumer: forget what was held, since this pod can no
-    /// longer vouch that the run continues.
-    pub fn revoke(&self, tp: &TopicPartition) {
-        let mut state = self.lock();
-        if let Some(part) = state.partitions.remove(tp) {
-            state.events -= part.records.len();
-            state.bytes -= part.records.iter().map(|e| e.size).sum::<usize>();
-        }
-        self.publish_gauges(&state);
     }
 
     /// Appends records consumed in order from Kafka, evicting the oldest if over limits.
@@ -413,18 +402,6 @@ mod tests {
         assert_eq!(
             offsets(buf.read(&TopicPartition::new("t", 0), 7, 10, |_| true)),
             (vec![7, 8, 9], 10)
-        );
-    }
-
-    #[test]
-    fn revoke_forgets_the_partition() {
-        let buf = buffer(100, 1 << 20);
-        buf.push_batch([record(0, 0, 1), record(1, 0, 1)]);
-        buf.revoke(&TopicPartition::new("t", 0));
-        assert_eq!(buf.stats().0, 1);
-        assert_eq!(
-            buf.read(&TopicPartition::new("t", 0), 0, 1, |_| true),
-            PartitionRead::Unknown
         );
     }
 

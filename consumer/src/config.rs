@@ -15,7 +15,8 @@ pub struct SourceArgs {
     /// Source topics (comma-separated).
     #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", value_delimiter = ',')]
     pub topics: Vec<String>,
-    /// Consumer group of the pod.
+    /// Consumer group that keeps the pods' committed offsets (where a restarted pod goes
+    /// on from); each pod takes every partition by assignment, never sharing them out.
     #[arg(
         long = "kafka-group-id",
         env = "KAFKA_GROUP_ID",

@@ -1,5 +1,6 @@
-//! Everything that talks to the source Kafka: [`KafkaSource`] consumes the topics as a group
-//! member into the [`RecordBuffer`], storing an offset only once its record is buffered;
+//! Everything that talks to the source Kafka: [`KafkaSource`] consumes every partition of
+//! the topics by assignment into the [`RecordBuffer`], storing an offset only once its
+//! record is buffered, so any number of pods each hold them all;
 //! [`KafkaReader`] reads metadata, watermarks and any retained offset range directly
 //! (assign + seek), for reads the buffer cannot serve.
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::SourceArgs;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
@@ -83,10 +84,8 @@ impl SourceStatus {
 /// done.
 const READER_ROLE: &str = "source Kafka reader";
 
-/// The group consumer's callbacks: keep the buffer in step with assignments, count errors.
+/// The source consumer's callbacks: count errors, publish each partition's lag.
 struct SourceContext {
-    buffer: Arc<RecordBuffer>,
-    status: Arc<SourceStatus>,
     metrics: ConsumerMetrics,
     tokens: OAuthTokens,
     log: KafkaLog,
@@ -118,47 +117,25 @@ impl ClientContext for SourceContext {
     }
 }
 
-impl ConsumerContext for SourceContext {
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            for elem in tpl.elements() {
-                self.buffer
-                    .revoke(&TopicPartition::new(elem.topic(), elem.partition()));
-            }
-            self.status.assigned.fetch_sub(
-                tpl.count().min(self.status.assigned_partitions()),
-                Ordering::Relaxed,
-            );
-            tracing::info!(partitions = tpl.count(), "partitions revoked");
-        }
-    }
+impl ConsumerContext for SourceContext {}
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                for elem in tpl.elements() {
-                    self.buffer
-                        .assign(TopicPartition::new(elem.topic(), elem.partition()));
-                }
-                self.status
-                    .assigned
-                    .fetch_add(tpl.count(), Ordering::Relaxed);
-                tracing::info!(partitions = tpl.count(), "partitions assigned");
-            }
-            Rebalance::Error(err) => {
-                self.metrics.kafka_error("rebalance");
-                tracing::warn!(error = %err, "rebalance failed");
-            }
-            Rebalance::Revoke(_) => {}
-        }
-    }
-}
+/// How often the source consumer looks for partitions it does not hold yet (a topic
+/// created after the pod started, partitions added); the reader's metadata says which.
+const ASSIGN_EVERY: Duration = Duration::from_secs(1);
 
-/// The pod's group consumer of the source topics.
+/// The pod's consumer of the source topics. It takes every partition by assignment, never
+/// as a group member sharing them out: each pod holds all of them, so any pod serves any
+/// cursor. Its group (`KAFKA_GROUP_ID`) only keeps the committed offsets, where a restarted
+/// pod goes on from and where Kafka's tools read its lag.
 pub struct KafkaSource {
     consumer: StreamConsumer<SourceContext>,
     buffer: Arc<RecordBuffer>,
+    status: Arc<SourceStatus>,
     metrics: ConsumerMetrics,
+    /// Where the partitions come from: the reader's metadata, refreshed on its own task.
+    partitions: Arc<KafkaReader>,
+    topics: Vec<String>,
+    assigned: std::collections::BTreeSet<TopicPartition>,
 }
 
 impl std::fmt::Debug for KafkaSource {
@@ -174,10 +151,9 @@ impl KafkaSource {
         buffer: Arc<RecordBuffer>,
         status: Arc<SourceStatus>,
         metrics: ConsumerMetrics,
+        partitions: Arc<KafkaReader>,
     ) -> Result<Self, KafkaError> {
         let context = SourceContext {
-            buffer: Arc::clone(&buffer),
-            status,
             metrics: metrics.clone(),
             tokens: cluster.tokens().clone(),
             log: cluster.log().clone(),
@@ -201,22 +177,65 @@ impl KafkaSource {
                 .set("fetch.queue.backoff.ms", "5");
         });
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
-        let topics = source.topics();
-        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&names)?;
         Ok(Self {
             consumer,
             buffer,
+            status,
             metrics,
+            partitions,
+            topics: source.topics(),
+            assigned: std::collections::BTreeSet::new(),
         })
     }
 
+    /// Takes the partitions of the topics that metadata lists and this consumer does not
+    /// hold yet, each from its group's committed offset (else the earliest).
+    fn assign_new(&mut self) {
+        let new: Vec<TopicPartition> = self
+            .partitions
+            .partitions(&self.topics)
+            .into_iter()
+            .filter(|tp| !self.assigned.contains(tp))
+            .collect();
+        if new.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for tp in &new {
+            // No offset: librdkafka starts from the committed one, else auto.offset.reset.
+            tpl.add_partition(&tp.topic, tp.partition);
+        }
+        if let Err(err) = self.consumer.incremental_assign(&tpl) {
+            self.metrics.kafka_error("assign");
+            tracing::warn!(error = %err, partitions = new.len(), "partitions not assigned; retrying");
+            return;
+        }
+        for tp in new {
+            self.buffer.assign(tp.clone());
+            self.assigned.insert(tp);
+        }
+        self.status
+            .assigned
+            .store(self.assigned.len(), Ordering::Relaxed);
+        tracing::info!(
+            partitions = self.assigned.len(),
+            added = tpl.count(),
+            "partitions assigned"
+        );
+    }
+
     /// Consumes until `shutdown`, then commits what was stored.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let mut failing = false;
+        let mut assign = tokio::time::interval(ASSIGN_EVERY);
+        assign.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
                 () = shutdown.cancelled() => break,
+                _ = assign.tick() => {
+                    self.assign_new();
+                    continue;
+                }
                 message = self.consumer.recv() => message,
             };
             match message {
@@ -235,7 +254,7 @@ impl KafkaSource {
                     // may now be committed.
                     if let Err(err) = self.consumer.store_offset_from_message(&message) {
                         self.metrics.kafka_error("store_offset");
-                        tracing::debug!(error = %err, "offset not stored (partition revoked?)");
+                        tracing::debug!(error = %err, "offset not stored");
                     }
                 }
                 Err(err) => {

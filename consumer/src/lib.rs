@@ -158,6 +158,7 @@ impl ConsumerPod {
             Arc::clone(&buffer),
             Arc::clone(&status),
             metrics.clone(),
+            Arc::clone(&kafka_reader),
         )?;
         let bounds = &self.config.bounds;
         let reader = Arc::new(EventReader::new(
