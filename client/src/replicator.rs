@@ -52,6 +52,8 @@ pub struct Progress {
     pub polls: u64,
     /// Requests the server refused over the key's rate limit (each waited out).
     pub rate_limited: u64,
+    /// Requests the server could not serve, or that did not reach it (each retried).
+    pub unavailable: u64,
 }
 
 /// The client: API in, local Kafka out, position committed with each batch.
@@ -261,6 +263,8 @@ impl Replicator {
                     message,
                     retry_after,
                 }) => {
+                    self.progress.unavailable += 1;
+                    self.publish();
                     self.set_health(Health::ServerUnavailable(message));
                     let pause = retry_after
                         .unwrap_or_default()

@@ -56,6 +56,7 @@ impl ClientProcess {
     /// Starts the child and waits until it is connected (up to `timeout`).
     pub async fn start(settings: &ClientSettings, timeout: Duration) -> Result<Self, BenchError> {
         let (child, ()) = ChildProcess::start(
+            None,
             "client",
             "bench-client",
             &settings.local_properties,

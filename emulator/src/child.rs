@@ -19,10 +19,12 @@ pub struct ChildProcess {
 }
 
 impl ChildProcess {
-    /// Runs `emulator <subcommand>` with the environment `configure` sets, and waits up to
+    /// Runs `emulator <subcommand>` (this binary, or `exe`) with the environment `configure`
+    /// sets, and waits up to
     /// `timeout` for a line of its output that `ready` accepts; returns the child and what
     /// `ready` made of that line. `what` names the child in errors.
     pub async fn start<T>(
+        exe: Option<&std::path::Path>,
         what: &str,
         subcommand: &str,
         properties: &shared::kafka::KafkaPropertyArgs,
@@ -30,7 +32,10 @@ impl ChildProcess {
         timeout: Duration,
         mut ready: impl FnMut(&str) -> Option<T>,
     ) -> Result<(Self, T), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot start the {what}: {e}"))?;
+        let exe = match exe {
+            Some(exe) => exe.to_owned(),
+            None => std::env::current_exe().map_err(|e| format!("cannot start the {what}: {e}"))?,
+        };
         let mut command = Command::new(exe);
         command.arg(subcommand);
         // The child's Kafka properties are exactly these, never the parent's own.
@@ -79,6 +84,11 @@ impl ChildProcess {
         self.child
             .id()
             .map_or(0.0, |pid| crate::bench::peak_rss_mb_of(&pid.to_string()))
+    }
+
+    /// Kills it at once (SIGKILL on Unix), as a crash or an OOM kill would, and waits.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Closes its input so it stops gracefully; kills it if it does not in time.

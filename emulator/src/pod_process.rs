@@ -40,10 +40,14 @@ pub struct PodProcess {
 }
 
 impl PodProcess {
-    /// Starts the child with `config` (its address a free TCP port) and waits until it
-    /// listens.
-    pub async fn start(config: &consumer::Config) -> Result<Self, StackError> {
+    /// Starts the child (`exe`, or this binary) with `config` and waits until it listens:
+    /// on `config.consumer_addr`, a TCP address (port 0: a free one).
+    pub async fn start(
+        exe: Option<&std::path::Path>,
+        config: &consumer::Config,
+    ) -> Result<Self, StackError> {
         let (child, addr) = ChildProcess::start(
+            exe,
             "consumer pod",
             "pod-process",
             &config.source.properties,
@@ -65,7 +69,7 @@ impl PodProcess {
                         "BUFFER_MAX_BYTES",
                         config.buffer.buffer_max_bytes.to_string(),
                     ),
-                    ("CONSUMER_ADDR", "127.0.0.1:0".to_owned()),
+                    ("CONSUMER_ADDR", config.consumer_addr.to_string()),
                     (
                         "MAX_CONCURRENT_FETCHES",
                         bounds.max_concurrent_fetches.to_string(),
@@ -97,6 +101,11 @@ impl PodProcess {
     /// Its process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.pid()
+    }
+
+    /// Kills it at once, as a crash would.
+    pub async fn kill(self) {
+        self.child.kill().await;
     }
 
     /// Stops it gracefully (killed if it takes too long).

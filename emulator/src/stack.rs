@@ -10,7 +10,7 @@ use std::time::Duration;
 use consumer::config::SourceArgs;
 use handlers::config::{CorsArgs, KeyArgs, RateLimitArgs};
 use serde::Serialize;
-use shared::internal::ConsumerAddr;
+use shared::internal::{ConsumerAddr, ConsumerAddrs};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
@@ -53,6 +53,12 @@ pub struct StackConfig {
     /// Run the consumer pod in a process of its own (the `emulator` binary only), so its
     /// memory is measured apart; it listens on a free TCP port.
     pub pod_process: bool,
+    /// Consumer pods, each consuming every partition; the handlers spread requests over
+    /// them. More than one runs each in a process of its own, which can be killed.
+    pub pods: usize,
+    /// The `emulator` binary pod processes run; `None`: this process's own (a test binary
+    /// gives its `CARGO_BIN_EXE_emulator`).
+    pub emulator_exe: Option<std::path::PathBuf>,
     /// The consumer pod, as the `consumer` binary takes it. The stack sets its brokers,
     /// topics and internal token; `127.0.0.1:0` listens on a free port.
     pub pod: consumer::Config,
@@ -91,6 +97,8 @@ impl Default for StackConfig {
             events: None,
             run_client: true,
             pod_process: false,
+            pods: 1,
+            emulator_exe: None,
             pod,
             handlers,
             client,
@@ -141,6 +149,10 @@ pub enum StackError {
     PodProcess(String),
     #[error("the consumer pod runs in a process of its own here; it is not restarted")]
     PodNotRestartable,
+    #[error(
+        "the consumer pod runs as a task here; only pods in processes of their own (StackConfig::pods above 1, or pod_process) are killed and started"
+    )]
+    PodNotAProcess,
 }
 
 /// What a ready stack tells the outside (the `--ready-file` JSON).
@@ -160,8 +172,10 @@ pub struct Stack {
     /// The API's scheme://host:port (without the prefix).
     pub server_url: String,
     config: StackConfig,
-    /// Where the consumer pod's internal server answers.
+    /// Where the (first) consumer pod's internal server answers.
     pub pod_addr: ConsumerAddr,
+    /// Where each consumer pod answers, in order.
+    pub pod_addrs: Vec<ConsumerAddr>,
     pub source: KafkaCluster,
     pub local: KafkaCluster,
     shutdown: CancellationToken,
@@ -172,15 +186,15 @@ pub struct Stack {
     handler_metrics: Vec<handlers::HandlerMetrics>,
 }
 
-/// The running consumer pod: a task with its own stop token (a child of the stack's), or a
-/// process of its own.
+/// The running consumer pods: one task with its own stop token (a child of the stack's), or
+/// processes of their own (`None` while killed).
 #[derive(Debug)]
 enum PodRun {
     Task {
         stop: CancellationToken,
         task: tokio::task::JoinHandle<()>,
     },
-    Process(Box<PodProcess>),
+    Processes(Vec<Option<PodProcess>>),
 }
 
 impl PodRun {
@@ -190,7 +204,17 @@ impl PodRun {
                 stop.cancel();
                 let _ = task.await;
             }
-            Self::Process(process) => process.stop().await,
+            Self::Processes(processes) => {
+                futures::future::join_all(processes.into_iter().flatten().map(PodProcess::stop))
+                    .await;
+            }
+        }
+    }
+
+    fn first_process(&self) -> Option<&PodProcess> {
+        match self {
+            Self::Processes(processes) => processes.first()?.as_ref(),
+            Self::Task { .. } => None,
         }
     }
 }
@@ -255,13 +279,24 @@ impl Stack {
             internal_token: Some(internal_token.clone()),
             ..config.pod.clone()
         };
-        let (pod_addr, pod_task) = if config.pod_process {
-            let process = PodProcess::start(&pod_config).await?;
-            (process.addr.clone(), PodRun::Process(Box::new(process)))
+        let (pod_addrs, pod_task) = if config.pod_process || config.pods > 1 {
+            let processes = futures::future::join_all(
+                (0..config.pods.max(1))
+                    .map(|_| PodProcess::start(config.emulator_exe.as_deref(), &pod_config)),
+            )
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+            (
+                processes.iter().map(|p| p.addr.clone()).collect(),
+                PodRun::Processes(processes.into_iter().map(Some).collect()),
+            )
         } else {
             let pod = consumer::ConsumerPod::bind(pod_config.clone()).await?;
-            (pod.local_addr().clone(), spawn_pod(pod, &shutdown))
+            (vec![pod.local_addr().clone()], spawn_pod(pod, &shutdown))
         };
+        let pod_addr = pod_addrs[0].clone();
+        let pods = ConsumerAddrs::several(pod_addrs.clone()).expect("at least one pod runs");
         // A restarted pod comes back on the same address.
         pod_config.consumer_addr = pod_addr.clone();
         let handlers_config = handlers::Config {
@@ -269,7 +304,7 @@ impl Stack {
                 api_key: Some(api_key.clone()),
                 ..KeyArgs::default()
             },
-            consumer_addr: pod_addr.clone(),
+            consumer_addr: pods,
             internal_token: Some(internal_token.clone()),
             host: "127.0.0.1".into(),
             ..config.handlers.clone()
@@ -338,6 +373,7 @@ impl Stack {
             server_url,
             config: config.clone(),
             pod_addr,
+            pod_addrs,
             source,
             local,
             shutdown,
@@ -385,7 +421,8 @@ impl Stack {
                 api_key: Some(self.info.api_key.clone()),
                 ..KeyArgs::default()
             },
-            consumer_addr: self.pod_addr.clone(),
+            consumer_addr: ConsumerAddrs::several(self.pod_addrs.clone())
+                .expect("at least one pod runs"),
             internal_token: self.pod_config.internal_token.clone(),
             port: 0,
             host: "127.0.0.1".into(),
@@ -424,20 +461,43 @@ impl Stack {
         Ok(())
     }
 
-    /// Peak resident memory of the consumer pod in MiB, when it runs in a process of its own.
-    pub fn pod_peak_rss_mb(&self) -> Option<f64> {
-        match &self.pod_task {
-            PodRun::Process(process) => Some(process.peak_rss_mb()),
-            PodRun::Task { .. } => None,
+    /// Kills consumer pod `index` (run as a process) at once, as a crash would.
+    pub async fn kill_pod(&mut self, index: usize) -> Result<(), StackError> {
+        let PodRun::Processes(processes) = &mut self.pod_task else {
+            return Err(StackError::PodNotAProcess);
+        };
+        if let Some(process) = processes.get_mut(index).and_then(Option::take) {
+            process.kill().await;
         }
+        Ok(())
     }
 
-    /// The consumer pod's process id, when it runs in a process of its own.
-    pub fn pod_pid(&self) -> Option<u32> {
-        match &self.pod_task {
-            PodRun::Process(process) => process.pid(),
-            PodRun::Task { .. } => None,
+    /// Starts consumer pod `index` (run as a process) again, on its address, with an
+    /// empty buffer, as Kubernetes would after a crash.
+    pub async fn start_pod(&mut self, index: usize) -> Result<(), StackError> {
+        let config = consumer::Config {
+            consumer_addr: self.pod_addrs[index].clone(),
+            ..self.pod_config.clone()
+        };
+        let PodRun::Processes(processes) = &mut self.pod_task else {
+            return Err(StackError::PodNotAProcess);
+        };
+        if processes.get(index).is_some_and(Option::is_none) {
+            processes[index] =
+                Some(PodProcess::start(self.config.emulator_exe.as_deref(), &config).await?);
         }
+        Ok(())
+    }
+
+    /// Peak resident memory of the (first) consumer pod in MiB, when it runs in a process
+    /// of its own.
+    pub fn pod_peak_rss_mb(&self) -> Option<f64> {
+        self.pod_task.first_process().map(PodProcess::peak_rss_mb)
+    }
+
+    /// The (first) consumer pod's process id, when it runs in a process of its own.
+    pub fn pod_pid(&self) -> Option<u32> {
+        self.pod_task.first_process().and_then(PodProcess::pid)
     }
 
     /// Requests each handler replica has answered so far.

@@ -7,7 +7,7 @@ use crate::api_keys::{ApiKeys, ApiKeysError};
 use clap::{Args, Parser};
 pub use ipnet::IpNet;
 use shared::config::{ConfigError, Validate, parse_prefix};
-use shared::internal::{ConsumerAddr, validate_internal_token};
+use shared::internal::{ConsumerAddrs, validate_internal_token};
 
 fn api_keys(var: &'static str, value: Option<&str>) -> Result<ApiKeys, ConfigError> {
     const EXAMPLE: &str = "$(handlers-server generate-api-key)";
@@ -37,9 +37,11 @@ pub struct Config {
     /// Path prefix of every route.
     #[arg(long, env = "API_PREFIX", default_value = "/api/v1", value_parser = parse_prefix)]
     pub api_prefix: String,
-    /// Where the consumer pod's internal server answers: host:port or a Unix-socket path.
+    /// Where the consumer pods' internal servers answer: host:port or a Unix-socket path,
+    /// or several comma-separated. A host name with several addresses (a headless
+    /// Service) stands for a pod at each.
     #[arg(long, env = "CONSUMER_ADDR", default_value = "127.0.0.1:7070")]
-    pub consumer_addr: ConsumerAddr,
+    pub consumer_addr: ConsumerAddrs,
     /// The consumer pod's INTERNAL_TOKEN, sent with every request to it.
     #[arg(long, env = "INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: Option<String>,

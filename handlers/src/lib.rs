@@ -1,6 +1,6 @@
 //! The public API as one axum [`Router`], built by [`router`] and run unchanged by two thin
 //! binaries: `handlers-server` (`axum::serve`) and `handlers-lambda` (`lambda_http::run`).
-//! Stateless: events, cursors and rate counts live in the consumer pod.
+//! Stateless: events, cursors and rate counts live in the consumer pods.
 
 pub mod api_keys;
 pub mod config;
@@ -75,10 +75,7 @@ impl AppState {
     pub fn with_keys(config: &Config, keys: KeyStore) -> Result<Self, HandlersError> {
         Ok(Self {
             keys,
-            pod: PodClient::new(
-                config.consumer_addr.clone(),
-                config.internal_token.as_deref(),
-            )?,
+            pod: PodClient::new(&config.consumer_addr, config.internal_token.as_deref())?,
             metrics: HandlerMetrics::new(),
             api_prefix: config.api_prefix.clone(),
             limits: Arc::new(config.limits.clone()),

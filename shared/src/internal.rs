@@ -101,6 +101,64 @@ impl fmt::Display for ConsumerAddr {
     }
 }
 
+/// The handlers' `CONSUMER_ADDR`: one or more consumer pods, comma-separated. Any pod
+/// serves any cursor. A host name that resolves to several addresses (a Kubernetes
+/// headless Service) stands for a pod at each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerAddrs(Vec<ConsumerAddr>);
+
+impl ConsumerAddrs {
+    /// These pods, in this order; `None` when there are none.
+    pub fn several(addrs: Vec<ConsumerAddr>) -> Option<Self> {
+        (!addrs.is_empty()).then_some(Self(addrs))
+    }
+
+    /// The pods in the order listed; never empty.
+    pub fn iter(&self) -> impl Iterator<Item = &ConsumerAddr> {
+        self.0.iter()
+    }
+
+    /// Whether only this host can reach every one of them.
+    pub fn is_local(&self) -> bool {
+        self.0.iter().all(ConsumerAddr::is_local)
+    }
+}
+
+impl From<ConsumerAddr> for ConsumerAddrs {
+    fn from(addr: ConsumerAddr) -> Self {
+        Self(vec![addr])
+    }
+}
+
+impl FromStr for ConsumerAddrs {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let addrs = s
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<ConsumerAddr>, _>>()?;
+        if addrs.is_empty() {
+            return Err(format!(
+                "expected host:port, a Unix-socket path, or several comma-separated, got {s:?}"
+            ));
+        }
+        Ok(Self(addrs))
+    }
+}
+
+impl fmt::Display for ConsumerAddrs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, addr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{addr}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Fewest characters an `INTERNAL_TOKEN` may have (a generated key has 43).
 pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
 
@@ -139,5 +197,26 @@ mod tests {
         );
         assert!("consumer".parse::<ConsumerAddr>().is_err());
         assert!("consumer:http".parse::<ConsumerAddr>().is_err());
+    }
+
+    #[test]
+    fn consumer_addrs_list_one_or_several_pods() {
+        let one: ConsumerAddrs = "consumer:7070".parse().unwrap();
+        assert_eq!(
+            one,
+            ConsumerAddrs::from(ConsumerAddr::Tcp("consumer:7070".into()))
+        );
+        let two: ConsumerAddrs = " pod-a:7070, unix:/run/pod.sock ,".parse().unwrap();
+        assert_eq!(
+            two.iter().cloned().collect::<Vec<_>>(),
+            vec![
+                ConsumerAddr::Tcp("pod-a:7070".into()),
+                ConsumerAddr::Unix("/run/pod.sock".into())
+            ]
+        );
+        assert_eq!(two.to_string(), "pod-a:7070,unix:/run/pod.sock");
+        assert!(!two.is_local());
+        assert!(" , ".parse::<ConsumerAddrs>().is_err());
+        assert!("pod-a:7070,pod-b".parse::<ConsumerAddrs>().is_err());
     }
 }

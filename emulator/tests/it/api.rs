@@ -29,7 +29,9 @@ fn stack_router(stack: &emulator::Stack) -> Router {
 
 fn router_for(pod: ConsumerAddr, key: &str) -> Router {
     handlers::router(common::handlers_state(&common::handlers_config(
-        pod, None, key,
+        pod.into(),
+        None,
+        key,
     )))
 }
 
@@ -1160,7 +1162,7 @@ async fn the_internal_socket_answers_only_with_its_token() {
     // Handlers without the token: the pod refuses them, and the caller, whose key is
     // fine, is told the service is unavailable, not that its key is wrong.
     let lost = handlers::router(common::handlers_state(&common::handlers_config(
-        stack.pod_addr.clone(),
+        stack.pod_addr.clone().into(),
         None,
         &key,
     )));

@@ -5,8 +5,10 @@
 
 use std::time::Duration;
 
-use emulator::{Stack, StackConfig};
+use client::config::StartPosition;
+use emulator::{ReadyInfo, Stack, StackConfig};
 use rand::Rng;
+use tokio_util::sync::CancellationToken;
 
 /// Source and local bootstrap servers of real Kafka brokers, when the run has them.
 pub fn apache_kafka() -> Option<(String, String)> {
@@ -188,21 +190,8 @@ pub fn run_child_client_if_asked() {
 pub fn client_config(stack: &Stack, batch_limit: u32) -> client::Config {
     client::Config {
         server_url: Some(stack.server_url.clone()),
-        api_key: Some(stack.info.api_key.clone()),
-        api_prefix: "/api/v1".into(),
-        kafka_brokers: Some(stack.info.local_brokers.clone()),
-        kafka_topic: None,
-        topic_prefix: None,
-        interval_ms: 100,
-        from: client::config::StartPosition::Earliest,
         batch_limit,
-        compression: true,
-        state_topic: "kafka-replicator-client-state".into(),
-        insecure_http: false,
-        client_id: unique("client"),
-        metrics_addr: None,
-        stream: client::config::StreamMode::Auto,
-        properties: Default::default(),
+        ..client_config_for(&stack.info, &unique("client"))
     }
 }
 
@@ -311,7 +300,7 @@ pub fn provenance(r: &shared::Record) -> (String, i32, i64) {
 /// Handler configuration for a pod (with its internal token) and key, with the contract's
 /// defaults otherwise.
 pub fn handlers_config(
-    pod: shared::internal::ConsumerAddr,
+    pod: shared::internal::ConsumerAddrs,
     internal_token: Option<&str>,
     key: &str,
 ) -> handlers::Config {
@@ -331,7 +320,7 @@ pub fn handlers_config(
 
 /// Handlers in front of a running stack's pod, built apart from the stack's own.
 pub fn stack_handlers_config(stack: &Stack, key: &str) -> handlers::Config {
-    handlers_config(stack.pod_addr.clone(), stack.internal_token(), key)
+    handlers_config(stack.pod_addr.clone().into(), stack.internal_token(), key)
 }
 
 /// Handler state for a pod and key.
@@ -509,4 +498,63 @@ pub fn kafka_local_with(args: &[&str], env: &[(&str, &str)]) -> String {
 /// [`kafka_local_with`] and nothing more in the environment.
 pub fn kafka_local(args: &[&str]) -> String {
     kafka_local_with(args, &[])
+}
+
+/// A client of `info`'s API (streaming, quick polls, batches of 40) called `client_id`,
+/// from the earliest.
+pub fn client_config_for(info: &ReadyInfo, client_id: &str) -> client::Config {
+    client::Config {
+        server_url: Some(info.api_base.trim_end_matches("/api/v1").to_owned()),
+        api_key: Some(info.api_key.clone()),
+        api_prefix: "/api/v1".into(),
+        kafka_brokers: Some(info.local_brokers.clone()),
+        kafka_topic: None,
+        topic_prefix: None,
+        interval_ms: 100,
+        from: StartPosition::Earliest,
+        batch_limit: 40,
+        compression: true,
+        state_topic: "kafka-replicator-client-state".into(),
+        insecure_http: false,
+        metrics_addr: None,
+        stream: client::config::StreamMode::Auto,
+        client_id: client_id.to_owned(),
+        properties: Default::default(),
+    }
+}
+
+/// A client running on its own task, watched through its [`client::Progress`].
+pub struct RunningClient {
+    progress: tokio::sync::watch::Receiver<client::Progress>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<client::Progress>,
+}
+
+impl RunningClient {
+    pub fn start(config: &client::Config) -> Self {
+        let replicator = client::Replicator::new(config).expect("client");
+        let progress = replicator.watch();
+        let stop = CancellationToken::new();
+        let run = stop.clone();
+        let task = tokio::spawn(async move { replicator.run(run).await.expect("client run") });
+        Self {
+            progress,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits until the client's progress satisfies `done` (at most a minute).
+    pub async fn wait(&mut self, what: &str, done: impl Fn(&client::Progress) -> bool) {
+        tokio::time::timeout(Duration::from_secs(60), self.progress.wait_for(|p| done(p)))
+            .await
+            .unwrap_or_else(|_| panic!("the client did not get to {what} within a minute"))
+            .expect("the client is running");
+    }
+
+    /// Stops it gracefully; its totals.
+    pub async fn stop(self) -> client::Progress {
+        self.stop.cancel();
+        self.task.await.expect("client task")
+    }
 }

@@ -11,6 +11,7 @@ mod faults;
 mod fuzz;
 mod infra;
 mod lambda;
+mod pods;
 mod postman;
 mod processes;
 mod secured;

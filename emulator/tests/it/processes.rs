@@ -8,71 +8,12 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use client::config::StartPosition;
 use emulator::ReadyInfo;
 use emulator::verify::read_topic;
-use tokio_util::sync::CancellationToken;
-
-fn client_config(info: &ReadyInfo, client_id: &str) -> client::Config {
-    client::Config {
-        server_url: Some(info.api_base.trim_end_matches("/api/v1").to_owned()),
-        api_key: Some(info.api_key.clone()),
-        api_prefix: "/api/v1".into(),
-        kafka_brokers: Some(info.local_brokers.clone()),
-        kafka_topic: None,
-        topic_prefix: None,
-        interval_ms: 100,
-        from: StartPosition::Earliest,
-        batch_limit: 40,
-        compression: true,
-        state_topic: "kafka-replicator-client-state".into(),
-        insecure_http: false,
-        metrics_addr: None,
-        stream: client::config::StreamMode::Auto,
-        client_id: client_id.to_owned(),
-        properties: Default::default(),
-    }
-}
-
-/// A client running on its own task, watched through its [`client::Progress`].
-struct RunningClient {
-    progress: tokio::sync::watch::Receiver<client::Progress>,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<client::Progress>,
-}
-
-impl RunningClient {
-    fn start(config: &client::Config) -> Self {
-        let replicator = client::Replicator::new(config).expect("client");
-        let progress = replicator.watch();
-        let stop = CancellationToken::new();
-        let run = stop.clone();
-        let task = tokio::spawn(async move { replicator.run(run).await.expect("client run") });
-        Self {
-            progress,
-            stop,
-            task,
-        }
-    }
-
-    /// Waits until the client's progress satisfies `done` (at most a minute).
-    async fn wait(&mut self, what: &str, done: impl Fn(&client::Progress) -> bool) {
-        tokio::time::timeout(Duration::from_secs(60), self.progress.wait_for(|p| done(p)))
-            .await
-            .unwrap_or_else(|_| panic!("the client did not get to {what} within a minute"))
-            .expect("the client is running");
-    }
-
-    /// Stops it gracefully; its totals.
-    async fn stop(self) -> client::Progress {
-        self.stop.cancel();
-        self.task.await.expect("client task")
-    }
-}
 
 /// Runs a client until it has committed `events`, then stops it gracefully.
 async fn run_client_for(config: &client::Config, events: u64) -> client::Progress {
-    let mut client = RunningClient::start(config);
+    let mut client = common::RunningClient::start(config);
     client
         .wait(&format!("{events} events"), |p| p.events >= events)
         .await;
@@ -86,7 +27,7 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     config.events = Some(N);
     config.rate = 1000;
     let stack = common::start(config).await;
-    let client = client_config(&stack.info, &common::unique("client"));
+    let client = common::client_config_for(&stack.info, &common::unique("client"));
     // Stopped four times while events stream in, each once it has written some more.
     let mut delivered = 0;
     for run in 0..4 {
@@ -139,8 +80,8 @@ async fn a_client_started_before_the_server_waits_then_delivers_everything() {
         local_brokers: local.bootstrap().to_owned(),
         topic: config.topic.clone(),
     };
-    let client = client_config(&planned, &common::unique("client"));
-    let mut replicate = RunningClient::start(&client);
+    let client = common::client_config_for(&planned, &common::unique("client"));
+    let mut replicate = common::RunningClient::start(&client);
     // The client is already retrying against a closed port when the server comes up.
     replicate
         .wait("two refused polls", |p| p.polls >= 2 && p.events == 0)
@@ -271,7 +212,7 @@ async fn the_emulator_binary_serves_other_processes_and_stops_on_sigterm() {
     }
 
     // This process is not the one that owns the mock clusters.
-    let client = client_config(&info, &common::unique("client"));
+    let client = common::client_config_for(&info, &common::unique("client"));
     let replicate = tokio::spawn(async move { run_client_for(&client, N).await });
     let copied = read_topic(
         &info.local_brokers,
