@@ -11,6 +11,7 @@
 #     kubernetes-validate, hadolint); pip re-runs only when that file's sha256 changed.
 #   - Debian's chromium (headless browser), via apt-get when not on PATH.
 #   - kubectl (for its built-in kustomize), via apt-get when not on PATH.
+#   - Debian's redis-server (shared rate-limit counts), via apt-get when not on PATH.
 #   - newman (the Postman collection runner) pinned at 6.2.2, installed with npm under
 #     ${KAFKA_REPLICATOR_CACHE:-$HOME/.cache/kafka-replicator}/node; npm runs only
 #     when that version is not already there (Debian's nodejs and npm via apt-get when
@@ -26,7 +27,7 @@
 #     folder when that version is not already there.
 #
 # Exports: MOTO_SERVER, SCHEMATHESIS, CFN_LINT, KUBERNETES_VALIDATE, HADOLINT, CHROMIUM,
-# NEWMAN, KUBECTL, CARGO_MACHETE, ACTIONLINT, TOXIPROXY_SERVER.
+# NEWMAN, KUBECTL, CARGO_MACHETE, ACTIONLINT, TOXIPROXY_SERVER, REDIS_SERVER.
 set -euo pipefail
 
 # Keep stdout (fd 3) for the export lines only; everything else goes to stderr.
@@ -134,6 +135,20 @@ else
     log "kubectl present ($kubectl)"
 fi
 
+# ---------------------------------------------------------------- redis-server
+# The rate-limit tests start their own, on a free port, with nothing saved to disk.
+if ! redis_server="$(command -v redis-server)"; then
+    log "installing redis-server (apt-get)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -qq --no-install-recommends redis-server >/dev/null \
+        || die "redis-server is not installable from the configured apt sources"
+    redis_server="$(command -v redis-server)" || die "redis-server not on PATH after apt-get install"
+    log "redis-server installed"
+else
+    log "redis-server present ($redis_server)"
+fi
+
 # Debian's /usr/bin/chromium is a shell wrapper that prints noise; the binary it runs
 # takes the same flags.
 if [[ -x /usr/lib/chromium/chromium ]]; then
@@ -223,4 +238,5 @@ fi
     printf 'export CARGO_MACHETE=%q\n' "$cargo_machete"
     printf 'export ACTIONLINT=%q\n' "$actionlint"
     printf 'export TOXIPROXY_SERVER=%q\n' "$toxiproxy_server"
+    printf 'export REDIS_SERVER=%q\n' "$redis_server"
 } >&3

@@ -199,6 +199,15 @@ pub struct RateLimitArgs {
     /// believed when finding the client IP; unset: the peer address is the client.
     #[arg(long = "trusted-proxies", env = "TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_ip_net)]
     pub trusted_proxies: Vec<IpNet>,
+    /// Redis holding the counts for every handler replica (`redis://host:6379`, or
+    /// `rediss://` for TLS); unset: the consumer pod holds them. Redis not answering: each
+    /// replica counts on its own meanwhile.
+    #[arg(
+        long = "rate-limit-redis-url",
+        env = "RATE_LIMIT_REDIS_URL",
+        hide_env_values = true
+    )]
+    pub rate_limit_redis_url: Option<String>,
 }
 
 impl Default for RateLimitArgs {
@@ -208,13 +217,23 @@ impl Default for RateLimitArgs {
             rate_limit_key_max: DEFAULT_RATE_LIMIT_KEY_MAX,
             rate_limit_window_secs: DEFAULT_RATE_LIMIT_WINDOW_SECS,
             trusted_proxies: Vec::new(),
+            rate_limit_redis_url: None,
         }
     }
 }
 
 impl Validate for RateLimitArgs {
     fn validate(&self) -> Result<(), ConfigError> {
-        Ok(())
+        match &self.rate_limit_redis_url {
+            Some(url) => crate::redis_limits::RedisLimits::new(url)
+                .map(drop)
+                .map_err(|err| ConfigError::Invalid {
+                    var: "RATE_LIMIT_REDIS_URL",
+                    reason: err.reason().to_owned(),
+                    example: "redis://redis.kafka-replicator:6379",
+                }),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The request guard: names who is calling (a valid API key's fingerprint, else the client
 //! IP, found through trusted proxies only) and counts the request against that caller's
-//! budget in the consumer pod, shared by every replica. Over budget: `429` with
+//! budget in Redis (`RATE_LIMIT_REDIS_URL`) or else in the consumer pod, shared by every
+//! replica. Over budget: `429` with
 //! `Retry-After` and `RateLimit-*` headers.
 
 use std::net::{IpAddr, SocketAddr};
@@ -110,10 +111,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
         limit,
         window_secs: limits.rate_limit_window_secs,
     };
-    let decision = match state.pod.rate(&check).await {
-        Some(decision) => decision,
-        None => state.local_limiter.check(&check),
+    let shared = match &state.redis_limits {
+        Some(redis) => redis.check(&check).await,
+        None => state.pod.rate(&check).await,
     };
+    let decision = shared.unwrap_or_else(|| state.local_limiter.check(&check));
     let mut response = if decision.allowed {
         next.run(request).await
     } else {

@@ -1,6 +1,6 @@
 //! The public API as one axum [`Router`], built by [`router`] and run unchanged by two thin
 //! binaries: `handlers-server` (`axum::serve`) and `handlers-lambda` (`lambda_http::run`).
-//! Stateless: events, cursors and rate counts live in the consumer pods.
+//! Stateless: events and cursors live in the consumer pods; rate counts there or in Redis.
 
 pub mod api_keys;
 pub mod config;
@@ -10,6 +10,7 @@ pub mod lambda;
 pub mod metrics;
 pub mod openapi;
 pub mod pod;
+pub mod redis_limits;
 pub mod routes;
 pub mod security;
 pub mod server;
@@ -43,7 +44,10 @@ pub struct AppState {
     pub api_prefix: String,
     pub limits: Arc<RateLimitArgs>,
     pub cors: Arc<CorsArgs>,
-    /// Counts used only while the consumer pod cannot be asked.
+    /// Where the counts every replica shares live when not in the pod
+    /// (`RATE_LIMIT_REDIS_URL`).
+    pub redis_limits: Option<Arc<redis_limits::RedisLimits>>,
+    /// Counts used only while neither Redis nor the consumer pod can be asked.
     pub local_limiter: Arc<RateLimiter>,
     /// `/ready`'s last answer, reused for about a second: the route needs no key, so it
     /// must not let anyone make the pod work per request.
@@ -61,6 +65,8 @@ pub enum HandlersError {
     Pod(#[from] pod::PodClientError),
     #[error(transparent)]
     Keys(#[from] keys::KeyStoreError),
+    #[error(transparent)]
+    RedisUrl(#[from] redis_limits::RedisUrlError),
 }
 
 impl AppState {
@@ -80,6 +86,13 @@ impl AppState {
             api_prefix: config.api_prefix.clone(),
             limits: Arc::new(config.limits.clone()),
             cors: Arc::new(config.cors.clone()),
+            redis_limits: config
+                .limits
+                .rate_limit_redis_url
+                .as_deref()
+                .map(redis_limits::RedisLimits::new)
+                .transpose()?
+                .map(Arc::new),
             local_limiter: Arc::new(RateLimiter::new()),
             ready: Arc::default(),
             stream_max: std::time::Duration::from_secs(config.stream_max_secs),

@@ -16,5 +16,6 @@ mod postman;
 mod processes;
 mod secured;
 mod security;
+mod shared_limits;
 mod stream;
 mod topics;
