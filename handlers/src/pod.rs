@@ -331,30 +331,27 @@ impl PodSet {
     /// The pods now: the listed ones, with each host name that resolves to several
     /// addresses standing for a pod at each (resolved again every [`RESOLVE_EVERY`]).
     async fn members(&self) -> Vec<Arc<Pod>> {
-        let stale = {
+        let current = || {
             let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-            let stale = self.resolves
-                && members
-                    .resolved_at
-                    .is_none_or(|at| at.elapsed() >= RESOLVE_EVERY);
-            if !stale {
-                return members.pods.clone();
-            }
-            stale
+            let fresh = members
+                .resolved_at
+                .is_some_and(|at| at.elapsed() < RESOLVE_EVERY);
+            (members.pods.clone(), fresh)
         };
-        if stale && let Ok(_resolving) = self.resolving.try_lock() {
-            let pods = self.resolve().await;
-            let mut members = self.members.write().unwrap_or_else(PoisonError::into_inner);
-            *members = Members {
-                pods,
-                resolved_at: Some(Instant::now()),
-            };
+        let (pods, fresh) = current();
+        if !self.resolves || fresh {
+            return pods;
         }
-        self.members
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pods
-            .clone()
+        // One request resolves; the others go on with the pods as they are.
+        let Ok(_resolving) = self.resolving.try_lock() else {
+            return pods;
+        };
+        let pods = self.resolve().await;
+        *self.members.write().unwrap_or_else(PoisonError::into_inner) = Members {
+            pods: pods.clone(),
+            resolved_at: Some(Instant::now()),
+        };
+        pods
     }
 
     /// Resolves the listed host names. Pods already known keep their connections and
@@ -381,8 +378,13 @@ impl PodSet {
             };
             addrs.sort_unstable();
             addrs.dedup();
+            // A pod per address of the family with more of them. One address per family (a
+            // Service, `localhost` with 127.0.0.1 and ::1) is one host: reached by name, as
+            // listed, letting the connector pick the family.
+            let (v4, v6): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                addrs.into_iter().partition(SocketAddr::is_ipv4);
+            let addrs = if v4.len() >= v6.len() { v4 } else { v6 };
             if addrs.len() < 2 {
-                // One address (a Service, a host): reached by name, as listed.
                 pods.push(Arc::clone(listed));
                 continue;
             }
@@ -651,6 +653,22 @@ mod tests {
         assert_eq!(host_name(&ConsumerAddr::Unix("/run/pod.sock".into())), None);
     }
 
+    #[tokio::test]
+    async fn a_name_with_one_address_per_family_stays_one_pod() {
+        let (pod, asked) = fake_pod(StatusCode::OK).await;
+        let ConsumerAddr::Tcp(addr) = pod else {
+            unreachable!("a TCP fake")
+        };
+        let port = addr.rsplit_once(':').unwrap().1;
+        let addrs: ConsumerAddrs = format!("localhost:{port}").parse().unwrap();
+        let pods = PodClient::new(&addrs, None).unwrap();
+        let members = pods.pods.members().await;
+        assert_eq!(members.len(), 1);
+        assert_eq!(members[0].addr.to_string(), format!("localhost:{port}"));
+        pods.fetch_bytes(&request()).await.expect("served by name");
+        assert_eq!(asked.load(Ordering::Relaxed), 1);
+    }
+
     /// A pod that answers every fetch with `status` and counts what it was asked.
     async fn fake_pod(status: StatusCode) -> (ConsumerAddr, Arc<AtomicUsize>) {
         let asked = Arc::new(AtomicUsize::new(0));
@@ -698,6 +716,12 @@ mod tests {
         }
     }
 
+    /// An address nothing listens on.
+    fn dead_pod() -> ConsumerAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        ConsumerAddr::Tcp(listener.local_addr().unwrap().to_string())
+    }
+
     fn request() -> FetchRequest {
         shared::api::EventsQuery::default().validate().unwrap()
     }
@@ -707,11 +731,7 @@ mod tests {
         let (a, asked_a) = fake_pod(StatusCode::OK).await;
         let (b, asked_b) = fake_pod(StatusCode::OK).await;
         let (busy, asked_busy) = fake_pod(StatusCode::SERVICE_UNAVAILABLE).await;
-        // Nothing listens here.
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            ConsumerAddr::Tcp(l.local_addr().unwrap().to_string())
-        };
+        let dead = dead_pod();
         let addrs: ConsumerAddrs = format!("{a},{dead},{busy},{b}").parse().unwrap();
         let pods = PodClient::new(&addrs, None).unwrap();
         for _ in 0..8 {
@@ -731,20 +751,17 @@ mod tests {
         );
         // The dead pod was marked down after its first failure and is tried last now.
         let members = pods.pods.members().await;
-        let dead_pod = members
+        let marked = members
             .iter()
             .find(|p| p.addr.to_string() == dead.to_string())
             .unwrap();
-        assert!(dead_pod.is_down(Instant::now()));
+        assert!(marked.is_down(Instant::now()));
     }
 
     #[tokio::test]
     async fn no_pod_answering_is_a_503_with_retry_after() {
         let (busy, _) = fake_pod(StatusCode::SERVICE_UNAVAILABLE).await;
-        let dead = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            ConsumerAddr::Tcp(l.local_addr().unwrap().to_string())
-        };
+        let dead = dead_pod();
         let addrs: ConsumerAddrs = format!("{dead},{busy}").parse().unwrap();
         let pods = PodClient::new(&addrs, None).unwrap();
         let err = pods.fetch_bytes(&request()).await.unwrap_err();
