@@ -107,16 +107,7 @@ async fn handlers(
             .expect("handlers served");
     });
     let url = format!("{scheme}://127.0.0.1:{port}");
-    common::wait_for(
-        "the handlers to listen",
-        Duration::from_secs(10),
-        || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-        },
-    )
-    .await;
+    common::wait_listening("the handlers to listen", port).await;
     url
 }
 

@@ -111,6 +111,31 @@ where
     panic!("timed out after {timeout:?} waiting for {what}");
 }
 
+/// Waits (up to 10 s) until something listens on `port` of 127.0.0.1.
+pub async fn wait_listening(what: &str, port: u16) {
+    wait_for(what, Duration::from_secs(10), || async {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await;
+}
+
+/// The copies of the demo topic in local Kafka, read until `n` arrived (at most 30 s).
+pub async fn copies(
+    info: &ReadyInfo,
+    n: u64,
+) -> std::collections::BTreeMap<i32, Vec<shared::Record>> {
+    emulator::verify::read_topic(
+        &info.local_brokers,
+        &info.topic,
+        usize::try_from(n).expect("n fits"),
+        Duration::from_secs(30),
+    )
+    .await
+    .expect("read the copies")
+}
+
 /// `seq` of a demo event value.
 pub fn seq_of(value: &[u8]) -> u64 {
     let json: serde_json::Value = serde_json::from_slice(value).expect("demo values are JSON");

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use client::config::StreamMode;
 use emulator::Stack;
-use emulator::verify::read_topic;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_pods_each_killed_mid_stream_unseen_by_a_streaming_client() {
@@ -79,14 +78,7 @@ async fn two_pods_each_killed(test: &str, stream: StreamMode) {
         .wait(&format!("all {N} events"), |p| p.events >= N)
         .await;
     let progress = client.stop().await;
-    let copied = read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read");
+    let copied = common::copies(&stack.info, N).await;
     let served = stack.handler_metrics();
     stack.stop().await;
     common::assert_exactly_once(test, &copied, N);

@@ -37,14 +37,7 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     // Then left to finish.
     let progress = run_client_for(&client, N - delivered).await;
     delivered += progress.events;
-    let copied = read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read");
+    let copied = common::copies(&stack.info, N).await;
     stack.stop().await;
     common::assert_exactly_once(
         "a_restarted_client_resumes_without_loss_or_duplicates",
@@ -120,14 +113,7 @@ async fn handlers_reach_the_pod_over_a_unix_socket() {
         stack.pod_addr,
         shared::internal::ConsumerAddr::Unix(_)
     ));
-    let copied = read_topic(
-        &stack.info.local_brokers,
-        &stack.info.topic,
-        N as usize,
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read");
+    let copied = common::copies(&stack.info, N).await;
     common::assert_exactly_once("handlers_reach_the_pod_over_a_unix_socket", &copied, N);
     stack.stop().await;
 }

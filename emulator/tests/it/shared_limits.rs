@@ -4,8 +4,6 @@
 
 use crate::common;
 
-use std::time::Duration;
-
 /// A `redis-server` on a free port, saving nothing; killed when dropped.
 struct RedisServer {
     process: tokio::process::Child,
@@ -40,16 +38,7 @@ impl RedisServer {
                 return None;
             }
         };
-        common::wait_for(
-            "redis-server listening",
-            Duration::from_secs(10),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            },
-        )
-        .await;
+        common::wait_listening("redis-server listening", port).await;
         Some(Self {
             process,
             url: format!("redis://127.0.0.1:{port}"),
