@@ -121,21 +121,6 @@ pub async fn wait_listening(what: &str, port: u16) {
     .await;
 }
 
-/// The copies of the demo topic in local Kafka, read until `n` arrived (at most 30 s).
-pub async fn copies(
-    info: &ReadyInfo,
-    n: u64,
-) -> std::collections::BTreeMap<i32, Vec<shared::Record>> {
-    emulator::verify::read_topic(
-        &info.local_brokers,
-        &info.topic,
-        usize::try_from(n).expect("n fits"),
-        Duration::from_secs(30),
-    )
-    .await
-    .expect("read the copies")
-}
-
 /// `seq` of a demo event value.
 pub fn seq_of(value: &[u8]) -> u64 {
     let json: serde_json::Value = serde_json::from_slice(value).expect("demo values are JSON");

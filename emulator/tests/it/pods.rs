@@ -78,7 +78,7 @@ async fn two_pods_each_killed(test: &str, stream: StreamMode) {
         .wait(&format!("all {N} events"), |p| p.events >= N)
         .await;
     let progress = client.stop().await;
-    let copied = common::copies(&stack.info, N).await;
+    let copied = common::read_copies(&stack, N).await;
     let served = stack.handler_metrics();
     stack.stop().await;
     common::assert_exactly_once(test, &copied, N);

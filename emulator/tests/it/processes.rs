@@ -37,7 +37,7 @@ async fn a_restarted_client_resumes_without_loss_or_duplicates() {
     // Then left to finish.
     let progress = run_client_for(&client, N - delivered).await;
     delivered += progress.events;
-    let copied = common::copies(&stack.info, N).await;
+    let copied = common::read_copies(&stack, N).await;
     stack.stop().await;
     common::assert_exactly_once(
         "a_restarted_client_resumes_without_loss_or_duplicates",
@@ -113,7 +113,7 @@ async fn handlers_reach_the_pod_over_a_unix_socket() {
         stack.pod_addr,
         shared::internal::ConsumerAddr::Unix(_)
     ));
-    let copied = common::copies(&stack.info, N).await;
+    let copied = common::read_copies(&stack, N).await;
     common::assert_exactly_once("handlers_reach_the_pod_over_a_unix_socket", &copied, N);
     stack.stop().await;
 }

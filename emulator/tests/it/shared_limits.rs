@@ -13,31 +13,18 @@ struct RedisServer {
 impl RedisServer {
     /// Starts it, or `None` where it is not installed outside CI (CI fails instead).
     async fn start(test: &str) -> Option<Self> {
-        let binary = std::env::var("REDIS_SERVER")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| "redis-server".into());
+        let binary = common::tool(test, "REDIS_SERVER", "redis-server")?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("free port")
             .port();
-        let spawned = tokio::process::Command::new(&binary)
+        let process = tokio::process::Command::new(&binary)
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
-            .spawn();
-        let process = match spawned {
-            Ok(process) => process,
-            Err(err) => {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "{test}: CI must run this with Redis: {binary} did not start ({err}); `eval \"$(bash .ci/tools.sh)\"` installs it"
-                );
-                eprintln!("{test}: needs redis-server ({err}); skipped here, CI runs it");
-                return None;
-            }
-        };
+            .spawn()
+            .unwrap_or_else(|err| panic!("{test}: {} did not start: {err}", binary.display()));
         common::wait_listening("redis-server listening", port).await;
         Some(Self {
             process,
