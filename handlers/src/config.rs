@@ -99,7 +99,13 @@ pub struct KeyArgs {
     /// JSON {"api_key":"…"} or {"api_keys":["…","…"]}.
     #[arg(long = "api-key-secret-id", env = "API_KEY_SECRET_ID")]
     pub api_key_secret_id: Option<String>,
-    /// Seconds between re-reads of the secret, so a rotated key works without a restart.
+    /// A file holding the keys (instead of API_KEY), in any form a secret takes, such as
+    /// {"api_keys":[{"name":"laptop-7","key":"…","topics":["orders"]}]}: a named key
+    /// labels its metrics, and one with topics reads only those. Re-read as a secret is.
+    #[arg(long = "api-keys-file", env = "API_KEYS_FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Seconds between re-reads of the secret or the file, so a rotated key works without
+    /// a restart.
     #[arg(long = "api-key-refresh-secs", env = "API_KEY_REFRESH_SECS", default_value_t = DEFAULT_KEY_REFRESH_SECS, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub api_key_refresh_secs: u64,
 }
@@ -118,19 +124,34 @@ impl KeyArgs {
 
 impl Validate for KeyArgs {
     fn validate(&self) -> Result<(), ConfigError> {
-        match (&self.api_key, &self.api_key_secret_id) {
-            (Some(_), Some(_)) => Err(ConfigError::Invalid {
-                var: "API_KEY_SECRET_ID",
-                reason: "cannot be combined with API_KEY; set one of them".into(),
+        let given: Vec<&'static str> = [
+            self.api_key.as_ref().map(|_| "API_KEY"),
+            self.api_key_secret_id.as_ref().map(|_| "API_KEY_SECRET_ID"),
+            self.api_keys_file.as_ref().map(|_| "API_KEYS_FILE"),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if let [first, second, ..] = given.as_slice() {
+            return Err(ConfigError::Invalid {
+                var: second,
+                reason: format!("cannot be combined with {first}; set one of them"),
                 example: "kafka-replicator/api-keys",
-            }),
-            (None, Some(id)) if id.trim().is_empty() => Err(ConfigError::Invalid {
+            });
+        }
+        match (&self.api_key, &self.api_key_secret_id, &self.api_keys_file) {
+            (None, Some(id), None) if id.trim().is_empty() => Err(ConfigError::Invalid {
                 var: "API_KEY_SECRET_ID",
                 reason: "must not be empty".into(),
                 example: "kafka-replicator/api-keys",
             }),
-            (None, Some(_)) => Ok(()),
-            (key, None) => api_keys("API_KEY", key.as_deref()).map(drop),
+            (None, None, Some(path)) if path.as_os_str().is_empty() => Err(ConfigError::Invalid {
+                var: "API_KEYS_FILE",
+                reason: "must not be empty".into(),
+                example: "/etc/kafka-replicator/api-keys.json",
+            }),
+            (None, Some(_), None) | (None, None, Some(_)) => Ok(()),
+            (key, _, _) => api_keys("API_KEY", key.as_deref()).map(drop),
         }
     }
 }

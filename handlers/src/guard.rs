@@ -20,9 +20,9 @@ use crate::AppState;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerIp(pub IpAddr);
 
-/// Set on a request that presented a valid key: the key's fingerprint.
+/// Set on a request that presented a valid key: who the key is.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Authenticated(pub String);
+pub struct Authenticated(pub crate::api_keys::Caller);
 
 /// Set on a request that presented a key that is not valid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,7 +92,11 @@ pub async fn guard(State(state): State<AppState>, mut request: Request, next: Ne
     };
     let limits = &state.limits;
     let (bucket, limit, kind) = match &identity {
-        Some(id) => (format!("key:{id}"), limits.rate_limit_key_max, "key"),
+        Some(caller) => (
+            format!("key:{}", caller.fingerprint),
+            limits.rate_limit_key_max,
+            "key",
+        ),
         None => {
             let bucket = client_ip(&request, &limits.trusted_proxies)
                 .map_or_else(|| "ip:unknown".to_owned(), shared::ratelimit::ip_bucket);

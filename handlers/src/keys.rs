@@ -1,6 +1,7 @@
-//! [`KeyStore`]: the API keys accepted now. Either fixed (`API_KEY`) or read from an AWS
-//! Secrets Manager secret (`API_KEY_SECRET_ID`) once at start and again when older than
-//! `API_KEY_REFRESH_SECS`, so a rotated key works without a restart. Keys are never logged.
+//! [`KeyStore`]: the API keys accepted now. Either fixed (`API_KEY`), or read from an AWS
+//! Secrets Manager secret (`API_KEY_SECRET_ID`) or a file (`API_KEYS_FILE`) once at start
+//! and again when older than `API_KEY_REFRESH_SECS`, so a rotated key works without a
+//! restart. Keys are never logged.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
@@ -29,18 +30,54 @@ pub enum KeyStoreError {
         secret_id: String,
         source: ApiKeysError,
     },
+    #[error("cannot read API_KEYS_FILE {}: {reason}", path.display())]
+    ReadFile {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error("API_KEYS_FILE {} holds no usable API keys: {source}", path.display())]
+    FileKeys {
+        path: std::path::PathBuf,
+        source: ApiKeysError,
+    },
 }
 
 /// Where the keys come from.
 enum Source {
     Fixed,
+    Reread {
+        from: Reread,
+        refresh: Duration,
+        /// When the next re-read is due; held by the one request that re-reads, while the
+        /// others use the keys they have.
+        refreshing: tokio::sync::Mutex<Instant>,
+    },
+}
+
+/// What the keys are read again from.
+enum Reread {
     Secret {
         client: aws_sdk_secretsmanager::Client,
         secret_id: String,
-        refresh: Duration,
-        /// Held by the one request that refreshes; the others use the keys they have.
-        refreshing: tokio::sync::Mutex<Instant>,
     },
+    File(std::path::PathBuf),
+}
+
+impl Reread {
+    async fn read(&self) -> Result<ApiKeys, KeyStoreError> {
+        match self {
+            Self::Secret { client, secret_id } => read_secret(client, secret_id).await,
+            Self::File(path) => read_file(path).await,
+        }
+    }
+
+    /// What the log calls it.
+    fn name(&self) -> String {
+        match self {
+            Self::Secret { secret_id, .. } => format!("secret {secret_id}"),
+            Self::File(path) => format!("API_KEYS_FILE {}", path.display()),
+        }
+    }
 }
 
 struct Inner {
@@ -58,7 +95,7 @@ impl std::fmt::Debug for KeyStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let from = match &self.inner.source {
             Source::Fixed => "API_KEY".to_owned(),
-            Source::Secret { secret_id, .. } => format!("secret {secret_id}"),
+            Source::Reread { from, .. } => from.name(),
         };
         f.debug_struct("KeyStore")
             .field("from", &from)
@@ -77,30 +114,37 @@ impl KeyStore {
         }
     }
 
-    /// The keys the configuration names; a secret is read now, with the AWS SDK's standard
-    /// configuration (`AWS_REGION`, `AWS_ENDPOINT_URL`, the credentials chain).
+    /// The keys the configuration names; a secret or a file is read now (a secret with
+    /// the AWS SDK's standard configuration: `AWS_REGION`, `AWS_ENDPOINT_URL`, the
+    /// credentials chain).
     pub async fn from_config(args: &KeyArgs) -> Result<Self, KeyStoreError> {
         if let Some(keys) = args.static_keys() {
             return Ok(Self::fixed(keys?));
         }
-        let secret_id = args.api_key_secret_id.clone().unwrap_or_default();
-        let timeouts = aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(SECRET_TIMEOUT)
-            .build();
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .timeout_config(timeouts)
-            .load()
-            .await;
-        let client = aws_sdk_secretsmanager::Client::new(&sdk);
-        let keys = read_secret(&client, &secret_id).await?;
-        tracing::info!(secret_id = %secret_id, keys = keys.len(), "API keys read from AWS Secrets Manager");
+        let from = match &args.api_keys_file {
+            Some(path) => Reread::File(path.clone()),
+            None => {
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(SECRET_TIMEOUT)
+                    .build();
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(timeouts)
+                    .load()
+                    .await;
+                Reread::Secret {
+                    client: aws_sdk_secretsmanager::Client::new(&sdk),
+                    secret_id: args.api_key_secret_id.clone().unwrap_or_default(),
+                }
+            }
+        };
+        let keys = from.read().await?;
+        tracing::info!(from = %from.name(), keys = keys.len(), "API keys read");
         let refresh = Duration::from_secs(args.api_key_refresh_secs);
         Ok(Self {
             inner: Arc::new(Inner {
                 current: RwLock::new(Arc::new(keys)),
-                source: Source::Secret {
-                    client,
-                    secret_id,
+                source: Source::Reread {
+                    from,
                     refresh,
                     refreshing: tokio::sync::Mutex::new(Instant::now() + refresh),
                 },
@@ -111,16 +155,15 @@ impl KeyStore {
     /// The keys accepted now, re-read first when they are due for a refresh (by one
     /// request; the others go on with the keys they have).
     pub async fn current(&self) -> Arc<ApiKeys> {
-        if let Source::Secret {
-            client,
-            secret_id,
+        if let Source::Reread {
+            from,
             refresh,
             refreshing,
         } = &self.inner.source
             && let Ok(mut due) = refreshing.try_lock()
             && Instant::now() >= *due
         {
-            match read_secret(client, secret_id).await {
+            match from.read().await {
                 Ok(keys) => {
                     let changed = *self.snapshot() != keys;
                     *self
@@ -129,7 +172,7 @@ impl KeyStore {
                         .write()
                         .unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
                     if changed {
-                        tracing::info!(secret_id = %secret_id, "API keys changed in AWS Secrets Manager");
+                        tracing::info!(from = %from.name(), "API keys changed");
                     }
                     *due = Instant::now() + *refresh;
                 }
@@ -174,4 +217,78 @@ async fn read_secret(
         secret_id: secret_id.to_owned(),
         source,
     })
+}
+
+async fn read_file(path: &std::path::Path) -> Result<ApiKeys, KeyStoreError> {
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|err| KeyStoreError::ReadFile {
+            path: path.to_owned(),
+            reason: err.to_string(),
+        })?;
+    ApiKeys::from_secret(&text).map_err(|source| KeyStoreError::FileKeys {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_keys_file_is_read_again_so_a_rotated_key_works_without_a_restart() {
+        let old = "old-key-0123456789abcdef";
+        let new = "new-key-0123456789abcdef";
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        let write = |key: &str| {
+            std::fs::write(
+                file.path(),
+                format!(r#"{{"api_keys":[{{"name":"laptop-7","key":"{key}"}}]}}"#),
+            )
+            .expect("write keys")
+        };
+        write(old);
+        let store = KeyStore::from_config(&KeyArgs {
+            api_keys_file: Some(file.path().to_owned()),
+            api_key_refresh_secs: 1,
+            ..KeyArgs::default()
+        })
+        .await
+        .expect("keys read");
+        assert!(store.current().await.verify(old));
+        write(new);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !store.current().await.verify(new) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new key was not read within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(!store.current().await.verify(old), "the old key is gone");
+        assert!(format!("{store:?}").contains("API_KEYS_FILE"));
+    }
+
+    #[tokio::test]
+    async fn a_bad_keys_file_stops_the_start_naming_the_file_never_a_key() {
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(
+            file.path(),
+            r#"{"api_keys":[{"name":"a b","key":"secret-0123456789abcdef"}]}"#,
+        )
+        .expect("write");
+        let err = KeyStore::from_config(&KeyArgs {
+            api_keys_file: Some(file.path().to_owned()),
+            ..KeyArgs::default()
+        })
+        .await
+        .expect_err("a bad name");
+        let text = err.to_string();
+        assert!(
+            text.contains("API_KEYS_FILE") && text.contains("\"a b\""),
+            "{text}"
+        );
+        assert!(!text.contains("secret-0123456789abcdef"), "{text}");
+    }
 }

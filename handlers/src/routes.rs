@@ -12,6 +12,7 @@ use shared::error::ErrorBody;
 use shared::{ApiError, ErrorCode};
 
 use crate::AppState;
+use crate::guard::Authenticated;
 use crate::pod::EventsBody;
 
 /// `GET /health`: the process is alive. Says nothing secret.
@@ -136,6 +137,8 @@ pub struct MaxBytes(pub u32);
             example = json!({"error": {"code": "invalid_limit", "message": "limit must be a whole number from 1 to 10000"}})),
         (status = 401, description = "Missing or wrong API key", body = ErrorBody,
             example = json!({"error": {"code": "unauthorized", "message": "a valid API key is required (header x-api-key, or Authorization: Bearer)"}})),
+        (status = 403, description = "A scoped key named a topic it may not read, in `topic` or in the cursor: `forbidden_topic`. Without `topic` such a key reads only its own topics.", body = ErrorBody,
+            example = json!({"error": {"code": "forbidden_topic", "message": "this key may not read topic \"payments\" (named in topic); it reads orders"}})),
         (status = 408, description = "The request took too long", body = ErrorBody),
         (status = 413, description = "A request body was sent", body = ErrorBody),
         (status = 429, description = "Over the rate limit; retry after `Retry-After` seconds", body = ErrorBody,
@@ -150,6 +153,7 @@ pub struct MaxBytes(pub u32);
 )]
 pub async fn events(
     State(state): State<AppState>,
+    caller: Option<Extension<Authenticated>>,
     max_wait: Option<Extension<MaxWait>>,
     max_bytes: Option<Extension<MaxBytes>>,
     headers: HeaderMap,
@@ -157,6 +161,9 @@ pub async fn events(
 ) -> Result<EventsBody, ApiError> {
     let query = events_query(query)?;
     let mut request = query.validate()?;
+    if let Some(Extension(Authenticated(caller))) = caller {
+        caller.scope(&mut request)?;
+    }
     request.binary = accepts_batch(&headers);
     if let Some(Extension(MaxWait(max))) = max_wait {
         let max_ms = u32::try_from(max.as_millis()).unwrap_or(u32::MAX);

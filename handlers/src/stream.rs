@@ -20,6 +20,7 @@ use shared::{ApiError, ErrorCode};
 use tokio::time::Instant;
 
 use crate::AppState;
+use crate::guard::Authenticated;
 use crate::pod::PodClient;
 use crate::routes::{MaxBytes, header_items};
 
@@ -76,6 +77,7 @@ pub struct StreamEvent {
             example = json!({"event": "batch", "id": "AhZJXzI1SjAwVUNMcjcybzJaUlh4WHN3AQtkZW1vLWV2ZW50cwMAzw0BixMC-Aq-_xCh", "data": "{\"events\":[],\"next_cursor\":\"AhZJXzI1SjAwVUNMcjcybzJaUlh4WHN3AQtkZW1vLWV2ZW50cwMAzw0BixMC-Aq-_xCh\",\"gaps\":[]}"})),
         (status = 400, description = "A bad parameter, cursor or Last-Event-ID (codes as for `/events`)", body = shared::error::ErrorBody),
         (status = 401, description = "Missing or wrong API key", body = shared::error::ErrorBody),
+        (status = 403, description = "A scoped key named a topic it may not read, in `topic` or in the cursor: `forbidden_topic`", body = shared::error::ErrorBody),
         (status = 429, description = "Over the rate limit; retry after `Retry-After` seconds", body = shared::error::ErrorBody),
         (status = 501, description = "This deployment cannot stream (AWS Lambda behind API Gateway): `streaming_unsupported`; use `/events`", body = shared::error::ErrorBody,
             example = json!({"error": {"code": "streaming_unsupported", "message": "this deployment cannot stream answers; long-poll GET /events instead"}})),
@@ -85,6 +87,7 @@ pub struct StreamEvent {
 )]
 pub async fn events_stream(
     State(state): State<AppState>,
+    caller: Option<Extension<Authenticated>>,
     no_streaming: Option<Extension<NoStreaming>>,
     bounds: Option<Extension<StreamBounds>>,
     max_bytes: Option<Extension<MaxBytes>>,
@@ -107,6 +110,9 @@ pub async fn events_stream(
     // The server decides how long each poll waits.
     query.wait_ms = None;
     let mut request = query.validate()?;
+    if let Some(Extension(Authenticated(caller))) = caller {
+        caller.scope(&mut request)?;
+    }
     request.binary = accepts_stream(&headers);
     if let Some(Extension(MaxBytes(max))) = max_bytes {
         request.max_bytes = request.max_bytes.min(max);

@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     /// Missing or wrong API key (401).
     Unauthorized,
+    /// The key may not read a topic the request names, in `topic` or in the cursor (403).
+    ForbiddenTopic,
     /// The `cursor` parameter is not a cursor this service made (400).
     InvalidCursor,
     /// The cursor belongs to another source cluster (400).
@@ -55,6 +57,7 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         match self {
             Self::Unauthorized => 401,
+            Self::ForbiddenTopic => 403,
             Self::InvalidCursor
             | Self::CursorClusterMismatch
             | Self::CursorTopicMismatch
@@ -80,6 +83,7 @@ impl ErrorCode {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
+            Self::ForbiddenTopic => "forbidden_topic",
             Self::InvalidCursor => "invalid_cursor",
             Self::CursorClusterMismatch => "cursor_cluster_mismatch",
             Self::CursorTopicMismatch => "cursor_topic_mismatch",

@@ -1250,3 +1250,84 @@ async fn ready_answers_from_a_status_cached_a_second_with_a_generic_reason() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(asked.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scoped_key_from_api_keys_file_reads_only_its_topics() {
+    let other = common::unique("payments");
+    let mut config = common::config();
+    config.events = Some(10);
+    config.extra_topics = vec![other.clone()];
+    let stack = common::start(config).await;
+    let producer: FutureProducer = shared::kafka::client_config(&stack.info.source_brokers)
+        .create()
+        .expect("producer");
+    for seq in 0..3 {
+        producer
+            .send(
+                FutureRecord::<str, str>::to(&other).payload(&emulator::demo::demo_value(seq, 0)),
+                Timeout::After(Duration::from_secs(10)),
+            )
+            .await
+            .expect("produced");
+    }
+    let scoped = "laptop-7-key-0123456789abcdef";
+    let everything = "ops-key-0123456789abcdef";
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(
+        file.path(),
+        format!(
+            r#"{{"api_keys":[{{"name":"laptop-7","key":"{scoped}","topics":["{}"]}},{{"name":"ops","key":"{everything}"}}]}}"#,
+            stack.info.topic
+        ),
+    )
+    .expect("keys file");
+    let mut handlers = common::stack_handlers_config(&stack, &stack.info.api_key);
+    handlers.keys = handlers::config::KeyArgs {
+        api_keys_file: Some(file.path().to_owned()),
+        ..Default::default()
+    };
+    let app = handlers::router(
+        handlers::AppState::from_config(&handlers)
+            .await
+            .expect("keys from the file"),
+    );
+    consumed(&app, everything, 13).await;
+
+    // Without a filter the scoped key reads its topic only, and its cursor names only it.
+    let page = json(&app, "/api/v1/events?cursor=earliest", scoped).await;
+    let events = page["events"].as_array().expect("events");
+    assert_eq!(events.len(), 10, "{page}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e["topic"] == stack.info.topic.as_str())
+    );
+    let own =
+        shared::Cursor::decode(page["next_cursor"].as_str().expect("cursor")).expect("cursor");
+    assert!(own.topics().all(|t| t == stack.info.topic));
+    // The unscoped key reads both.
+    let page = json(&app, "/api/v1/events?cursor=earliest", everything).await;
+    assert_eq!(
+        page["events"].as_array().expect("events").len(),
+        13,
+        "{page}"
+    );
+    let both = page["next_cursor"].as_str().expect("cursor").to_owned();
+    // Another topic, in the filter or in a cursor, is 403 forbidden_topic, for a poll and
+    // a stream alike.
+    for uri in [
+        format!("/api/v1/events?topic={other}"),
+        format!("/api/v1/events?cursor={both}"),
+        format!("/api/v1/events/stream?topic={other}"),
+    ] {
+        let (status, _, body) = call(&app, "GET", &uri, Some(scoped)).await;
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{uri}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(error_code(&body), "forbidden_topic", "{uri}");
+    }
+    stack.stop().await;
+}
