@@ -1,7 +1,7 @@
 //! The consumer pod's metrics, registered once in the pod's own registry and served to the
 //! handlers' `/metrics` over the internal socket.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
+use prometheus::{GaugeVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 
 /// Every metric the consumer pod emits.
 #[derive(Debug, Clone)]
@@ -44,6 +44,12 @@ pub struct ConsumerMetrics {
     pub fetches_cut_short: IntCounter,
     /// `consumer_fetches_in_flight`: fetches (long-polls included) being served now.
     pub fetches_in_flight: IntGauge,
+    /// `replicator_client_last_poll_seconds{key}`: when each API key (by its name) last
+    /// asked this pod for events, Unix seconds.
+    pub client_last_poll: GaugeVec,
+    /// `replicator_client_lag_events{key,topic,partition}`: the end of each partition as
+    /// this pod consumed it, less the position the key last presented there.
+    pub client_lag: IntGaugeVec,
 }
 
 /// Every metric name is fixed here, once per registry: a clash is a bug.
@@ -150,6 +156,20 @@ impl ConsumerMetrics {
             fetches_in_flight: prometheus::register_int_gauge_with_registry!(
                 "consumer_fetches_in_flight",
                 "Fetches (long-polls included) being served now",
+                registry
+            )
+            .expect(UNIQUE),
+            client_last_poll: prometheus::register_gauge_vec_with_registry!(
+                "replicator_client_last_poll_seconds",
+                "When each API key (by name) last asked for events, Unix seconds",
+                &["key"],
+                registry
+            )
+            .expect(UNIQUE),
+            client_lag: prometheus::register_int_gauge_vec_with_registry!(
+                "replicator_client_lag_events",
+                "Events of the partition past the position each API key (by name) last presented",
+                &["key", "topic", "partition"],
                 registry
             )
             .expect(UNIQUE),

@@ -19,7 +19,7 @@ use shared::internal::{
 use shared::ratelimit::RateLimiter;
 use tokio::sync::Semaphore;
 
-use crate::buffer::RecordBuffer;
+use crate::buffer::{RecordBuffer, TopicPartition};
 use crate::kafka::SourceStatus;
 use crate::metrics::ConsumerMetrics;
 use crate::reader::EventReader;
@@ -77,6 +77,34 @@ async fn require_internal_token(
     ))
 }
 
+/// Notes that the key named in `req` asked now, and how far behind the end of each
+/// partition (as this pod consumed it) the position it presented is.
+fn note_client(state: &PodState, req: &FetchRequest) {
+    let Some(key) = req.key_name.as_deref() else {
+        return;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    state
+        .metrics
+        .client_last_poll
+        .with_label_values(&[key])
+        .set(now.as_secs_f64());
+    let Ok(shared::StartFrom::Cursor(cursor)) = req.start() else {
+        return;
+    };
+    for (topic, partition, offset) in cursor.iter() {
+        if let Some(end) = state.buffer.end(&TopicPartition::new(topic, partition)) {
+            state
+                .metrics
+                .client_lag
+                .with_label_values(&[key, topic, &partition.to_string()])
+                .set((end - offset).max(0));
+        }
+    }
+}
+
 async fn fetch(
     State(state): State<PodState>,
     Json(req): Json<FetchRequest>,
@@ -93,6 +121,7 @@ async fn fetch(
         ));
     };
     let _counted = InFlight::count(&state.metrics.fetches_in_flight);
+    note_client(&state, &req);
     let fetched = state.reader.fetch(&req).await?;
     if !req.binary {
         return Ok(Json(fetched.into_events()).into_response());

@@ -92,6 +92,10 @@ pub struct FetchRequest {
     /// Answer in the binary form of [`crate::wire`] instead of JSON.
     #[serde(default)]
     pub binary: bool,
+    /// The name of the API key that asked (the handlers set it), which labels the pod's
+    /// per-key metrics; never the key itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_name: Option<String>,
 }
 
 fn default_max_bytes() -> u32 {
@@ -156,6 +160,7 @@ impl EventsQuery {
             wait_ms,
             topics,
             binary: false,
+            key_name: None,
         })
     }
 }

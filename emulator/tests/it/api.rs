@@ -1329,5 +1329,32 @@ async fn a_scoped_key_from_api_keys_file_reads_only_its_topics() {
         );
         assert_eq!(error_code(&body), "forbidden_topic", "{uri}");
     }
+    // The server's /metrics says when each key last asked and how far behind it is, by
+    // name: 4 of the 10 events read, so 6 behind once it presents that cursor.
+    let page = json(&app, "/api/v1/events?cursor=earliest&limit=4", scoped).await;
+    let after_four = page["next_cursor"].as_str().expect("cursor").to_owned();
+    json(
+        &app,
+        &format!("/api/v1/events?cursor={after_four}&limit=1"),
+        scoped,
+    )
+    .await;
+    let (_, _, metrics) = call(&app, "GET", "/api/v1/metrics", Some(everything)).await;
+    let metrics = String::from_utf8(metrics).expect("text");
+    assert!(
+        metrics.contains(r#"replicator_client_last_poll_seconds{key="laptop-7"}"#)
+            && metrics.contains(r#"replicator_client_last_poll_seconds{key="ops"}"#),
+        "{metrics}"
+    );
+    let lag: i64 = metrics
+        .lines()
+        .filter(|l| l.starts_with(r#"replicator_client_lag_events{key="laptop-7""#))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<i64>().ok())
+        .sum();
+    assert_eq!(lag, 6, "{metrics}");
+    assert!(
+        !metrics.contains(scoped) && !metrics.contains(everything),
+        "no key in /metrics"
+    );
     stack.stop().await;
 }

@@ -861,9 +861,29 @@ async fn alerts_and_dashboard_use_only_metrics_the_product_exports() {
                 .expect("text")
         }
     };
+    // The per-key series come once a key asked with a cursor.
+    let events = |cursor: String| {
+        let (base, key) = (base.clone(), key.clone());
+        async move {
+            let page: serde_json::Value = reqwest::Client::new()
+                .get(format!("{base}/events?cursor={cursor}"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .expect("events")
+                .json()
+                .await
+                .expect("JSON");
+            page["next_cursor"].as_str().expect("cursor").to_owned()
+        }
+    };
+    let cursor = events("earliest".into()).await;
     // Lag comes from librdkafka's statistics every 5 s.
     common::wait_for("every metric family", Duration::from_secs(20), || async {
-        scrape().await.contains("# TYPE kafka_consumer_lag")
+        events(cursor.clone()).await;
+        let text = scrape().await;
+        text.contains("# TYPE kafka_consumer_lag")
+            && text.contains("# TYPE replicator_client_lag_events")
     })
     .await;
     // The laptop row reads what each client serves at METRICS_ADDR.
