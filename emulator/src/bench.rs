@@ -579,7 +579,7 @@ fn seq_of(value: &[u8]) -> Option<u64> {
 }
 
 /// The `p`th percentile of `histogram`; NaN when it holds nothing.
-fn percentile(histogram: &Histogram<u64>, p: f64) -> f64 {
+pub(crate) fn percentile(histogram: &Histogram<u64>, p: f64) -> f64 {
     if histogram.is_empty() {
         return f64::NAN;
     }

@@ -90,7 +90,7 @@ impl Counters {
 }
 
 /// User + system CPU ticks of `pid` so far (Linux; 0 elsewhere).
-fn cpu_ticks(pid: u32) -> u64 {
+pub(crate) fn cpu_ticks(pid: u32) -> u64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0;
     };
@@ -110,7 +110,7 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` (USER_HZ: 100 on Linux).
-const TICKS_PER_SEC: f64 = 100.0;
+pub(crate) const TICKS_PER_SEC: f64 = 100.0;
 
 /// The first broker's port of a bootstrap list.
 fn first_port(brokers: &str) -> Option<u16> {

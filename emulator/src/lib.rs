@@ -5,6 +5,7 @@
 pub mod bench;
 pub mod bench_catchup;
 pub mod bench_client;
+pub mod bench_fanout;
 pub mod bench_runs;
 pub mod child;
 pub mod demo;

@@ -183,6 +183,10 @@ struct BenchArgs {
     /// Run only this section.
     #[arg(long, value_enum)]
     only: Option<Section>,
+    /// Run the fan-out section alone: this many clients streaming the same events
+    /// (--latency-rate events/s for --latency-secs) from one consumer pod, then from two.
+    #[arg(long, conflicts_with = "only", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    clients: Option<u64>,
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
@@ -223,6 +227,14 @@ async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
         }
         if bench.runs > 1 {
             println!("run {run}/{}:", bench.runs);
+        }
+        if let Some(clients) = bench.clients {
+            let fan_out = emulator::bench_fanout::run(&config, clients as usize)
+                .await
+                .context("the fan-out benchmark could not run")?;
+            print_fan_out(&fan_out);
+            reports.push(serde_json::json!({ "fan_out": fan_out }));
+            continue;
         }
         if bench.only == Some(Section::CatchUp) {
             if args.source_brokers.is_none() || args.local_brokers.is_none() {
@@ -353,6 +365,27 @@ fn print_report(report: &emulator::bench::BenchReport) {
     }
     if let Some(c) = &report.catch_up {
         print_catch_up(c);
+    }
+}
+
+fn print_fan_out(f: &emulator::bench_fanout::FanoutResult) {
+    println!(
+        "fan-out: {} clients, each streaming {} events/s for {} s",
+        f.clients, f.rate, f.secs
+    );
+    for pass in [&f.one_pod, &f.two_pods] {
+        println!(
+            "  {} pod(s): {:.0} events/s delivered in all, p50 {:.1} ms, p99 {:.1} ms, p999 {:.1} ms; pod CPU {:.1}% of a core, {:.2}% per client; lost {}, duplicated {}",
+            pass.pods,
+            pass.events_per_sec,
+            pass.p50_ms,
+            pass.p99_ms,
+            pass.p999_ms,
+            pass.pod_cpu_pct,
+            pass.pod_cpu_per_client_pct,
+            pass.lost,
+            pass.duplicated
+        );
     }
 }
 

@@ -495,6 +495,18 @@ impl Stack {
         self.pod_task.first_process().map(PodProcess::peak_rss_mb)
     }
 
+    /// The process ids of the consumer pods running in processes of their own.
+    pub fn pod_pids(&self) -> Vec<u32> {
+        match &self.pod_task {
+            PodRun::Processes(processes) => processes
+                .iter()
+                .flatten()
+                .filter_map(PodProcess::pid)
+                .collect(),
+            PodRun::Task { .. } => Vec::new(),
+        }
+    }
+
     /// The (first) consumer pod's process id, when it runs in a process of its own.
     pub fn pod_pid(&self) -> Option<u32> {
         self.pod_task.first_process().and_then(PodProcess::pid)
