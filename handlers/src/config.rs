@@ -243,9 +243,20 @@ impl Default for RateLimitArgs {
     }
 }
 
+impl RateLimitArgs {
+    /// `RATE_LIMIT_REDIS_URL`, when set to something (empty, as a `.env` line without a
+    /// value gives it, is unset).
+    pub fn redis_url(&self) -> Option<&str> {
+        self.rate_limit_redis_url
+            .as_deref()
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+    }
+}
+
 impl Validate for RateLimitArgs {
     fn validate(&self) -> Result<(), ConfigError> {
-        match &self.rate_limit_redis_url {
+        match self.redis_url() {
             Some(url) => crate::redis_limits::RedisLimits::new(url)
                 .map(drop)
                 .map_err(|err| ConfigError::Invalid {
@@ -357,6 +368,56 @@ mod tests {
         let secret =
             Config::try_parse_from(["handlers", "--api-key-secret-id", "keys"]).expect("parse");
         assert_eq!(secret.validate(), Ok(()));
+        let file_and_secret = Config::try_parse_from([
+            "handlers",
+            "--api-key-secret-id",
+            "keys",
+            "--api-keys-file",
+            "/etc/keys.json",
+        ])
+        .expect("parse");
+        assert!(matches!(
+            file_and_secret.validate(),
+            Err(ConfigError::Invalid {
+                var: "API_KEYS_FILE",
+                ..
+            })
+        ));
+        let file = Config::try_parse_from(["handlers", "--api-keys-file", "/etc/keys.json"])
+            .expect("parse");
+        assert_eq!(file.validate(), Ok(()));
+    }
+
+    #[test]
+    fn a_redis_url_is_checked_and_an_empty_one_is_unset() {
+        let parse = |url: &str| {
+            Config::try_parse_from([
+                "handlers",
+                "--api-key",
+                "0123456789abcdef0123",
+                "--rate-limit-redis-url",
+                url,
+            ])
+            .expect("parse")
+        };
+        assert_eq!(parse("redis://cache:6379").validate(), Ok(()));
+        assert_eq!(
+            parse("redis://cache:6379").limits.redis_url(),
+            Some("redis://cache:6379")
+        );
+        assert_eq!(parse(" ").validate(), Ok(()));
+        assert_eq!(parse(" ").limits.redis_url(), None);
+        let bad = parse("https://user:hunter2@cache:6379")
+            .validate()
+            .unwrap_err();
+        assert!(matches!(
+            bad,
+            ConfigError::Invalid {
+                var: "RATE_LIMIT_REDIS_URL",
+                ..
+            }
+        ));
+        assert!(!bad.to_string().contains("hunter2"), "{bad}");
     }
 
     #[test]

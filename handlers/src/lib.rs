@@ -88,8 +88,7 @@ impl AppState {
             cors: Arc::new(config.cors.clone()),
             redis_limits: config
                 .limits
-                .rate_limit_redis_url
-                .as_deref()
+                .redis_url()
                 .map(redis_limits::RedisLimits::new)
                 .transpose()?
                 .map(Arc::new),
