@@ -230,13 +230,13 @@ struct Seen {
 
 /// A `read_committed` reader of a local topic, connected and positioned before any clock
 /// starts, so its own start-up is never timed.
-struct Watcher {
-    consumer: BaseConsumer<TokenContext>,
+pub(crate) struct Watcher {
+    pub(crate) consumer: BaseConsumer<TokenContext>,
 }
 
 impl Watcher {
     /// Assigns every partition of `topic` at its current end (`from_end`) or start.
-    fn new(
+    pub(crate) fn new(
         cluster: &Cluster,
         topic: &str,
         partitions: i32,
@@ -571,7 +571,7 @@ fn log_ends(
 }
 
 /// The `seq` field of a demo value, without a full JSON parse.
-fn seq_of(value: &[u8]) -> Option<u64> {
+pub(crate) fn seq_of(value: &[u8]) -> Option<u64> {
     let text = std::str::from_utf8(value.get(..40.min(value.len()))?).ok()?;
     let rest = text.strip_prefix("{\"seq\":")?;
     let end = rest.find(',')?;
@@ -957,6 +957,25 @@ pub(crate) fn stack_config(config: &BenchConfig, topic: &str) -> StackConfig {
         ..Default::default()
     };
     stack_config
+}
+
+/// `total` demo events of [`VALUE_BYTES`] into `stack`'s topic at `config`'s latency rate,
+/// over its partitions, connected before any clock starts.
+pub(crate) async fn warm_demo_producer(
+    stack: &Stack,
+    config: &BenchConfig,
+    total: u64,
+) -> Result<DemoProducer, BenchError> {
+    let producer = DemoProducer::to_cluster(
+        &stack.source.cluster(),
+        &stack.info.topic,
+        config.latency_rate,
+        Some(total),
+    )?
+    .value_bytes(VALUE_BYTES)
+    .spread_over(config.partitions);
+    producer.warm_up().await?;
+    Ok(producer)
 }
 
 /// How a benchmark client reaches `stack`: its API, key and local Kafka, `config`'s batch

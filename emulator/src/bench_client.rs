@@ -84,6 +84,11 @@ impl ClientProcess {
         Ok(Self(child))
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.0.pid()
+    }
+
     /// Peak resident memory so far, in MiB (Linux; 0 elsewhere).
     pub fn peak_rss_mb(&self) -> f64 {
         self.0.peak_rss_mb()

@@ -16,8 +16,8 @@ use serde::Serialize;
 use shared::{Cursor, StartFrom};
 use tokio_util::sync::CancellationToken;
 
-use crate::bench::{BenchConfig, BenchError, VALUE_BYTES, percentile};
-use crate::demo::{DemoProducer, now_ms};
+use crate::bench::{BenchConfig, BenchError, percentile};
+use crate::demo::now_ms;
 use crate::stack::Stack;
 
 /// Longest the clients may take to open their streams.
@@ -128,15 +128,7 @@ async fn clients_through(
             connected.load(Ordering::Relaxed)
         )));
     }
-    let producer = DemoProducer::to_cluster(
-        &stack.source.cluster(),
-        &stack.info.topic,
-        config.latency_rate,
-        Some(expected),
-    )?
-    .value_bytes(VALUE_BYTES)
-    .spread_over(config.partitions);
-    producer.warm_up().await?;
+    let producer = crate::bench::warm_demo_producer(stack, config, expected).await?;
     let pids = stack.pod_pids();
     let ticks_before: u64 = pids
         .iter()

@@ -14,6 +14,7 @@ pub mod lambda_bridge;
 pub mod link;
 pub mod mm2;
 pub mod pod_process;
+pub mod soak;
 pub mod sockets;
 pub mod stack;
 pub mod verify;

@@ -101,6 +101,9 @@ enum Command {
     /// Times N events through the whole pipeline and through a direct Kafka-to-Kafka copy
     /// on the same clusters, then latency at 1,000 events/s.
     Bench(BenchArgs),
+    /// The whole pipeline at a steady rate for a long time: every process's memory each
+    /// minute, latency per 10 minutes, every event counted once.
+    Soak(SoakArgs),
     /// The benchmark's client, run by `bench` as a child process.
     #[command(hide = true)]
     BenchClient(ChildArgs),
@@ -122,6 +125,22 @@ enum Section {
 enum Peer {
     /// Apache Kafka's MirrorMaker 2.
     Mm2,
+}
+
+#[derive(Debug, clap::Args)]
+struct SoakArgs {
+    /// How long to run.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_080))]
+    minutes: u64,
+    /// Events per second.
+    #[arg(long = "rate", default_value_t = emulator::bench::LATENCY_RATE, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    soak_rate: u64,
+    /// Partitions of the soak topic.
+    #[arg(long = "partitions", default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=1000))]
+    soak_partitions: i32,
+    /// Print the report as one JSON line last.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -190,6 +209,65 @@ struct BenchArgs {
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
+}
+
+async fn soak(args: &Args, soak: &SoakArgs) -> anyhow::Result<()> {
+    if args.source_brokers.is_none() || args.local_brokers.is_none() {
+        anyhow::bail!(
+            "soak runs for a long time on real Kafka (the embedded clusters keep only a few MiB per partition): give --source-brokers and --local-brokers (infra/kafka-local starts Apache Kafka)"
+        );
+    }
+    let config = emulator::bench::BenchConfig {
+        events: 0,
+        partitions: soak.soak_partitions,
+        latency_secs: soak.minutes * 60,
+        source_brokers: args.source_brokers.clone(),
+        local_brokers: args.local_brokers.clone(),
+        source_properties: args.source_properties.clone(),
+        local_properties: args.local_properties.clone().into(),
+        batch_limit: 1000,
+        latency_rate: soak.soak_rate,
+        peer_mm2: false,
+        compression: false,
+        round_events: None,
+        local_delay: None,
+        limits_on: handlers::config::RateLimitArgs::default(),
+        link: None,
+        source_link: None,
+    };
+    let report = emulator::soak::run(&config, soak.minutes)
+        .await
+        .context("the soak could not run")?;
+    println!(
+        "soak: {} events at {} events/s for {} min: lost {}, duplicated {}",
+        report.events, report.rate, report.minutes, report.lost, report.duplicated
+    );
+    for slice in &report.slices {
+        println!(
+            "  from minute {:>4}: {} events, p50 {:.0} ms, p99 {:.0} ms, p999 {:.0} ms",
+            slice.from_minute, slice.events, slice.p50_ms, slice.p99_ms, slice.p999_ms
+        );
+    }
+    for process in &report.memory {
+        let first = process.rss_mb.first().copied().unwrap_or(0.0);
+        let last = process.rss_mb.last().copied().unwrap_or(0.0);
+        let peak = process.rss_mb.iter().copied().fold(0.0, f64::max);
+        println!(
+            "  {}: RSS {first:.1} → {last:.1} MB (peak {peak:.1}), {:+.2} MB/hour after the first quarter",
+            process.process, process.slope_mb_per_hour
+        );
+    }
+    if soak.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if report.lost > 0 || report.duplicated > 0 {
+        anyhow::bail!(
+            "the soak lost {} and duplicated {} events",
+            report.lost,
+            report.duplicated
+        );
+    }
+    Ok(())
 }
 
 async fn bench(args: &Args, bench: &BenchArgs) -> anyhow::Result<()> {
@@ -450,6 +528,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shared::telemetry::init();
     match &args.command {
         Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,
+        Some(Command::Soak(soak_args)) => return soak(&args, soak_args).await,
         Some(Command::PodProcess(child)) => {
             return emulator::pod_process::run_child(&child.args)
                 .await
