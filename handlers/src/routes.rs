@@ -41,7 +41,7 @@ pub async fn health() -> Json<HealthResponse> {
     path = "/ready",
     tag = "service",
     summary = "Readiness",
-    description = "200 when the consumer pod is reachable and consuming the source Kafka, else 503 with a short, generic reason (details are in the service's logs). Answers are reused for about a second. Needs no key and is never rate-limited.",
+    description = "200 when a consumer pod (any one, where there are several) is reachable and consuming the source Kafka, else 503 with a short, generic reason (details are in the service's logs). Answers are reused for about a second. Needs no key and is never rate-limited.",
     responses(
         (status = 200, description = "Ready to serve events", body = ReadyResponse,
             example = json!({"status": "ready"})),
