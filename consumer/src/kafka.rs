@@ -128,7 +128,7 @@ const ASSIGN_EVERY: Duration = Duration::from_secs(1);
 /// cursor. Its group (`KAFKA_GROUP_ID`) only keeps the committed offsets, where a restarted
 /// pod goes on from and where Kafka's tools read its lag.
 pub struct KafkaSource {
-    consumer: StreamConsumer<SourceContext>,
+    consumer: ClosedApart,
     buffer: Arc<RecordBuffer>,
     status: Arc<SourceStatus>,
     metrics: ConsumerMetrics,
@@ -178,7 +178,7 @@ impl KafkaSource {
         });
         let consumer: StreamConsumer<SourceContext> = config.create_with_context(context)?;
         Ok(Self {
-            consumer,
+            consumer: ClosedApart(Some(consumer)),
             buffer,
             status,
             metrics,
@@ -273,7 +273,43 @@ impl KafkaSource {
         {
             tracing::debug!(error = %err, "final commit skipped");
         }
+        // Given back before the close, so the close has no assignment to wait on.
+        let mut assigned = TopicPartitionList::new();
+        for tp in &self.assigned {
+            assigned.add_partition(&tp.topic, tp.partition);
+        }
+        if let Err(err) = self.consumer.incremental_unassign(&assigned) {
+            tracing::debug!(error = %err, "partitions not unassigned before the close");
+        }
         tracing::info!("source consumer stopped");
+    }
+}
+
+/// The source consumer, closed on a thread of its own when dropped, whether the pod stops
+/// or its task is cancelled: librdkafka's close waits on the broker (the group's final
+/// commit, the assignment given back), which must never hold a runtime thread.
+struct ClosedApart(Option<StreamConsumer<SourceContext>>);
+
+impl std::ops::Deref for ClosedApart {
+    type Target = StreamConsumer<SourceContext>;
+
+    fn deref(&self) -> &Self::Target {
+        self.0
+            .as_ref()
+            .expect("the consumer is there until dropped")
+    }
+}
+
+impl Drop for ClosedApart {
+    fn drop(&mut self) {
+        if let Some(consumer) = self.0.take() {
+            let closing = std::thread::Builder::new()
+                .name("source-consumer-close".into())
+                .spawn(move || drop(consumer));
+            if let Err(err) = closing {
+                tracing::warn!(error = %err, "no thread to close the source consumer on; closing it here");
+            }
+        }
     }
 }
 
