@@ -593,11 +593,17 @@ fn peak_rss_mb() -> f64 {
 
 /// Peak resident set of process `pid` (`self` for this one), in MiB (Linux; 0 elsewhere).
 pub(crate) fn peak_rss_mb_of(pid: &str) -> f64 {
+    status_mb(pid, "VmHWM:")
+}
+
+/// A memory field of `/proc/<pid>/status` (`VmHWM:`, `VmRSS:`), in MiB (Linux; 0
+/// elsewhere).
+pub(crate) fn status_mb(pid: &str, field: &str) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(0.0, |kb| kb / 1024.0)

@@ -235,13 +235,7 @@ fn read_copies(
 
 /// Resident memory of `pid` now, in MiB (Linux; 0 elsewhere).
 fn rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
+    crate::bench::status_mb(&pid.to_string(), "VmRSS:")
 }
 
 /// Least-squares slope of one-a-minute samples, in units per hour, after the first
