@@ -217,8 +217,10 @@ impl ApiKeys {
 
 impl Caller {
     /// Holds `request` to the topics this key may read: a `topic` filter or a cursor
-    /// naming another is `403 forbidden_topic`; no filter reads only the key's topics.
+    /// naming another is `403 forbidden_topic`; no filter reads only the key's topics. The
+    /// request also carries the key's name, for the pods' per-key metrics.
     pub fn scope(&self, request: &mut FetchRequest) -> Result<(), ApiError> {
+        request.key_name = Some(self.name.clone());
         let Some(allowed) = &self.topics else {
             return Ok(());
         };
@@ -423,6 +425,11 @@ mod tests {
         });
         ops.scope(&mut request).expect("allowed");
         assert!(request.topics.is_empty());
+        assert_eq!(
+            request.key_name.as_deref(),
+            Some("ops"),
+            "the name goes with it"
+        );
     }
 
     #[test]

@@ -163,7 +163,6 @@ pub async fn events(
     let mut request = query.validate()?;
     if let Some(Extension(Authenticated(caller))) = caller {
         caller.scope(&mut request)?;
-        request.key_name = Some(caller.name);
     }
     request.binary = accepts_batch(&headers);
     if let Some(Extension(MaxWait(max))) = max_wait {

@@ -112,7 +112,6 @@ pub async fn events_stream(
     let mut request = query.validate()?;
     if let Some(Extension(Authenticated(caller))) = caller {
         caller.scope(&mut request)?;
-        request.key_name = Some(caller.name);
     }
     request.binary = accepts_stream(&headers);
     if let Some(Extension(MaxBytes(max))) = max_bytes {
