@@ -54,6 +54,9 @@ pub struct AppState {
     pub ready: Arc<routes::ReadyCache>,
     /// How long a `/events/stream` answer lasts (`STREAM_MAX_SECS`).
     pub stream_max: std::time::Duration,
+    /// Cancelled when the server begins to stop: open streams end cleanly then (the client
+    /// comes back where it stands), so they never hold the drain up.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 /// Why the handlers could not start.
@@ -95,6 +98,7 @@ impl AppState {
             local_limiter: Arc::new(RateLimiter::new()),
             ready: Arc::default(),
             stream_max: std::time::Duration::from_secs(config.stream_max_secs),
+            closing: tokio_util::sync::CancellationToken::new(),
         })
     }
 }

@@ -2,7 +2,7 @@
 //! set (Istio terminates TLS inside the mesh; a standalone container must do it itself).
 //! Either way it drains in-flight requests when `shutdown` completes.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -39,19 +39,38 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let addr = format!("{}:{}", config.host, config.port);
+    let closing = state.closing.clone();
     let app = crate::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let bind = |source| ServeError::Bind {
         addr: addr.clone(),
         source,
     };
+    // Open streams end as the server begins to stop; a request still open after DRAIN is
+    // cut off.
+    let shutdown = {
+        let closing = closing.clone();
+        async move {
+            shutdown.await;
+            closing.cancel();
+        }
+    };
     let Some((cert, key)) = config.tls.paths() else {
         let listener = tokio::net::TcpListener::bind(&addr).await.map_err(bind)?;
         let local = listener.local_addr().map_err(bind)?;
         tracing::info!(addr = %local, tls = false, prefix = %config.api_prefix, pod = %config.consumer_addr, "handlers serving");
-        return axum::serve(shared::listen::no_delay(listener), app)
+        let serving = axum::serve(shared::listen::no_delay(listener), app)
             .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServeError::Serve);
+            .into_future();
+        return tokio::select! {
+            served = serving => served.map_err(ServeError::Serve),
+            () = async {
+                closing.cancelled().await;
+                tokio::time::sleep(DRAIN).await;
+            } => {
+                tracing::warn!(drain_secs = DRAIN.as_secs(), "requests still open after the drain; stopping without them");
+                Ok(())
+            }
+        };
     };
     let tls = RustlsConfig::from_pem_file(cert, key)
         .await

@@ -134,6 +134,7 @@ pub async fn events_stream(
             .flatten(),
         first: None,
         done: false,
+        closing: state.closing.clone(),
     };
     // The first answer at once, so a bad cursor, an unknown topic or a pod that is down is
     // an error status, not a stream that ends.
@@ -187,6 +188,8 @@ struct Streamer {
     /// The answer fetched before the stream began.
     first: Option<Bytes>,
     done: bool,
+    /// The server is stopping: the stream ends at once.
+    closing: tokio_util::sync::CancellationToken,
 }
 
 impl Streamer {
@@ -196,14 +199,23 @@ impl Streamer {
             return None;
         }
         let left = self.until.saturating_duration_since(Instant::now());
-        if left.is_zero() || self.bytes_left == 0 {
+        if left.is_zero() || self.bytes_left == 0 || self.closing.is_cancelled() {
             return self.end();
         }
         let answer = match self.first.take() {
             Some(answer) => Ok(answer),
             None => {
                 self.request.wait_ms = u32::try_from(left.min(POLL_WAIT).as_millis()).unwrap_or(0);
-                self.pod.fetch_bytes(&self.request).await
+                let closing = self.closing.clone();
+                let fetched = tokio::select! {
+                    answer = self.pod.fetch_bytes(&self.request) => Some(answer),
+                    () = closing.cancelled() => None,
+                };
+                let Some(answer) = fetched else {
+                    tracing::debug!("stream ends: the server is stopping");
+                    return self.end();
+                };
+                answer
             }
         };
         // The pod failed or went away: the stream ends here, and the client comes back

@@ -408,3 +408,67 @@ async fn behind_the_lambda_adapter_the_client_falls_back_to_long_polling() {
     assert!(requests(&stack, "/events", 200) > 1, "it long-polled");
     stack.stop().await;
 }
+
+/// `handlers-server` told to stop (SIGTERM) with a stream open: the stream ends cleanly at
+/// once, as it does after `STREAM_MAX_SECS`, and the server stops, rather than waiting up to
+/// five minutes for the stream to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_ends_its_open_streams_cleanly_and_stops() {
+    let mut config = common::config();
+    config.events = Some(20);
+    let stack = common::start(config).await;
+    let mut handlers = common::stack_handlers_config(&stack, &stack.info.api_key);
+    handlers.port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    assert_eq!(
+        handlers.stream_max_secs,
+        handlers::config::DEFAULT_STREAM_MAX_SECS
+    );
+    let state = common::handlers_state(&handlers);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let port = handlers.port;
+    let serving = tokio::spawn({
+        let stop = stop.clone();
+        async move { handlers::server::serve(&handlers, state, stop.cancelled_owned()).await }
+    });
+    common::wait_listening("the handlers to listen", port).await;
+    let response = reqwest::Client::new()
+        .get(format!(
+            "http://127.0.0.1:{port}/api/v1/events/stream?cursor=earliest"
+        ))
+        .header("x-api-key", &stack.info.api_key)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(response.status(), 200);
+    let mut sse = SseReader::new(response);
+    match tokio::time::timeout(Duration::from_secs(10), sse.next()).await {
+        Ok(Some(Sse::Message { event, .. })) => assert_eq!(event, "batch"),
+        other => panic!("the first batch: {other:?}"),
+    }
+    let stopped_at = Instant::now();
+    stop.cancel();
+    // The answer ends: no error, no batch cut in half.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(message) = sse.next().await {
+            assert!(
+                !matches!(&message, Sse::Message { event, .. } if event != "batch"),
+                "{message:?}"
+            );
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream ended once the server stopped");
+    let served = tokio::time::timeout(Duration::from_secs(10), serving)
+        .await
+        .expect("the server stopped soon after")
+        .expect("joined");
+    assert!(served.is_ok(), "{served:?}");
+    eprintln!(
+        "stream ended and server stopped {:?} after the stop",
+        stopped_at.elapsed()
+    );
+    stack.stop().await;
+}
