@@ -291,7 +291,13 @@ async fn streaming(local: &str, n: u64, rate: u64) -> emulator::Stack {
 /// Sends `sig` (`-STOP`, `-CONT`) to `child`.
 #[cfg(unix)]
 fn signal(child: &std::process::Child, sig: &str) {
-    let pid = child.id().to_string();
+    signal_pid(child.id(), sig);
+}
+
+/// Sends `sig` to process `pid`.
+#[cfg(unix)]
+fn signal_pid(pid: u32, sig: &str) {
+    let pid = pid.to_string();
     let status = std::process::Command::new("kill")
         .args([sig, &pid])
         .status()
@@ -300,26 +306,44 @@ fn signal(child: &std::process::Child, sig: &str) {
 }
 
 /// Freezes `child` (SIGSTOP) at a moment a transaction of its is open on `topic` (a
-/// partition holds records not yet committed); false if that never happened.
+/// partition holds records not yet committed); false if that never happened within a
+/// minute. The probes are made once, so each try is two quick offset lookups: the window
+/// between a client's last write and its commit is short.
 #[cfg(unix)]
 async fn freeze(child: &std::process::Child, local: &str, topic: &str, partitions: i32) -> bool {
-    for _ in 0..200 {
-        signal(child, "-STOP");
-        if transaction_open(local, topic, partitions).await {
-            return true;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let (pid, local, topic) = (child.id(), local.to_owned(), topic.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let probe = |isolation: &str| -> BaseConsumer {
+            shared::kafka::client_config(&local)
+                .set("isolation.level", isolation)
+                .create()
+                .expect("probe")
+        };
+        let (uncommitted, committed) = (probe("read_uncommitted"), probe("read_committed"));
+        let ends = |probe: &BaseConsumer| -> Vec<i64> {
+            (0..partitions)
+                .map(|p| {
+                    probe
+                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                        .map_or(0, |(_, high)| high)
+                })
+                .collect()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            signal_pid(pid, "-STOP");
+            let (open, done) = (ends(&uncommitted), ends(&committed));
+            if open.iter().zip(&done).any(|(u, c)| u > c) {
+                return true;
+            }
+            signal_pid(pid, "-CONT");
+            std::thread::sleep(Duration::from_millis(rand::rng().random_range(1..40)));
         }
-        signal(child, "-CONT");
-        tokio::time::sleep(Duration::from_millis(rand::rng().random_range(1..40))).await;
-    }
-    false
-}
-
-/// Whether a partition of `topic` holds records of a transaction still open: its end for
-/// a `read_uncommitted` reader lies past the last stable offset a `read_committed` one sees.
-async fn transaction_open(local: &str, topic: &str, partitions: i32) -> bool {
-    let uncommitted = log_ends(local, topic, partitions, "read_uncommitted").await;
-    let committed = log_ends(local, topic, partitions, "read_committed").await;
-    uncommitted.iter().zip(&committed).any(|(u, c)| u > c)
+        false
+    })
+    .await
+    .expect("freeze task")
 }
 
 /// The end of each partition of `topic` as a reader with `isolation` sees it (0 where it
