@@ -4,8 +4,13 @@
 #
 #   kafka-local.sh fetch           resolve the jars (see pom.xml) into $LIBS
 #   kafka-local.sh start NAME      fresh broker NAME; prints 127.0.0.1:PORT
+#   kafka-local.sh start-cluster NAME N
+#                                  fresh cluster of N brokers NAME-1..NAME-N (each also a
+#                                  controller; replication factor min(N,3), min.insync
+#                                  min(N-1,2)); prints their bootstrap list, comma-separated
 #   kafka-local.sh restart NAME    stop + start NAME again, same ports and data
 #   kafka-local.sh stop NAME       stop broker NAME (ok if not running)
+#   kafka-local.sh kill NAME       SIGKILL broker NAME at once, as a crash would
 #   kafka-local.sh remove NAME     stop broker NAME and delete its data and ports
 #   kafka-local.sh stop-all        stop every broker under $KAFKA_LOCAL_HOME
 #   kafka-local.sh status          NAME, pid, bootstrap, running/stopped
@@ -164,8 +169,18 @@ cmd_fetch() {
 
 # ---------------------------------------------------------------- start
 
+# $6: the controller quorum of a cluster (`1@host:port,2@…`) and $7 this node's id; empty: a
+# single node that is its own quorum.
 write_properties() {
-  local dir=$1 port=$2 cport=$3 lport=${4:-} link=${5:-}
+  local dir=$1 port=$2 cport=$3 lport=${4:-} link=${5:-} voters=${6:-} node=${7:-1}
+  local quorum="controller.quorum.bootstrap.servers=127.0.0.1:$cport" rf=1 isr=1 nodes
+  if [[ -n $voters ]]; then
+    quorum="controller.quorum.voters=$voters"
+    nodes=$(tr ',' '\n' <<<"$voters" | wc -l)
+    rf=$((nodes < 3 ? nodes : 3))
+    isr=$((nodes - 1 < 2 ? nodes - 1 : 2))
+    ((isr >= 1)) || isr=1
+  fi
   local listeners="PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$cport"
   local advertised="PLAINTEXT://127.0.0.1:$port" map="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
   if [[ -n $lport ]]; then
@@ -176,10 +191,10 @@ write_properties() {
     map+=",LINK:PLAINTEXT"
   fi
   cat >"$dir/server.properties" <<EOF
-# Written by kafka-local.sh: single-node KRaft broker + controller.
+# Written by kafka-local.sh: KRaft broker + controller.
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:$cport
+node.id=$node
+$quorum
 listeners=$listeners
 advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
@@ -188,11 +203,13 @@ listener.security.protocol.map=$map
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=true
-offsets.topic.replication.factor=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+default.replication.factor=$rf
+min.insync.replicas=$isr
+offsets.topic.replication.factor=$rf
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
 group.initial.rebalance.delay.ms=0
 # Records keep the timestamps they were produced with, and tests produce some years old:
 # time-based retention would delete them at its next check (every 5 min), mid-test.
@@ -203,10 +220,9 @@ EOF
   fi
 }
 
-# Launch the broker of an already formatted dir in the background and wait
-# until it is ready; print its bootstrap address on stdout.
-launch() {
-  local name=$1 dir port cport logf off pid deadline p
+# Start the broker of an already formatted dir in the background, without waiting.
+spawn_broker() {
+  local name=$1 dir port cport logf p
   local -a heap jvm
   dir=$(broker_dir "$name")
   logf=$dir/server.log
@@ -217,10 +233,10 @@ launch() {
   read -r -a heap <<<"$HEAP_OPTS"
   read -r -a jvm <<<"$JVM_OPTS"
 
-  # server.log is appended across restarts; readiness only looks past $off.
+  # server.log is appended across restarts; readiness only looks past this offset.
   touch "$logf"
   printf '=== kafka-local: launching %s on 127.0.0.1:%s at %s ===\n' "$name" "$port" "$(date '+%F %T')" >>"$logf"
-  off=$(wc -c <"$logf")
+  wc -c <"$logf" >"$dir/ready-offset"
   rm -f "$dir/pid"
 
   local -a detach=(nohup)
@@ -236,7 +252,15 @@ launch() {
       -Dlog4j2.configurationFile="$LOG4J_CONFIG" -Dkafka.logs.dir="$dir" \
       "${jvm[@]}" -cp "$LIBS/*" kafka.Kafka "$dir/server.properties"
   ) >>"$logf" 2>&1 </dev/null 8>&- 9>&- &
+}
 
+# Wait until the broker spawn_broker started is ready; print its bootstrap address on stdout.
+await_ready() {
+  local name=$1 dir port logf off pid deadline
+  dir=$(broker_dir "$name")
+  logf=$dir/server.log
+  read -r port _ <"$dir/ports"
+  off=$(<"$dir/ready-offset")
   log "waiting for '$name' on 127.0.0.1:$port (timeout ${START_TIMEOUT}s) ..."
   deadline=$((SECONDS + START_TIMEOUT))
   while :; do
@@ -263,12 +287,18 @@ launch() {
   printf '127.0.0.1:%s\n' "$port"
 }
 
-cmd_start() {
-  local name=${1:-} dir port cport cid lport="" link=${KAFKA_LOCAL_LINK_PORT:-}
-  check_name "$name"
+# Launch the broker of an already formatted dir and wait until it is ready; print its
+# bootstrap address on stdout.
+launch() {
+  spawn_broker "$1"
+  await_ready "$1"
+}
+
+# Wipe NAME's dir, pick and record its ports, write its properties ($2: the cluster's
+# voters, $3: its node id; empty for a single node). Prints the controller port.
+prepare() {
+  local name=$1 voters=${2:-} node=${3:-} dir port cport lport="" link=${KAFKA_LOCAL_LINK_PORT:-}
   dir=$(broker_dir "$name")
-  command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found on PATH"
-  cmd_fetch quiet
   if [[ -n $(running_pid "$name") ]]; then
     log "'$name' is already running; stopping it for a fresh start"
     cmd_stop "$name"
@@ -292,17 +322,65 @@ cmd_start() {
     printf '127.0.0.1:%s=127.0.0.1:%s\n' "$lport" "$link" >"$dir/link"
   fi
   unlock
+  printf '%s' "$cport"
+}
 
-  write_properties "$dir" "$port" "$cport" "$lport" "$link"
-  cid=$(new_cluster_id)
+# Format NAME's storage for cluster $2 ($3: --standalone for a node that is its own quorum).
+format_storage() {
+  local name=$1 cid=$2 dir
+  local -a standalone=()
+  [[ -z ${3:-} ]] || standalone=("$3")
+  dir=$(broker_dir "$name")
   printf '%s\n' "$cid" >"$dir/cluster.id"
   log "formatting $dir/data (cluster id $cid)"
   if ! "$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$TOOLS_LOG4J_CONFIG" kafka.tools.StorageTool \
-      format --standalone -t "$cid" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
+      format "${standalone[@]}" -t "$cid" -c "$dir/server.properties" >"$dir/format.log" 2>&1; then
     cat "$dir/format.log" >&2
     die "formatting storage for '$name' failed"
   fi
+}
+
+cmd_start() {
+  local name=${1:-} dir port cport lport link
+  check_name "$name"
+  dir=$(broker_dir "$name")
+  command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found on PATH"
+  cmd_fetch quiet
+  cport=$(prepare "$name")
+  read -r port cport lport link <"$dir/ports"
+  write_properties "$dir" "$port" "$cport" "$lport" "$link"
+  format_storage "$name" "$(new_cluster_id)" --standalone
   launch "$name"
+}
+
+# N nodes NAME-1..NAME-N, each broker and controller, one static quorum of them all: a
+# broker killed leaves the others a majority, so leaders move and the cluster serves on.
+cmd_start_cluster() {
+  local name=${1:-} count=${2:-} i node cid voters="" bootstrap="" port cport lport link
+  [[ $count =~ ^[0-9]+$ ]] && ((count >= 1 && count <= 9)) \
+    || die "start-cluster NAME N: N='$count' must be a number from 1 to 9"
+  check_name "$name"
+  command -v "$JAVA" >/dev/null || die "java ('$JAVA') not found on PATH"
+  cmd_fetch quiet
+  [[ -z ${KAFKA_LOCAL_PORT:-}${KAFKA_LOCAL_CONTROLLER_PORT:-}${KAFKA_LOCAL_LINK_PORT:-} ]] \
+    || die "start-cluster picks each node's ports: unset KAFKA_LOCAL_PORT, KAFKA_LOCAL_CONTROLLER_PORT and KAFKA_LOCAL_LINK_PORT"
+  for ((i = 1; i <= count; i++)); do
+    cport=$(prepare "$name-$i")
+    voters+="${voters:+,}$i@127.0.0.1:$cport"
+  done
+  cid=$(new_cluster_id)
+  for ((i = 1; i <= count; i++)); do
+    node=$name-$i
+    read -r port cport lport link <"$(broker_dir "$node")/ports"
+    write_properties "$(broker_dir "$node")" "$port" "$cport" "" "" "$voters" "$i"
+    format_storage "$node" "$cid"
+  done
+  # A node is ready only once a quorum is: start them all, then wait for each.
+  for ((i = 1; i <= count; i++)); do spawn_broker "$name-$i"; done
+  for ((i = 1; i <= count; i++)); do
+    bootstrap+="${bootstrap:+,}$(await_ready "$name-$i")" || die "cluster '$name' did not start"
+  done
+  printf '%s\n' "$bootstrap"
 }
 
 # ---------------------------------------------------------------- restart / stop / status
@@ -353,6 +431,22 @@ cmd_stop() {
   log "'$name' stopped"
 }
 
+# SIGKILL NAME at once (a crash); `restart NAME` brings it back with its data.
+cmd_kill() {
+  local name=${1:-} dir pid
+  check_name "$name"
+  dir=$(broker_dir "$name")
+  pid=$(running_pid "$name")
+  if [[ -z $pid ]]; then
+    log "'$name' is not running"
+    return 0
+  fi
+  kill -KILL "$pid" 2>/dev/null || true
+  while alive "$pid"; do sleep 0.1; done
+  rm -f "$dir/pid"
+  log "'$name' killed (pid $pid)"
+}
+
 # Names of all broker dirs (those with a server.properties).
 broker_names() {
   local d
@@ -398,7 +492,9 @@ case ${1:-} in
   fetch) cmd_fetch ;;
   start) cmd_start "${2:-}" ;;
   restart) cmd_restart "${2:-}" ;;
+  start-cluster) cmd_start_cluster "${2:-}" "${3:-}" ;;
   stop) cmd_stop "${2:-}" ;;
+  kill) cmd_kill "${2:-}" ;;
   remove) cmd_remove "${2:-}" ;;
   stop-all) cmd_stop_all ;;
   status) cmd_status ;;
