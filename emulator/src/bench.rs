@@ -996,6 +996,7 @@ pub(crate) fn client_settings(stack: &Stack, config: &BenchConfig) -> ClientSett
         batch_limit: config.batch_limit,
         compression: config.compression,
         topic_prefix: None,
+        log: None,
     }
 }
 
@@ -1018,7 +1019,10 @@ pub async fn run(config: BenchConfig) -> Result<BenchReport, BenchError> {
         ));
     }
     if config.link.is_some() {
-        crate::link::server(std::env::var_os("TOXIPROXY_SERVER"))?;
+        crate::link::server(
+            std::env::var_os("TOXIPROXY_SERVER"),
+            "--link-delay-ms/--link-mbit",
+        )?;
     }
     if config.link.is_some() && config.peer_mm2 && config.source_link.is_none() {
         return Err(BenchError::Incomplete(

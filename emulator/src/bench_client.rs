@@ -50,6 +50,8 @@ pub struct ClientSettings {
     pub compression: bool,
     /// `TOPIC_PREFIX`: where the copies go, when not to the source's topic names.
     pub topic_prefix: Option<String>,
+    /// Where its log goes (none: the parent's standard error).
+    pub log: Option<std::path::PathBuf>,
 }
 
 impl ClientProcess {
@@ -60,28 +62,37 @@ impl ClientProcess {
             "client",
             "bench-client",
             &settings.local_properties,
-            |command| {
-                command
-                    .env_remove("KAFKA_TOPIC")
-                    .env_remove("TOPIC_PREFIX")
-                    .env("SERVER_URL", &settings.server_url)
-                    .env("API_KEY", &settings.api_key)
-                    .env("KAFKA_BROKERS", &settings.local_brokers)
-                    .env("CLIENT_ID", &settings.client_id)
-                    .env("BATCH_LIMIT", settings.batch_limit.to_string())
-                    .env("COMPRESSION", settings.compression.to_string())
-                    .env("START_FROM", "earliest")
-                    .env("POLL_INTERVAL_MS", "200");
-                if let Some(prefix) = &settings.topic_prefix {
-                    command.env("TOPIC_PREFIX", prefix);
-                }
-            },
+            |command| configure(command, settings),
             timeout,
             |line| (line == CONNECTED).then_some(()),
         )
         .await
         .map_err(BenchError::Incomplete)?;
         Ok(Self(child))
+    }
+
+    /// Starts the child without waiting for it to connect (the API may be out of reach).
+    pub fn start_unwaited(settings: &ClientSettings) -> Result<Self, BenchError> {
+        ChildProcess::start_unwaited(
+            None,
+            "client",
+            "bench-client",
+            &settings.local_properties,
+            |command| configure(command, settings),
+        )
+        .map(Self)
+        .map_err(BenchError::Incomplete)
+    }
+
+    /// Kills it at once (SIGKILL), as a crash would.
+    pub async fn kill(self) {
+        self.0.kill().await;
+    }
+
+    /// Puts it to sleep (SIGSTOP) or wakes it (SIGCONT).
+    #[cfg(unix)]
+    pub async fn freeze(&self, asleep: bool) -> std::io::Result<()> {
+        self.0.freeze(asleep).await
     }
 
     /// Its process id, while it runs.
@@ -98,4 +109,23 @@ impl ClientProcess {
     pub async fn stop(self) {
         self.0.stop().await;
     }
+}
+
+/// The child's environment: the client's own variables, from `settings`.
+fn configure(command: &mut tokio::process::Command, settings: &ClientSettings) {
+    command
+        .env_remove("KAFKA_TOPIC")
+        .env_remove("TOPIC_PREFIX")
+        .env("SERVER_URL", &settings.server_url)
+        .env("API_KEY", &settings.api_key)
+        .env("KAFKA_BROKERS", &settings.local_brokers)
+        .env("CLIENT_ID", &settings.client_id)
+        .env("BATCH_LIMIT", settings.batch_limit.to_string())
+        .env("COMPRESSION", settings.compression.to_string())
+        .env("START_FROM", "earliest")
+        .env("POLL_INTERVAL_MS", "200");
+    if let Some(prefix) = &settings.topic_prefix {
+        command.env("TOPIC_PREFIX", prefix);
+    }
+    crate::child::log_to(command, settings.log.as_deref());
 }

@@ -6,8 +6,8 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 
 /// How long a stopping child may take before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -32,6 +32,43 @@ impl ChildProcess {
         timeout: Duration,
         mut ready: impl FnMut(&str) -> Option<T>,
     ) -> Result<(Self, T), String> {
+        let (child, mut lines) = Self::spawn(exe, what, subcommand, properties, configure)?;
+        let answer = tokio::time::timeout(timeout, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(answer) = ready(line.trim()) {
+                    return Some(answer);
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(answer)) => Ok((child, answer)),
+            _ => Err(format!("the {what} did not get ready (its log is above)")),
+        }
+    }
+
+    /// Runs `emulator <subcommand>` as [`ChildProcess::start`] does, without waiting: its
+    /// output goes on being read in the background, so it never blocks on a full pipe.
+    pub fn start_unwaited(
+        exe: Option<&std::path::Path>,
+        what: &str,
+        subcommand: &str,
+        properties: &shared::kafka::KafkaPropertyArgs,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<Self, String> {
+        let (child, mut lines) = Self::spawn(exe, what, subcommand, properties, configure)?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(child)
+    }
+
+    fn spawn(
+        exe: Option<&std::path::Path>,
+        what: &str,
+        subcommand: &str,
+        properties: &shared::kafka::KafkaPropertyArgs,
+        configure: impl FnOnce(&mut Command),
+    ) -> Result<(Self, Lines<BufReader<ChildStdout>>), String> {
         let exe = match exe {
             Some(exe) => exe.to_owned(),
             None => std::env::current_exe().map_err(|e| format!("cannot start the {what}: {e}"))?,
@@ -58,20 +95,7 @@ impl ChildProcess {
             .stdout
             .take()
             .ok_or_else(|| format!("the {what} has no output"))?;
-        let mut lines = BufReader::new(stdout).lines();
-        let answer = tokio::time::timeout(timeout, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(answer) = ready(line.trim()) {
-                    return Some(answer);
-                }
-            }
-            None
-        })
-        .await;
-        match answer {
-            Ok(Some(answer)) => Ok((Self { child }, answer)),
-            _ => Err(format!("the {what} did not get ready (its log is above)")),
-        }
+        Ok((Self { child }, BufReader::new(stdout).lines()))
     }
 
     /// Its process id, while it runs.
@@ -91,6 +115,27 @@ impl ChildProcess {
         let _ = self.child.kill().await;
     }
 
+    /// Stops it (SIGSTOP) where it stands, as a laptop falling asleep does, or wakes it
+    /// (SIGCONT).
+    #[cfg(unix)]
+    pub async fn freeze(&self, asleep: bool) -> std::io::Result<()> {
+        let Some(pid) = self.child.id() else {
+            return Ok(());
+        };
+        let signal = if asleep { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!(
+                "kill {signal} {pid}: {status}"
+            )))
+        }
+    }
+
     /// Closes its input so it stops gracefully; kills it if it does not in time.
     pub async fn stop(mut self) {
         drop(self.child.stdin.take());
@@ -100,6 +145,24 @@ impl ChildProcess {
         {
             let _ = self.child.kill().await;
         }
+    }
+}
+
+/// Sends the child's log (its standard error) to the end of file `log`, when one is given;
+/// without one it shares the parent's.
+pub fn log_to(command: &mut Command, log: Option<&std::path::Path>) {
+    let Some(log) = log else {
+        return;
+    };
+    match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        Ok(file) => {
+            command.stderr(file);
+        }
+        Err(err) => eprintln!("cannot write {}: {err}; the child logs here", log.display()),
     }
 }
 

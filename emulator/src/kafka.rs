@@ -90,6 +90,17 @@ impl KafkaCluster {
 
     /// Creates a topic; one that already exists is fine.
     pub async fn create_topic(&self, name: &str, partitions: i32) -> Result<(), KafkaError> {
+        self.create_replicated_topic(name, partitions, 1).await
+    }
+
+    /// Creates topic `name` with `replicas` copies of each partition (a mock cluster keeps
+    /// one).
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replicas: i32,
+    ) -> Result<(), KafkaError> {
         match self {
             Self::Mock(m) => m.create_topic(name, partitions),
             Self::External(cluster) => {
@@ -102,7 +113,7 @@ impl KafkaCluster {
                     tracing::warn!(error = %err, "no OAUTHBEARER token for topic creation");
                     KafkaError::AdminOp(RDKafkaErrorCode::SaslAuthenticationFailed)
                 })?;
-                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+                let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(replicas));
                 let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
                 for result in admin.create_topics([&topic], &options).await? {
                     match result {

@@ -7,8 +7,11 @@ pub mod bench_catchup;
 pub mod bench_client;
 pub mod bench_fanout;
 pub mod bench_runs;
+#[cfg(unix)]
+pub mod chaos;
 pub mod child;
 pub mod demo;
+pub mod handlers_process;
 pub mod kafka;
 pub mod lambda_bridge;
 pub mod link;

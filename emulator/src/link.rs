@@ -42,7 +42,11 @@ fn failed(what: &str, err: impl std::fmt::Display) -> BenchError {
 impl Link {
     /// Starts toxiproxy (`TOXIPROXY_SERVER`), to shape every proxy it will carry as `shape`.
     pub async fn start(shape: LinkShape) -> Result<Self, BenchError> {
-        Self::start_server(&server(std::env::var_os("TOXIPROXY_SERVER"))?, shape).await
+        let server = server(
+            std::env::var_os("TOXIPROXY_SERVER"),
+            "--link-delay-ms/--link-mbit",
+        )?;
+        Self::start_server(&server, shape).await
     }
 
     /// Starts the toxiproxy-server at `server`, to shape every proxy it will carry as
@@ -125,6 +129,19 @@ impl Link {
         listen: SocketAddr,
         upstream: SocketAddr,
     ) -> Result<SocketAddr, BenchError> {
+        let listen = self.plain_proxy(name, listen, upstream).await?;
+        self.shape_proxy(name, "", self.shape).await?;
+        Ok(listen)
+    }
+
+    /// A proxy `name` from `listen` to `upstream` that leaves the bytes alone until
+    /// [`Link::shape_proxy`] or [`Link::set_enabled`] says otherwise.
+    pub async fn plain_proxy(
+        &self,
+        name: &str,
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    ) -> Result<SocketAddr, BenchError> {
         let proxy = self
             .post(
                 "/proxies",
@@ -139,24 +156,62 @@ impl Link {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .push((name.to_owned(), listen.port()));
+        Ok(listen)
+    }
+
+    /// Adds a `latency` and a `bandwidth` toxic of `shape` on each direction of proxy
+    /// `name`, named with `tag` so [`Link::unshape_proxy`] can take them off again.
+    pub async fn shape_proxy(
+        &self,
+        name: &str,
+        tag: &str,
+        shape: LinkShape,
+    ) -> Result<(), BenchError> {
         // Bandwidth in KB/s, as toxiproxy takes it.
-        let rate = (self.shape.mbit * 1_000_000.0 / 8.0 / 1000.0).round() as u64;
+        let rate = (shape.mbit * 1_000_000.0 / 8.0 / 1000.0).round().max(1.0) as u64;
         let toxics = format!("/proxies/{name}/toxics");
         for stream in ["upstream", "downstream"] {
             self.post(
                 &toxics,
-                json!({"name": format!("latency_{stream}"), "type": "latency", "stream": stream,
-                       "attributes": {"latency": self.shape.delay_ms, "jitter": 0}}),
+                json!({"name": format!("{tag}latency_{stream}"), "type": "latency", "stream": stream,
+                       "attributes": {"latency": shape.delay_ms, "jitter": 0}}),
             )
             .await?;
             self.post(
                 &toxics,
-                json!({"name": format!("bandwidth_{stream}"), "type": "bandwidth", "stream": stream,
+                json!({"name": format!("{tag}bandwidth_{stream}"), "type": "bandwidth", "stream": stream,
                        "attributes": {"rate": rate}}),
             )
             .await?;
         }
-        Ok(listen)
+        Ok(())
+    }
+
+    /// Takes the toxics [`Link::shape_proxy`] added with `tag` off proxy `name`.
+    pub async fn unshape_proxy(&self, name: &str, tag: &str) -> Result<(), BenchError> {
+        for toxic in ["latency", "bandwidth"] {
+            for stream in ["upstream", "downstream"] {
+                let path = format!("/proxies/{name}/toxics/{tag}{toxic}_{stream}");
+                let answer = self
+                    .http
+                    .delete(format!("{}{path}", self.api))
+                    .send()
+                    .await
+                    .map_err(|e| failed(&path, e))?;
+                if !answer.status().is_success() {
+                    return Err(failed(&path, answer.status()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Cuts proxy `name` (`false`: every connection through it is closed and new ones are
+    /// refused) or mends it.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<(), BenchError> {
+        self.post(&format!("/proxies/{name}"), json!({"enabled": enabled}))
+            .await
+            .map(drop)
     }
 
     /// What `bytes` crossed against what the link carries one way in `secs`.
@@ -205,12 +260,15 @@ impl Link {
 }
 
 /// The toxiproxy-server `TOXIPROXY_SERVER` (`var`) names, checked before a benchmark starts
-/// anything, so a missing one fails at once.
-pub fn server(var: Option<std::ffi::OsString>) -> Result<std::path::PathBuf, BenchError> {
+/// anything, so a missing one fails at once; `needed_by` says what asked for it.
+pub fn server(
+    var: Option<std::ffi::OsString>,
+    needed_by: &str,
+) -> Result<std::path::PathBuf, BenchError> {
     const HINT: &str = "`eval \"$(bash .ci/tools.sh)\"` installs it and sets it";
     let Some(var) = var.filter(|v| !v.is_empty()) else {
         return Err(BenchError::Incomplete(format!(
-            "--link-delay-ms/--link-mbit need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server ({HINT})"
+            "{needed_by} need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server ({HINT})"
         )));
     };
     let path = std::path::PathBuf::from(var);
@@ -239,7 +297,7 @@ mod tests {
 
     #[test]
     fn a_missing_or_wrong_toxiproxy_is_named_before_anything_starts() {
-        let message = |var: Option<&str>| match server(var.map(Into::into)) {
+        let message = |var: Option<&str>| match server(var.map(Into::into), "the test") {
             Err(BenchError::Incomplete(message)) => message,
             other => panic!("{var:?}: {other:?}"),
         };
@@ -251,7 +309,10 @@ mod tests {
         assert!(wrong.contains("is not a file"), "{wrong}");
         let file = dir.join(format!("toxiproxy-server-{}", std::process::id()));
         std::fs::write(&file, b"").expect("write");
-        assert_eq!(server(Some(file.clone().into())).expect("a file"), file);
+        assert_eq!(
+            server(Some(file.clone().into()), "the test").expect("a file"),
+            file
+        );
         std::fs::remove_file(&file).expect("remove");
     }
 

@@ -104,9 +104,18 @@ enum Command {
     /// The whole pipeline at a steady rate for a long time: every process's memory each
     /// minute, latency per 10 minutes, every event counted once.
     Soak(SoakArgs),
+    /// Faults drawn from a seed (kills, graceful stops, a frozen client, broker restarts, a
+    /// source leader killed, a cut or slow link, a key rotation) while a stream flows
+    /// through the pipeline as separate processes on Apache Kafka; then every event is
+    /// checked to be copied exactly once and in order.
+    #[cfg(unix)]
+    Chaos(ChaosArgs),
     /// The benchmark's client, run by `bench` as a child process.
     #[command(hide = true)]
     BenchClient(ChildArgs),
+    /// The handlers in a process of their own, run by `chaos`.
+    #[command(hide = true)]
+    HandlersProcess(ChildArgs),
     /// The consumer pod in a process of its own, run by `bench`.
     #[command(hide = true)]
     PodProcess(ChildArgs),
@@ -125,6 +134,32 @@ enum Section {
 enum Peer {
     /// Apache Kafka's MirrorMaker 2.
     Mm2,
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// The seed the schedule is drawn from (default: a random one, printed first); the
+    /// same seed replays the same schedule.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long the stream flows.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1_440))]
+    minutes: u64,
+    /// Events per second.
+    #[arg(long = "rate", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    chaos_rate: u64,
+    /// Partitions of the topic.
+    #[arg(long = "partitions", default_value_t = 3, value_parser = clap::value_parser!(i32).range(1..=100))]
+    chaos_partitions: i32,
+    /// The Apache Kafka launcher (default: infra/kafka-local/kafka-local.sh of these sources).
+    #[arg(long, env = "KAFKA_LOCAL_SCRIPT")]
+    kafka_local: Option<PathBuf>,
+    /// The toxiproxy-server that carries the client's link (`.ci/tools.sh` installs it).
+    #[arg(long, env = "TOXIPROXY_SERVER")]
+    toxiproxy: Option<std::ffi::OsString>,
+    /// Print the report as one JSON line last.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -209,6 +244,55 @@ struct BenchArgs {
     /// Print the report as one JSON line last.
     #[arg(long)]
     json: bool,
+}
+
+#[cfg(unix)]
+async fn chaos(chaos: &ChaosArgs) -> anyhow::Result<()> {
+    let toxiproxy = emulator::link::server(chaos.toxiproxy.clone(), "emulator chaos (its link)")?;
+    let config = emulator::chaos::ChaosConfig {
+        seed: chaos.seed.unwrap_or_else(rand::random),
+        minutes: chaos.minutes,
+        rate: chaos.chaos_rate,
+        partitions: chaos.chaos_partitions,
+        kafka_local: chaos
+            .kafka_local
+            .clone()
+            .unwrap_or_else(emulator::chaos::brokers::KafkaLocal::default_script),
+        toxiproxy,
+    };
+    let report = emulator::chaos::run(&config)
+        .await
+        .with_context(|| format!("the schedule of seed {} could not run", config.seed))?;
+    let verdict = &report.verdict;
+    println!(
+        "chaos: seed {}: {} faults in {} min; {} source records, {} copies: lost {}, duplicated {}, out of order {}, altered {}, foreign {}: {}",
+        report.seed,
+        report.schedule.len(),
+        report.minutes,
+        verdict.source_records,
+        verdict.copies,
+        verdict.lost,
+        verdict.duplicated,
+        verdict.out_of_order,
+        verdict.altered,
+        verdict.foreign,
+        if report.passed { "passed" } else { "FAILED" }
+    );
+    for example in &verdict.examples {
+        println!("  {example}");
+    }
+    if chaos.json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    if !report.passed {
+        anyhow::bail!(
+            "the schedule of seed {} broke exactly-once; replay it with `emulator chaos --seed {} --minutes {}`",
+            report.seed,
+            report.seed,
+            report.minutes
+        );
+    }
+    Ok(())
 }
 
 async fn soak(args: &Args, soak: &SoakArgs) -> anyhow::Result<()> {
@@ -529,6 +613,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     match &args.command {
         Some(Command::Bench(bench_args)) => return bench(&args, bench_args).await,
         Some(Command::Soak(soak_args)) => return soak(&args, soak_args).await,
+        #[cfg(unix)]
+        Some(Command::Chaos(chaos_args)) => return chaos(chaos_args).await,
+        Some(Command::HandlersProcess(child)) => {
+            return emulator::handlers_process::run_child(&child.args)
+                .await
+                .context("the handlers process failed");
+        }
         Some(Command::PodProcess(child)) => {
             return emulator::pod_process::run_child(&child.args)
                 .await

@@ -46,6 +46,16 @@ impl PodProcess {
         exe: Option<&std::path::Path>,
         config: &consumer::Config,
     ) -> Result<Self, StackError> {
+        Self::start_logged(exe, config, None).await
+    }
+
+    /// The same, its log going to the end of file `log` (none: the parent's standard
+    /// error).
+    pub async fn start_logged(
+        exe: Option<&std::path::Path>,
+        config: &consumer::Config,
+        log: Option<&std::path::Path>,
+    ) -> Result<Self, StackError> {
         let (child, addr) = ChildProcess::start(
             exe,
             "consumer pod",
@@ -84,6 +94,7 @@ impl PodProcess {
                     Some(token) => command.env("INTERNAL_TOKEN", token),
                     None => command.env_remove("INTERNAL_TOKEN"),
                 };
+                crate::child::log_to(command, log);
             },
             Duration::from_secs(30),
             |line| line.strip_prefix(LISTENING)?.parse::<ConsumerAddr>().ok(),
