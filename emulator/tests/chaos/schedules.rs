@@ -25,6 +25,7 @@ async fn fault_schedules_of_a_fixed_and_a_random_seed_copy_every_event_once_in_o
         "{TEST}: random seed {random} (replay: emulator chaos --seed {random} --minutes {MINUTES})"
     );
     for seed in SEEDS.iter().copied().chain([random]) {
+        // Its progress (the schedule, each action) goes to the log as it happens.
         let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_emulator"))
             .args([
                 "chaos",
@@ -35,10 +36,13 @@ async fn fault_schedules_of_a_fixed_and_a_random_seed_copy_every_event_once_in_o
                 "--json",
             ])
             .env("TOXIPROXY_SERVER", &toxiproxy)
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
-            .output()
+            .spawn()
+            .expect("emulator chaos runs")
+            .wait_with_output()
             .await
-            .expect("emulator chaos runs");
+            .expect("emulator chaos ends");
         let stdout = String::from_utf8_lossy(&output.stdout);
         eprintln!("{TEST}: seed {seed}:\n{stdout}");
         assert!(output.status.success(), "seed {seed}: {}", output.status);
