@@ -268,7 +268,7 @@ pub fn server(
     const HINT: &str = "`eval \"$(bash .ci/tools.sh)\"` installs it and sets it";
     let Some(var) = var.filter(|v| !v.is_empty()) else {
         return Err(BenchError::Incomplete(format!(
-            "{needed_by} need toxiproxy: set TOXIPROXY_SERVER to its toxiproxy-server ({HINT})"
+            "toxiproxy is needed for {needed_by}: set TOXIPROXY_SERVER to its toxiproxy-server ({HINT})"
         )));
     };
     let path = std::path::PathBuf::from(var);

@@ -248,7 +248,10 @@ struct BenchArgs {
 
 #[cfg(unix)]
 async fn chaos(chaos: &ChaosArgs) -> anyhow::Result<()> {
-    let toxiproxy = emulator::link::server(chaos.toxiproxy.clone(), "emulator chaos (its link)")?;
+    let toxiproxy = emulator::link::server(
+        chaos.toxiproxy.clone(),
+        "emulator chaos (the client's link)",
+    )?;
     let config = emulator::chaos::ChaosConfig {
         seed: chaos.seed.unwrap_or_else(rand::random),
         minutes: chaos.minutes,

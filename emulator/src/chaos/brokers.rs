@@ -9,10 +9,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 
 /// Why a broker could not be run.
 #[derive(Debug, thiserror::Error)]
-#[error("kafka-local.sh {command}: {reason}")]
-pub struct BrokerError {
-    command: String,
-    reason: String,
+pub enum BrokerError {
+    #[error("{0} is not a file: point --kafka-local at infra/kafka-local/kafka-local.sh")]
+    NoScript(String),
+    #[error("kafka-local.sh {command}: {reason}")]
+    Failed { command: String, reason: String },
 }
 
 /// The launcher script, and the broker names it was asked to start (shared by clones).
@@ -26,13 +27,7 @@ impl KafkaLocal {
     /// The launcher at `script`, checked to be there.
     pub fn new(script: &Path) -> Result<Self, BrokerError> {
         if !script.is_file() {
-            return Err(BrokerError {
-                command: String::new(),
-                reason: format!(
-                    "{} is not a file: point --kafka-local at infra/kafka-local/kafka-local.sh",
-                    script.display()
-                ),
-            });
+            return Err(BrokerError::NoScript(script.display().to_string()));
         }
         Ok(Self {
             script: script.to_owned(),
@@ -61,7 +56,7 @@ impl KafkaLocal {
         ] {
             command.env_remove(var);
         }
-        let failed = |reason: String| BrokerError {
+        let failed = |reason: String| BrokerError::Failed {
             command: args.join(" "),
             reason,
         };

@@ -88,15 +88,11 @@ pub fn compare(source: &BTreeMap<i32, Vec<Record>>, local: &BTreeMap<i32, Vec<Re
             });
         }
     }
-    for at in originals.keys() {
-        if !seen.contains_key(at) {
-            verdict.lost += 1;
-        }
-    }
     let mut lost: Vec<_> = originals
         .keys()
         .filter(|at| !seen.contains_key(at))
         .collect();
+    verdict.lost = lost.len() as u64;
     lost.sort();
     for at in lost.into_iter().take(SHOWN) {
         verdict.examples.push(format!("lost {}/{}", at.0, at.1));

@@ -311,29 +311,19 @@ fn signal_pid(pid: u32, sig: &str) {
 /// between a client's last write and its commit is short.
 #[cfg(unix)]
 async fn freeze(child: &std::process::Child, local: &str, topic: &str, partitions: i32) -> bool {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
     let (pid, local, topic) = (child.id(), local.to_owned(), topic.to_owned());
     tokio::task::spawn_blocking(move || {
-        let probe = |isolation: &str| -> BaseConsumer {
-            shared::kafka::client_config(&local)
-                .set("isolation.level", isolation)
-                .create()
-                .expect("probe")
-        };
-        let (uncommitted, committed) = (probe("read_uncommitted"), probe("read_committed"));
-        let ends = |probe: &BaseConsumer| -> Vec<i64> {
-            (0..partitions)
-                .map(|p| {
-                    probe
-                        .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                        .map_or(0, |(_, high)| high)
-                })
-                .collect()
-        };
+        let (uncommitted, committed) = (
+            probe(&local, "read_uncommitted"),
+            probe(&local, "read_committed"),
+        );
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         while std::time::Instant::now() < deadline {
             signal_pid(pid, "-STOP");
-            let (open, done) = (ends(&uncommitted), ends(&committed));
+            let (open, done) = (
+                ends(&uncommitted, &topic, partitions),
+                ends(&committed, &topic, partitions),
+            );
             if open.iter().zip(&done).any(|(u, c)| u > c) {
                 return true;
             }
@@ -350,20 +340,27 @@ async fn freeze(child: &std::process::Child, local: &str, topic: &str, partition
 /// cannot be read): the high watermark, or for `read_committed` the last stable offset.
 async fn log_ends(brokers: &str, topic: &str, partitions: i32, isolation: &str) -> Vec<i64> {
     let (brokers, topic, isolation) = (brokers.to_owned(), topic.to_owned(), isolation.to_owned());
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::{BaseConsumer, Consumer};
-        let probe: BaseConsumer = shared::kafka::client_config(&brokers)
-            .set("isolation.level", &isolation)
-            .create()
-            .expect("probe");
-        (0..partitions)
-            .map(|p| {
-                probe
-                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
-                    .map_or(0, |(_, high)| high)
-            })
-            .collect()
-    })
-    .await
-    .expect("probe task")
+    tokio::task::spawn_blocking(move || ends(&probe(&brokers, &isolation), &topic, partitions))
+        .await
+        .expect("probe task")
+}
+
+/// A reader of log ends with `isolation`.
+fn probe(brokers: &str, isolation: &str) -> rdkafka::consumer::BaseConsumer {
+    shared::kafka::client_config(brokers)
+        .set("isolation.level", isolation)
+        .create()
+        .expect("probe")
+}
+
+/// The end of each partition of `topic` as `probe` sees it (blocking).
+fn ends(probe: &rdkafka::consumer::BaseConsumer, topic: &str, partitions: i32) -> Vec<i64> {
+    use rdkafka::consumer::Consumer;
+    (0..partitions)
+        .map(|p| {
+            probe
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .map_or(0, |(_, high)| high)
+        })
+        .collect()
 }
