@@ -31,6 +31,7 @@ JAVA=${JAVA:-java}
 MVN=${MVN:-mvn}
 START_TIMEOUT=${KAFKA_LOCAL_START_TIMEOUT:-90}
 STOP_TIMEOUT=${KAFKA_LOCAL_STOP_TIMEOUT:-30}
+PORT_WAIT=${KAFKA_LOCAL_PORT_WAIT:-30}
 HEAP_OPTS=${KAFKA_LOCAL_HEAP_OPTS:--Xmx512m}
 JVM_OPTS=${KAFKA_LOCAL_JVM_OPTS:-}
 LOG4J_CONFIG=${KAFKA_LOCAL_LOG4J_CONFIG:-$SCRIPT_DIR/log4j2.yaml}
@@ -86,6 +87,39 @@ running_pid() {
 
 # True if something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# What listens on 127.0.0.1:PORT, as "pid N (command)"; empty when unknown.
+port_holder() {
+  command -v ss >/dev/null || return 0
+  ss -Hltnp "sport = :$1" 2>/dev/null \
+    | sed -n 's/.*users:(("\([^"]*\)",pid=\([0-9]*\).*/pid \2 (\1)/p' | head -n 1
+}
+
+# Wait until nothing listens on NAME's ports ($2...) or PORT_WAIT seconds pass; then fail
+# naming the holder. A JVM killed a moment ago holds its listeners until its last thread
+# is gone, a while after ps already shows it dead.
+await_ports_free() {
+  local name=$1 p deadline holder
+  shift
+  deadline=$((SECONDS + PORT_WAIT))
+  for p in "$@"; do
+    while port_open "$p"; do
+      if ((SECONDS >= deadline)); then
+        holder=$(port_holder "$p")
+        die "port $p needed by '$name' is still in use by ${holder:-another process} after ${PORT_WAIT}s; stop that process, or give '$name' new ports with: $0 remove $name, then start $name"
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+# Wait until NAME's own listeners (broker, controller, LINK) are closed; see above.
+await_listeners_closed() {
+  local port cport lport
+  read -r port cport lport _ <"$(broker_dir "$1")/ports"
+  # shellcheck disable=SC2086  # lport is empty without a LINK listener
+  await_ports_free "$1" "$port" "$cport" $lport
+}
 
 # Ports recorded by every broker dir (kept reserved even while stopped, so a
 # later `restart` of that broker finds its ports free).
@@ -222,14 +256,12 @@ EOF
 
 # Start the broker of an already formatted dir in the background, without waiting.
 spawn_broker() {
-  local name=$1 dir port cport logf p
+  local name=$1 dir port logf
   local -a heap jvm
   dir=$(broker_dir "$name")
   logf=$dir/server.log
-  read -r port cport _ <"$dir/ports"
-  for p in "$port" "$cport"; do
-    ! port_open "$p" || die "port $p needed by '$name' is in use by another process"
-  done
+  read -r port _ <"$dir/ports"
+  await_listeners_closed "$name"
   read -r -a heap <<<"$HEAP_OPTS"
   read -r -a jvm <<<"$JVM_OPTS"
 
@@ -428,6 +460,7 @@ cmd_stop() {
   done
   alive "$pid" && die "could not stop '$name' (pid $pid)"
   rm -f "$dir/pid"
+  await_listeners_closed "$name"
   log "'$name' stopped"
 }
 
@@ -444,6 +477,7 @@ cmd_kill() {
   kill -KILL "$pid" 2>/dev/null || true
   while alive "$pid"; do sleep 0.1; done
   rm -f "$dir/pid"
+  await_listeners_closed "$name"
   log "'$name' killed (pid $pid)"
 }
 
