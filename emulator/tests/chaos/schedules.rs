@@ -1,4 +1,4 @@
-//! `emulator chaos` on a fixed seed and on a random one (printed, to replay), each a short
+//! `emulator chaos` on the fixed seeds and on a random one (printed, to replay), each a short
 //! schedule of every kind of fault, run as a user runs it: the binary, its exit status and
 //! its report.
 
@@ -15,9 +15,9 @@ const SEEDS: &[u64] = &[
 const MINUTES: &str = "3";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fault_schedules_of_a_fixed_and_a_random_seed_copy_every_event_once_in_order_on_apache_kafka()
+async fn fault_schedules_of_the_fixed_seeds_and_a_random_one_copy_every_event_once_in_order_on_apache_kafka()
  {
-    const TEST: &str = "fault_schedules_of_a_fixed_and_a_random_seed_copy_every_event_once_in_order_on_apache_kafka";
+    const TEST: &str = "fault_schedules_of_the_fixed_seeds_and_a_random_one_copy_every_event_once_in_order_on_apache_kafka";
     let _alone = crate::ONE_AT_A_TIME.lock().await;
     if common::apache_kafka_only(TEST).is_none() {
         return;
