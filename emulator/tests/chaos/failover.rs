@@ -146,17 +146,5 @@ async fn the_source_leader_killed_and_brought_back_loses_and_duplicates_nothing_
 
 /// A counter of the pod, read through the API's `/metrics`.
 async fn pod_counter(stack: &emulator::Stack, name: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", stack.info.api_base))
-        .header("x-api-key", &stack.info.api_key)
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    common::metric_sum(&common::api_metrics(&stack.info).await, name)
 }

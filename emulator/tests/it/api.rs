@@ -87,17 +87,6 @@ async fn json(app: &Router, uri: &str, key: &str) -> Value {
     serde_json::from_slice(&body).expect("JSON")
 }
 
-/// The sum of a metric's samples (over its labels) in Prometheus text.
-fn metric_sum(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.starts_with([' ', '{']))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 fn error_code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body).expect("error body is JSON");
     v["error"]["code"].as_str().expect("error.code").to_owned()
@@ -351,16 +340,16 @@ async fn reads_older_than_the_buffer_come_from_kafka() {
     assert_eq!(seen.len() as u64, N);
     let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
     let text = String::from_utf8_lossy(&body);
-    let catchups = metric_sum(&text, "consumer_catchup_reads_total");
+    let catchups = common::metric_sum(&text, "consumer_catchup_reads_total");
     assert!(catchups > 0, "the buffer could not have served this alone");
     // Each page reads a third of each partition: the readers stay where a page ended and go
     // on from what they fetched ahead, rather than seeking and fetching again.
-    let resumed = metric_sum(&text, "consumer_catchup_reads_resumed_total");
+    let resumed = common::metric_sum(&text, "consumer_catchup_reads_resumed_total");
     assert!(
         resumed * 2 >= catchups,
         "most reads from Kafka go on where the last one ended: {resumed} of {catchups}"
     );
-    let held = metric_sum(&text, "consumer_buffer_events");
+    let held = common::metric_sum(&text, "consumer_buffer_events");
     assert!(
         held <= 20,
         "the buffer stays within BUFFER_MAX_EVENTS: {held}"
@@ -729,7 +718,7 @@ async fn wait_for_metric(
         let (app, key) = (app.clone(), key.to_owned());
         async move {
             let (_, _, body) = call(&app, "GET", "/api/v1/metrics", Some(&key)).await;
-            holds(metric_sum(&String::from_utf8_lossy(&body), name))
+            holds(common::metric_sum(&String::from_utf8_lossy(&body), name))
         }
     })
     .await;
@@ -992,7 +981,7 @@ async fn the_pod_answers_503_with_retry_after_past_its_bounds() {
     );
     let text = String::from_utf8_lossy(&metrics);
     assert!(
-        metric_sum(&text, "consumer_fetches_refused_total") >= 2,
+        common::metric_sum(&text, "consumer_fetches_refused_total") >= 2,
         "{text}"
     );
 }
@@ -1051,7 +1040,7 @@ async fn a_fetch_far_behind_on_many_partitions_answers_within_its_read_budget() 
     assert_eq!((seen.len(), unique.len()), (N, N), "every event once");
     assert!(answers > 1, "the budget cut answers short");
     assert!(
-        metric_sum(
+        common::metric_sum(
             &String::from_utf8_lossy(&metrics),
             "consumer_fetches_cut_short_total"
         ) >= 1
@@ -1106,7 +1095,7 @@ async fn records_larger_than_a_readers_fetch_are_read_from_kafka_whole_and_in_or
     assert_eq!(seen.len(), N, "every record once");
     assert!(seen == want, "the records, whole and in order");
     assert!(
-        metric_sum(
+        common::metric_sum(
             &String::from_utf8_lossy(&metrics),
             "consumer_catchup_events_total"
         ) >= N as u64 - 1,

@@ -510,6 +510,31 @@ pub fn kafka_local(args: &[&str]) -> String {
     kafka_local_with(args, &[])
 }
 
+/// The sum of a metric's samples (over its labels) in Prometheus text; `name` may end in a
+/// label selector (`name{kind="key"}`).
+pub fn metric_sum(text: &str, name: &str) -> u64 {
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with([' ', '{']))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The API's `/metrics` (the pods' series among them), as Prometheus text.
+pub async fn api_metrics(info: &ReadyInfo) -> String {
+    reqwest::Client::new()
+        .get(format!("{}/metrics", info.api_base))
+        .header("x-api-key", &info.api_key)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
 /// A client of `info`'s API (streaming, quick polls, batches of 40) called `client_id`,
 /// from the earliest.
 pub fn client_config_for(info: &ReadyInfo, client_id: &str) -> client::Config {

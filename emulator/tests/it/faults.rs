@@ -31,29 +31,15 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
     )
     .await
     .expect("read source");
-    let metrics_url = format!("{}/metrics", stack.info.api_base);
-    let http = reqwest::Client::new();
+    let info = &stack.info;
     common::wait_for(
         "the pod to consume everything",
         Duration::from_secs(60),
-        || {
-            let request = http
-                .get(&metrics_url)
-                .header("x-api-key", &stack.info.api_key);
-            async move {
-                let text = request
-                    .send()
-                    .await
-                    .expect("metrics")
-                    .text()
-                    .await
-                    .expect("text");
-                text.lines()
-                    .filter(|l| l.starts_with("kafka_events_consumed_total"))
-                    .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-                    .sum::<u64>()
-                    >= N
-            }
+        || async move {
+            common::metric_sum(
+                &common::api_metrics(info).await,
+                "kafka_events_consumed_total",
+            ) >= N
         },
     )
     .await;
