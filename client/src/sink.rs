@@ -50,7 +50,10 @@ pub enum SinkError {
     #[error("local Kafka did not accept the transactional producer: {0}")]
     Init(KafkaError),
     #[error("cannot read the saved position from {topic}: {source}")]
-    LoadState { topic: String, source: KafkaError },
+    LoadState {
+        topic: String,
+        source: StateReadError,
+    },
     #[error("the saved position in {topic} is not a valid cursor")]
     BadState { topic: String },
     #[error("local Kafka refused a record for {topic}: {source}")]
@@ -195,9 +198,9 @@ impl std::fmt::Debug for LocalKafka {
 }
 
 /// Runs a blocking librdkafka call off the async runtime.
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, KafkaError> + Send + 'static,
-) -> Result<T, KafkaError> {
+async fn blocking<T: Send + 'static, E: From<KafkaError> + Send + 'static>(
+    work: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| KafkaError::Canceled)?
@@ -607,6 +610,26 @@ pub struct Saved {
     pub earlier: Option<(String, i64)>,
 }
 
+/// Why the saved position could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StateReadError {
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// A `read_committed` read stayed at `stable`, short of what was written, past every
+    /// transaction timeout: a transaction local Kafka never ends. A broker restarted in the
+    /// middle of a commit can complete it without writing its markers (it skips partitions
+    /// whose leader it does not know yet); only an operator's abort ends it. The aborted
+    /// batch and its position go together, so the client copies that batch again.
+    #[error(
+        "a transaction stays open in {topic} from offset {stable} (written up to {written}) past every transaction timeout: local Kafka lost its commit marker, as a broker restarted mid-commit can; list such transactions with `kafka-transactions.sh --bootstrap-server <local brokers> find-hanging --broker-id <id>` and end each with `kafka-transactions.sh --bootstrap-server <local brokers> abort --topic <topic> --partition <p> --start-offset <offset>`; the client then copies the aborted batch again"
+    )]
+    HeldOpen {
+        topic: String,
+        stable: i64,
+        written: i64,
+    },
+}
+
 /// How far back [`Saved::earlier`] reaches.
 pub const PACE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -617,7 +640,7 @@ pub fn read_saved(
     topic: &str,
     key: &str,
     lookup: Duration,
-) -> Result<Option<Saved>, KafkaError> {
+) -> Result<Option<Saved>, StateReadError> {
     let consumer: BaseConsumer<EofQuietContext> = local.consumer(
         |c| {
             c.set("group.id", "kafka-replicator-client-state")
@@ -650,9 +673,18 @@ pub fn read_saved(
     let window = PACE_WINDOW.as_millis() as i64;
     loop {
         let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
-            return Err(KafkaError::MessageConsumption(
-                RDKafkaErrorCode::RequestTimedOut,
-            ));
+            let position = consumer
+                .position()?
+                .find_partition(topic, 0)
+                .map(|p| p.offset());
+            return Err(match position {
+                Some(Offset::Offset(stable)) => StateReadError::HeldOpen {
+                    topic: topic.to_owned(),
+                    stable,
+                    written,
+                },
+                _ => KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
+            });
         };
         match consumer.poll(left.min(Duration::from_millis(200))) {
             Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
@@ -683,7 +715,7 @@ pub fn read_saved(
                     return Ok(saved(recent));
                 }
             }
-            Some(Err(err)) => return Err(err),
+            Some(Err(err)) => return Err(err.into()),
         }
     }
 }
@@ -716,6 +748,27 @@ fn log_end(local: &Cluster, topic: &str) -> Result<i64, KafkaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_transaction_held_open_for_good_is_named_with_where_it_starts_and_how_to_end_it() {
+        let err = StateReadError::HeldOpen {
+            topic: "kafka-replicator-client-state".into(),
+            stable: 10_168,
+            written: 10_170,
+        };
+        let text = err.to_string();
+        assert!(
+            text.starts_with(
+                "a transaction stays open in kafka-replicator-client-state from offset 10168 (written up to 10170)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("find-hanging") && text.contains("abort --topic"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "one line: {text}");
+    }
 
     #[test]
     fn a_fence_after_an_overlong_transaction_is_the_brokers_abort_not_another_client() {
