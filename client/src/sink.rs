@@ -671,23 +671,25 @@ pub fn read_saved(
     // This client's positions of the last PACE_WINDOW, oldest first.
     let mut recent: std::collections::VecDeque<(String, Option<i64>)> = Default::default();
     let window = PACE_WINDOW.as_millis() as i64;
+    // Where the read last rested at the last stable offset, short of what was written.
+    let mut stable_at: Option<i64> = None;
     loop {
         let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
-            let position = consumer
-                .position()?
-                .find_partition(topic, 0)
-                .map(|p| p.offset());
-            return Err(match position {
-                Some(Offset::Offset(stable)) => StateReadError::HeldOpen {
+            return Err(match stable_at {
+                Some(stable) => StateReadError::HeldOpen {
                     topic: topic.to_owned(),
                     stable,
                     written,
                 },
-                _ => KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
+                None => KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
             });
         };
         match consumer.poll(left.min(Duration::from_millis(200))) {
-            Some(Ok(m)) if m.key() == Some(key.as_bytes()) => {
+            Some(Ok(m)) => {
+                stable_at = None;
+                if m.key() != Some(key.as_bytes()) {
+                    continue;
+                }
                 let Some(payload) = m.payload() else {
                     continue;
                 };
@@ -702,7 +704,6 @@ pub fn read_saved(
                 }
                 recent.push_back((String::from_utf8_lossy(payload).into_owned(), at));
             }
-            Some(Ok(_)) => {}
             // At the last stable offset, or nothing new yet: done once the position has
             // passed all that was written; else the stable offset moves on as open
             // transactions end, and the read with it.
@@ -711,8 +712,10 @@ pub fn read_saved(
                     .position()?
                     .find_partition(topic, 0)
                     .map(|p| p.offset());
-                if matches!(position, Some(Offset::Offset(at)) if at >= written) {
-                    return Ok(saved(recent));
+                match position {
+                    Some(Offset::Offset(at)) if at >= written => return Ok(saved(recent)),
+                    Some(Offset::Offset(at)) => stable_at = Some(at),
+                    _ => {}
                 }
             }
             Some(Err(err)) => return Err(err.into()),
