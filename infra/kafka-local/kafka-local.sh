@@ -42,6 +42,11 @@ READY_LINE='Kafka Server started'
 log() { printf 'kafka-local: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# The waits are whole seconds; anything else would fail later as a bash arithmetic error.
+for var in KAFKA_LOCAL_START_TIMEOUT KAFKA_LOCAL_STOP_TIMEOUT KAFKA_LOCAL_PORT_WAIT; do
+  [[ ${!var:-0} =~ ^[0-9]+$ ]] || die "$var='${!var}' is not a whole number of seconds (e.g. $var=30)"
+done
+
 usage() {
   sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "${BASH_SOURCE[0]}" >&2
   exit "${1:-2}"

@@ -1,8 +1,7 @@
 //! A broker started again a moment after it was killed. A killed JVM holds its listeners
 //! until its last thread is gone, a while after `ps` shows it dead: the launcher waits for
-//! the port, and when something else keeps holding it, says which process.
-
-use emulator::chaos::brokers::KafkaLocal;
+//! the port, and when something else keeps holding it, says which process. Its waits are
+//! whole seconds, and anything else is refused before it starts.
 
 use crate::common;
 
@@ -45,7 +44,7 @@ async fn a_restart_waits_for_a_held_port_and_names_the_holder_when_it_stays_held
     let holder = std::net::TcpListener::bind(("127.0.0.1", port))
         .expect("the port is free once kill returns");
     let output = tokio::process::Command::new("bash")
-        .arg(KafkaLocal::default_script())
+        .arg(common::kafka_local_script())
         .args(["restart", &name])
         .env("KAFKA_LOCAL_PORT_WAIT", "2")
         .stdin(std::process::Stdio::null())
@@ -61,4 +60,28 @@ async fn a_restart_waits_for_a_held_port_and_names_the_holder_when_it_stays_held
     );
     assert!(said.contains(&expected), "wanted `{expected}` in:\n{said}");
     kafka.remove_all().await;
+}
+
+#[tokio::test]
+async fn a_wait_that_is_not_whole_seconds_is_refused_at_once_naming_the_variable() {
+    for (var, value) in [
+        ("KAFKA_LOCAL_PORT_WAIT", "abc"),
+        ("KAFKA_LOCAL_START_TIMEOUT", "1.5"),
+        ("KAFKA_LOCAL_STOP_TIMEOUT", "-1"),
+    ] {
+        let output = tokio::process::Command::new("bash")
+            .arg(common::kafka_local_script())
+            .arg("status")
+            .env(var, value)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .expect("the launcher runs");
+        let said = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{var}={value}: {said}");
+        assert!(
+            said.contains(&format!("{var}='{value}' is not a whole number of seconds")),
+            "{var}={value}: {said}"
+        );
+    }
 }

@@ -487,12 +487,8 @@ pub fn random_records(seed: u64, n: usize, partitions: i32) -> Vec<shared::Recor
 /// Runs the Apache Kafka launcher of `infra/kafka-local` with `env` set; its stdout,
 /// trimmed.
 pub fn kafka_local_with(args: &[&str], env: &[(&str, &str)]) -> String {
-    let script = format!(
-        "{}/../infra/kafka-local/kafka-local.sh",
-        env!("CARGO_MANIFEST_DIR")
-    );
     let out = std::process::Command::new("bash")
-        .arg(&script)
+        .arg(kafka_local_script())
         .args(args)
         .envs(env.iter().copied())
         .output()
@@ -503,6 +499,14 @@ pub fn kafka_local_with(args: &[&str], env: &[(&str, &str)]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The Apache Kafka launcher of `infra/kafka-local`, in this checkout.
+pub fn kafka_local_script() -> String {
+    format!(
+        "{}/../infra/kafka-local/kafka-local.sh",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// [`kafka_local_with`] and nothing more in the environment.
