@@ -8,6 +8,7 @@ pub mod config;
 pub mod destination;
 pub mod doctor;
 pub mod feed;
+pub mod hanging;
 pub mod lag;
 pub mod memory;
 pub mod metrics;

@@ -20,7 +20,7 @@ use crate::feed::Feed;
 use crate::lag::{Catchup, LogEnds, human, total};
 use crate::metrics::ClientMetrics;
 use crate::pipeline::{Step, WritePipeline};
-use crate::sink::{LocalKafka, SinkError};
+use crate::sink::{LocalKafka, SinkError, StateReadError};
 
 /// Longest the client waits at start to learn whether local Kafka accepts its credentials.
 const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -184,7 +184,13 @@ impl Replicator {
                 )
                 .await?;
                 // Read once both lanes are initialised: what either left open is settled.
-                let cursor = sinks[0].load_cursor().await?;
+                let cursor = match sinks[0].load_cursor().await {
+                    Err(SinkError::LoadState {
+                        topic,
+                        source: held @ StateReadError::HeldOpen { .. },
+                    }) => end_held_open(&sinks, held, topic).await?,
+                    read => read?,
+                };
                 Ok::<_, SinkError>((sinks, cursor))
             };
             let result = tokio::select! {
@@ -539,6 +545,37 @@ impl Report {
             eta = %eta,
             "progress"
         );
+    }
+}
+
+/// Ends a transaction of this client that local Kafka holds open for good (`held`, read
+/// from `topic`), when [`crate::hanging::check`] finds that safe, and reads the position
+/// again; else returns `held` for the operator.
+async fn end_held_open(
+    lanes: &[Arc<LocalKafka>; 2],
+    held: StateReadError,
+    topic: String,
+) -> Result<Option<Cursor>, SinkError> {
+    match crate::hanging::end(lanes, &held).await {
+        Ok(ended) => {
+            tracing::warn!(
+                held = %held,
+                partitions = ?ended.partitions,
+                "local Kafka held a transaction of this client open for good; the client aborted it through its own transactional ids and copies the batch it held again"
+            );
+            lanes[0].load_cursor().await
+        }
+        Err(why) => {
+            tracing::error!(
+                held = %held,
+                why = %why,
+                "local Kafka holds a transaction open for good, and the client cannot end it safely itself"
+            );
+            Err(SinkError::LoadState {
+                topic,
+                source: held,
+            })
+        }
     }
 }
 

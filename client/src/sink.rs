@@ -31,6 +31,10 @@ pub const SOURCE_TOPIC_HEADER: &str = "kafka-replicator.source.topic";
 pub const SOURCE_PARTITION_HEADER: &str = "kafka-replicator.source.partition";
 pub const SOURCE_OFFSET_HEADER: &str = "kafka-replicator.source.offset";
 
+/// Names, on the records a client writes only to abort them, the client that ends what it
+/// left open (see [`crate::hanging`]); a `read_committed` reader never sees them.
+pub const ABORTS_HELD_OPEN_HEADER: &str = "kafka-replicator.aborts-held-open";
+
 /// Appended to the client id for the transactional id of the second lane.
 pub const SECOND_LANE_SUFFIX: &str = ".lane2";
 
@@ -340,6 +344,52 @@ impl LocalKafka {
         })
     }
 
+    /// The local Kafka cluster.
+    pub(crate) fn cluster(&self) -> &Cluster {
+        &self.local
+    }
+
+    /// The naming rule of the destination topics.
+    pub(crate) fn destination(&self) -> &Destination {
+        &self.destination
+    }
+
+    /// The client id (the state topic's key).
+    pub(crate) fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Writes one record to each of `partitions` in a transaction and aborts it, once local
+    /// Kafka holds them all: the abort markers close whatever range this lane's producer
+    /// left open on those partitions (the broker ends a producer's open range at its next
+    /// marker). A `read_committed` reader sees none of it.
+    pub(crate) async fn abort_over(&self, partitions: &[(String, i32)]) -> Result<(), SinkError> {
+        let mut txn = self.begin()?;
+        for (topic, partition) in partitions {
+            let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: ABORTS_HELD_OPEN_HEADER,
+                value: Some(self.client_id.as_bytes()),
+            });
+            let record: BaseRecord<'_, [u8], [u8], usize> =
+                BaseRecord::with_opaque_to(topic, txn.number)
+                    .payload(&[][..])
+                    .partition(*partition)
+                    .headers(headers);
+            if let Err(err) = self.enqueue(record, &mut txn).await {
+                return Err(self.abandon(err).await);
+            }
+        }
+        if let Err(err) = self.producer.context().all(txn.sent).await {
+            return Err(self.abandon(err).await);
+        }
+        let p = self.producer.clone();
+        let result = blocking(move || p.abort_transaction(CALL_TIMEOUT))
+            .await
+            .map_err(|e| self.classify(e));
+        self.ended();
+        result
+    }
+
     /// The last committed position of this client, or `None` for a new client.
     pub async fn load_cursor(&self) -> Result<Option<Cursor>, SinkError> {
         let (local, topic, key) = (
@@ -627,6 +677,8 @@ pub enum StateReadError {
         topic: String,
         stable: i64,
         written: i64,
+        /// This client's newest position below `stable` (encoded), committed.
+        committed: Option<String>,
     },
 }
 
@@ -680,6 +732,7 @@ pub fn read_saved(
                     topic: topic.to_owned(),
                     stable,
                     written,
+                    committed: recent.back().map(|(cursor, _)| cursor.clone()),
                 },
                 None => KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
             });
@@ -758,6 +811,7 @@ mod tests {
             topic: "kafka-replicator-client-state".into(),
             stable: 10_168,
             written: 10_170,
+            committed: None,
         };
         let text = err.to_string();
         assert!(
