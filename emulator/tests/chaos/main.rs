@@ -6,6 +6,7 @@
 #[path = "../it/common.rs"]
 mod common;
 mod failover;
+mod held_open;
 mod launcher;
 mod schedules;
 
