@@ -7,18 +7,20 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use shared::Cursor;
-use shared::kafka::{Cluster, EofQuietContext, topic_partitions};
+use shared::kafka::{Cluster, topic_partitions};
 
 use crate::sink::{
     LocalKafka, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, SinkError,
-    StateReadError,
+    StateReadError, partition_reader,
 };
 
+/// The readers' name in the log.
+const READER: &str = "local Kafka open-transaction reader";
 /// Longest the records of the open ranges may take to read.
 const READ_WITHIN: Duration = Duration::from_secs(60);
 /// Most records read from one open range: a transaction of one batch is far smaller.
@@ -221,16 +223,8 @@ struct RangeRecord {
 /// Partitions of `topic` whose last stable offset is short of their end: `(partition,
 /// stable, end)`.
 fn open_ranges(local: &Cluster, topic: &str) -> Result<Vec<(i32, i64, i64)>, KafkaError> {
-    let reader = |isolation: &str| {
-        local.consumer(
-            |c| {
-                c.set("isolation.level", isolation);
-            },
-            EofQuietContext::of("local Kafka open-transaction reader", local),
-        )
-    };
-    let (committed, uncommitted): (BaseConsumer<EofQuietContext>, BaseConsumer<EofQuietContext>) =
-        (reader("read_committed")?, reader("read_uncommitted")?);
+    let committed = partition_reader(local, "read_committed", READER)?;
+    let uncommitted = partition_reader(local, "read_uncommitted", READER)?;
     let timeout = Duration::from_secs(30);
     let metadata = committed.fetch_metadata(Some(topic), timeout)?;
     let mut open = Vec::new();
@@ -260,15 +254,7 @@ fn read_range(
         }
         .into());
     }
-    let consumer: BaseConsumer<EofQuietContext> = local.consumer(
-        |c| {
-            c.set("group.id", "kafka-replicator-client-state")
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_uncommitted")
-                .set("enable.partition.eof", "true");
-        },
-        EofQuietContext::of("local Kafka open-transaction reader", local),
-    )?;
+    let consumer = partition_reader(local, "read_uncommitted", READER)?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(from))?;
     consumer.assign(&tpl)?;

@@ -693,15 +693,7 @@ pub fn read_saved(
     key: &str,
     lookup: Duration,
 ) -> Result<Option<Saved>, StateReadError> {
-    let consumer: BaseConsumer<EofQuietContext> = local.consumer(
-        |c| {
-            c.set("group.id", "kafka-replicator-client-state")
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_committed")
-                .set("enable.partition.eof", "true");
-        },
-        EofQuietContext::of("local Kafka state reader", local),
-    )?;
+    let consumer = partition_reader(local, "read_committed", "local Kafka state reader")?;
     let metadata = consumer.fetch_metadata(Some(topic), lookup)?;
     if topic_partitions(&metadata, topic).is_empty() {
         return Ok(None);
@@ -776,6 +768,25 @@ pub fn read_saved(
     }
 }
 
+/// A consumer of local Kafka for partitions it assigns itself, reading at `isolation`
+/// (`read_committed` or `read_uncommitted`) and saying when it reaches a partition's end;
+/// `role` names it in the log.
+pub(crate) fn partition_reader(
+    local: &Cluster,
+    isolation: &str,
+    role: &'static str,
+) -> Result<BaseConsumer<EofQuietContext>, KafkaError> {
+    local.consumer(
+        |c| {
+            c.set("group.id", "kafka-replicator-client-state")
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", isolation)
+                .set("enable.partition.eof", "true");
+        },
+        EofQuietContext::of(role, local),
+    )
+}
+
 /// The newest of `recent` (oldest first), with the oldest as the earlier one.
 fn saved(mut recent: std::collections::VecDeque<(String, Option<i64>)>) -> Option<Saved> {
     let (cursor, at_ms) = recent.pop_back()?;
@@ -792,12 +803,7 @@ fn saved(mut recent: std::collections::VecDeque<(String, Option<i64>)>) -> Optio
 /// The end of the state topic's partition counting records of transactions still open (a
 /// read_uncommitted reader's high watermark).
 fn log_end(local: &Cluster, topic: &str) -> Result<i64, KafkaError> {
-    let probe: BaseConsumer<EofQuietContext> = local.consumer(
-        |c| {
-            c.set("isolation.level", "read_uncommitted");
-        },
-        EofQuietContext::of("local Kafka state reader", local),
-    )?;
+    let probe = partition_reader(local, "read_uncommitted", "local Kafka state reader")?;
     Ok(probe.fetch_watermarks(topic, 0, CALL_TIMEOUT)?.1)
 }
 
