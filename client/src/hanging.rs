@@ -1,6 +1,6 @@
 //! A transaction of this client that local Kafka holds open for good (a broker restarted in
 //! the middle of a commit can finish it without writing its markers, see
-//! [`StateReadError::HeldOpen`]): whether aborting it is safe, and the abort itself, through
+//! [`HeldOpen`]): whether aborting it is safe, and the abort itself, through
 //! this client's own transactional ids, so the client resumes without an operator.
 
 use std::collections::HashSet;
@@ -15,8 +15,8 @@ use shared::Cursor;
 use shared::kafka::{Cluster, topic_partitions};
 
 use crate::sink::{
-    LocalKafka, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER, SinkError,
-    StateReadError, partition_reader,
+    HeldOpen, LocalKafka, SOURCE_OFFSET_HEADER, SOURCE_PARTITION_HEADER, SOURCE_TOPIC_HEADER,
+    SinkError, partition_reader,
 };
 
 /// The readers' name in the log.
@@ -139,20 +139,13 @@ pub struct Ended {
 /// safe: both lanes (this client's two transactional ids, so whichever holds it) write one
 /// record to every partition held open and abort, which closes the range their producer
 /// left open there. `lanes` must be freshly initialised: nothing of theirs is in flight.
-/// Any error but [`StateReadError::HeldOpen`] leaves nothing to end.
-pub async fn end(
-    lanes: &[Arc<LocalKafka>; 2],
-    held: &StateReadError,
-) -> Result<Ended, HangingError> {
-    let StateReadError::HeldOpen {
+pub async fn end(lanes: &[Arc<LocalKafka>; 2], held: &HeldOpen) -> Result<Ended, HangingError> {
+    let HeldOpen {
         topic,
         stable,
         written,
         committed,
-    } = held
-    else {
-        return Ok(Ended { partitions: vec![] });
-    };
+    } = held;
     let lane = &lanes[0];
     let (local, destination, client_id) = (
         lane.cluster().clone(),

@@ -20,7 +20,7 @@ use crate::feed::Feed;
 use crate::lag::{Catchup, LogEnds, human, total};
 use crate::metrics::ClientMetrics;
 use crate::pipeline::{Step, WritePipeline};
-use crate::sink::{LocalKafka, SinkError, StateReadError};
+use crate::sink::{HeldOpen, LocalKafka, SinkError, StateReadError};
 
 /// Longest the client waits at start to learn whether local Kafka accepts its credentials.
 const ACCESS_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -187,7 +187,7 @@ impl Replicator {
                 let cursor = match sinks[0].load_cursor().await {
                     Err(SinkError::LoadState {
                         topic,
-                        source: held @ StateReadError::HeldOpen { .. },
+                        source: StateReadError::HeldOpen(held),
                     }) => end_held_open(&sinks, held, topic).await?,
                     read => read?,
                 };
@@ -553,7 +553,7 @@ impl Report {
 /// again; else returns `held` for the operator.
 async fn end_held_open(
     lanes: &[Arc<LocalKafka>; 2],
-    held: StateReadError,
+    held: HeldOpen,
     topic: String,
 ) -> Result<Option<Cursor>, SinkError> {
     match crate::hanging::end(lanes, &held).await {
@@ -573,7 +573,7 @@ async fn end_held_open(
             );
             Err(SinkError::LoadState {
                 topic,
-                source: held,
+                source: held.into(),
             })
         }
     }

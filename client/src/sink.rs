@@ -665,21 +665,25 @@ pub struct Saved {
 pub enum StateReadError {
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    /// A `read_committed` read stayed at `stable`, short of what was written, past every
-    /// transaction timeout: a transaction local Kafka never ends. A broker restarted in the
-    /// middle of a commit can complete it without writing its markers (it skips partitions
-    /// whose leader it does not know yet); only an operator's abort ends it. The aborted
-    /// batch and its position go together, so the client copies that batch again.
-    #[error(
-        "a transaction stays open in {topic} from offset {stable} (written up to {written}) past every transaction timeout: local Kafka lost its commit marker, as a broker restarted mid-commit can; list such transactions with `kafka-transactions.sh --bootstrap-server <local brokers> find-hanging --broker-id <id>` and end each with `kafka-transactions.sh --bootstrap-server <local brokers> abort --topic <topic> --partition <p> --start-offset <offset>`; the client then copies the aborted batch again"
-    )]
-    HeldOpen {
-        topic: String,
-        stable: i64,
-        written: i64,
-        /// This client's newest position below `stable` (encoded), committed.
-        committed: Option<String>,
-    },
+    #[error(transparent)]
+    HeldOpen(#[from] HeldOpen),
+}
+
+/// A `read_committed` read stayed at `stable`, short of what was written, past every
+/// transaction timeout: a transaction local Kafka never ends. A broker restarted in the
+/// middle of a commit can complete it without writing its markers (it skips partitions
+/// whose leader it does not know yet); only an abort ends it. The aborted batch and its
+/// position go together, so the client copies that batch again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "a transaction stays open in {topic} from offset {stable} (written up to {written}) past every transaction timeout: local Kafka lost its commit marker, as a broker restarted mid-commit can; list such transactions with `kafka-transactions.sh --bootstrap-server <local brokers> find-hanging --broker-id <id>` and end each with `kafka-transactions.sh --bootstrap-server <local brokers> abort --topic <topic> --partition <p> --start-offset <offset>`; the client then copies the aborted batch again"
+)]
+pub struct HeldOpen {
+    pub topic: String,
+    pub stable: i64,
+    pub written: i64,
+    /// This client's newest position below `stable` (encoded), committed.
+    pub committed: Option<String>,
 }
 
 /// How far back [`Saved::earlier`] reaches.
@@ -720,12 +724,13 @@ pub fn read_saved(
     loop {
         let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
             return Err(match stable_at {
-                Some(stable) => StateReadError::HeldOpen {
+                Some(stable) => HeldOpen {
                     topic: topic.to_owned(),
                     stable,
                     written,
                     committed: recent.back().map(|(cursor, _)| cursor.clone()),
-                },
+                }
+                .into(),
                 None => KafkaError::MessageConsumption(RDKafkaErrorCode::RequestTimedOut).into(),
             });
         };
@@ -813,12 +818,12 @@ mod tests {
 
     #[test]
     fn a_transaction_held_open_for_good_is_named_with_where_it_starts_and_how_to_end_it() {
-        let err = StateReadError::HeldOpen {
+        let err = StateReadError::from(HeldOpen {
             topic: "kafka-replicator-client-state".into(),
             stable: 10_168,
             written: 10_170,
             committed: None,
-        };
+        });
         let text = err.to_string();
         assert!(
             text.starts_with(
