@@ -130,15 +130,17 @@ await_listeners_closed() {
 # later `restart` of that broker finds its ports free).
 reserved_ports() { cat "$KAFKA_LOCAL_HOME"/*/ports 2>/dev/null || true; }
 
-# Print one free loopback port not in the space-separated list $1.
+# Print one free loopback port not in the space-separated list $1. It is drawn from
+# below the kernel's ephemeral range: a port from that range can be handed to a client's
+# outgoing connection between this pick and the broker's bind, and the broker then exits
+# with "Address already in use".
 free_port() {
-  local avoid=" $1 " p i
+  local avoid=" $1 " p i low=32768
+  [[ -r /proc/sys/net/ipv4/ip_local_port_range ]] \
+    && read -r low _ </proc/sys/net/ipv4/ip_local_port_range
+  ((low > 11024)) || low=32768
   for i in $(seq 1 50); do
-    if command -v python3 >/dev/null; then
-      p=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    else
-      p=$((20000 + RANDOM % 12000))  # below the usual ephemeral range
-    fi
+    p=$((10000 + RANDOM % (low - 10000)))
     if [[ $avoid != *" $p "* ]] && ! port_open "$p"; then
       printf '%s' "$p"
       return 0
@@ -303,7 +305,8 @@ await_ready() {
   while :; do
     pid=$(cat "$dir/pid" 2>/dev/null || true)
     if [[ -n $pid ]] && ! alive "$pid"; then
-      log "broker '$name' exited during startup; last 50 lines of $logf:"
+      log "broker '$name' exited during startup; its errors, then the last 50 lines of $logf:"
+      grep -E '^\[[^]]*\] (ERROR|FATAL) ' "$logf" | tail -n 10 >&2 || true
       tail -n 50 "$logf" >&2
       return 1
     fi

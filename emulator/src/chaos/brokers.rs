@@ -66,12 +66,10 @@ impl KafkaLocal {
             .await
             .map_err(|e| failed(e.to_string()))?;
         if !output.status.success() {
-            let said = String::from_utf8_lossy(&output.stderr);
-            let tail: Vec<&str> = said.lines().rev().take(15).collect();
             return Err(failed(format!(
                 "{}; it said:\n{}",
                 output.status,
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                what_it_said(&String::from_utf8_lossy(&output.stderr))
             )));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
@@ -149,4 +147,46 @@ pub async fn leader_of(brokers: &str, topic: &str, partition: i32) -> Option<i32
     .await
     .ok()
     .flatten()
+}
+
+/// The launcher's failure as shown: its own lines and the brokers' errors, wherever they
+/// are (a broker's shutdown can push its cause out of the tail), then the last lines.
+fn what_it_said(stderr: &str) -> String {
+    const TAIL: usize = 15;
+    let lines: Vec<&str> = stderr.lines().collect();
+    let tail_from = lines.len().saturating_sub(TAIL);
+    let cause = lines[..tail_from].iter().filter(|l| {
+        l.starts_with("kafka-local:") || l.contains("] ERROR ") || l.contains("] FATAL ")
+    });
+    cause
+        .chain(&lines[tail_from..])
+        .copied()
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::what_it_said;
+
+    #[test]
+    fn the_cause_before_a_long_shutdown_is_kept_with_the_last_lines() {
+        let mut said = vec![
+            "kafka-local: waiting for 'c-source-2' on 127.0.0.1:20001 (timeout 90s) ...".to_owned(),
+            "[2026-12-03 07:56:20,100] INFO starting (kafka.server.KafkaRaftServer)".to_owned(),
+            "[2026-12-03 07:56:21,200] ERROR Exiting Kafka due to fatal exception (kafka.Kafka$)"
+                .to_owned(),
+        ];
+        said.extend(
+            (0..40).map(|i| format!("[2026-12-03 07:56:22,{i:03}] INFO shutting down {i}")),
+        );
+        said.push("kafka-local: error: cluster 'c-source' did not start".to_owned());
+        let shown = what_it_said(&said.join("\n"));
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(lines.len(), 2 + 15, "{shown}");
+        assert!(lines[0].starts_with("kafka-local: waiting"), "{shown}");
+        assert!(lines[1].contains("ERROR Exiting Kafka"), "{shown}");
+        assert!(!shown.contains("INFO starting"), "{shown}");
+        assert!(shown.ends_with("did not start"), "{shown}");
+    }
 }
