@@ -305,8 +305,9 @@ await_ready() {
   while :; do
     pid=$(cat "$dir/pid" 2>/dev/null || true)
     if [[ -n $pid ]] && ! alive "$pid"; then
-      log "broker '$name' exited during startup; its errors, then the last 50 lines of $logf:"
-      grep -E '^\[[^]]*\] (ERROR|FATAL) ' "$logf" | tail -n 10 >&2 || true
+      log "broker '$name' exited during startup; its errors before the last 50 lines of $logf, then those:"
+      awk -v last="$(wc -l <"$logf")" 'NR <= last - 50 && /^\[[^]]*\] (ERROR|FATAL) /' "$logf" \
+        | tail -n 10 >&2
       tail -n 50 "$logf" >&2
       return 1
     fi

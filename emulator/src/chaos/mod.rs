@@ -557,10 +557,27 @@ fn write_keys(file: &std::path::Path, keys: &[&str]) -> std::io::Result<()> {
     std::fs::rename(&partial, file)
 }
 
+/// A free loopback port for a process the schedule kills and starts again on it. It is
+/// drawn from below the kernel's ephemeral range (as `kafka-local.sh` draws its brokers'):
+/// a port from that range can be handed to an outgoing connection while its process is
+/// down, and the restart then fails with "Address already in use".
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|&low| low > 11_024)
+        .unwrap_or(32_768);
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..50)
+        .map(|_| rng.random_range(10_000..low))
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                format!("no free loopback port below {low} after 50 tries"),
+            )
+        })
 }
 
 /// Waits until `condition` holds, up to `within`.
