@@ -199,10 +199,19 @@ pub async fn end(lanes: &[Arc<LocalKafka>; 2], held: &HeldOpen) -> Result<Ended,
     })
     .await
     .map_err(|_| KafkaError::Canceled)??;
+    // Each lane tries, whatever the other's outcome: the range may be either's, and one
+    // lane's failure must not keep the other from ending its own.
+    let mut failed = None;
     for lane in lanes {
-        lane.abort_over(&found).await?;
+        if let Err(err) = lane.abort_over(&found).await {
+            tracing::warn!(error = %err, "one lane could not write its abort over the open range");
+            failed.get_or_insert(err);
+        }
     }
-    Ok(Ended { partitions: found })
+    match failed {
+        Some(err) => Err(err.into()),
+        None => Ok(Ended { partitions: found }),
+    }
 }
 
 /// A record of an open range.

@@ -35,6 +35,15 @@ pub const SOURCE_OFFSET_HEADER: &str = "kafka-replicator.source.offset";
 /// left open (see [`crate::hanging`]); a `read_committed` reader never sees them.
 pub const ABORTS_HELD_OPEN_HEADER: &str = "kafka-replicator.aborts-held-open";
 
+/// The key of the records [`LocalKafka::abort_over`] writes: the client's, but never its
+/// position's key (the client id), which the state topic's readers look for.
+pub fn abort_record_key(client_id: &str) -> String {
+    format!("{client_id}{ABORT_KEY_SUFFIX}")
+}
+
+/// Appended to the client id for the key of the records written only to abort them.
+const ABORT_KEY_SUFFIX: &str = ".aborts-held-open";
+
 /// Appended to the client id for the transactional id of the second lane.
 pub const SECOND_LANE_SUFFIX: &str = ".lane2";
 
@@ -362,8 +371,11 @@ impl LocalKafka {
     /// Writes one record to each of `partitions` in a transaction and aborts it, once local
     /// Kafka holds them all: the abort markers close whatever range this lane's producer
     /// left open on those partitions (the broker ends a producer's open range at its next
-    /// marker). A `read_committed` reader sees none of it.
+    /// marker). A `read_committed` reader sees none of it. Each record has a key (a
+    /// compacted topic, the state topic first, refuses a record without one), and not the
+    /// client id, so it is never taken for a position of the client.
     pub(crate) async fn abort_over(&self, partitions: &[(String, i32)]) -> Result<(), SinkError> {
+        let key = abort_record_key(&self.client_id);
         let mut txn = self.begin()?;
         for (topic, partition) in partitions {
             let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
@@ -372,6 +384,7 @@ impl LocalKafka {
             });
             let record: BaseRecord<'_, [u8], [u8], usize> =
                 BaseRecord::with_opaque_to(topic, txn.number)
+                    .key(key.as_bytes())
                     .payload(&[][..])
                     .partition(*partition)
                     .headers(headers);
