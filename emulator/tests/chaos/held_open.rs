@@ -2,10 +2,13 @@
 //! in the middle of a commit leaves one (seed 12644851521401370121 found it): the client
 //! ends it itself, and every event is copied once.
 //!
-//! The open transaction is planted the way the broker leaves it: records of the client's
-//! own producer id, on the state topic and a destination partition, that no coordinator
-//! knows of. librdkafka never writes such records, so this test speaks the Kafka protocol
-//! itself, to a broker with `transaction.partition.verification.enable=false`.
+//! The open transaction is planted the way the broker leaves it: records of the producer id
+//! of the client's second lane, on the state topic and a destination partition, that no
+//! coordinator knows of. librdkafka never writes such records, so this test speaks the
+//! Kafka protocol itself, to a broker with `transaction.partition.verification.enable=false`.
+//! The second lane, because seed 15290961768226527320 met that case: the first lane's
+//! abort, refused on the compacted state topic for want of a key, kept the second from
+//! trying, and the client stalled.
 
 use std::time::Duration;
 
@@ -65,9 +68,10 @@ async fn a_transaction_local_kafka_holds_open_for_good_is_ended_by_the_client_an
     open_position.set(&topic, 0, next + PLANTED);
     let address = local.split(',').next().expect("an address").to_owned();
     let client_id = client.client_id.clone();
+    let second_lane = format!("{client_id}{}", client::sink::SECOND_LANE_SUFFIX);
     let (state_at, copies_at) = tokio::task::spawn_blocking(move || {
         let mut kafka = wire::Connection::open(&address);
-        let (producer_id, epoch) = kafka.init_producer_id(&client_id);
+        let (producer_id, epoch) = kafka.init_producer_id(&second_lane);
         let copies: Vec<wire::Record> = (next..next + PLANTED)
             .map(|offset| wire::Record {
                 key: None,
@@ -85,13 +89,20 @@ async fn a_transaction_local_kafka_holds_open_for_good_is_ended_by_the_client_an
                 ],
             })
             .collect();
-        let copies_at = kafka.produce(&client_id, &topic, 0, producer_id, epoch, &copies);
+        let copies_at = kafka.produce(&second_lane, &topic, 0, producer_id, epoch, &copies);
         let position = wire::Record {
             key: Some(client_id.clone().into_bytes()),
             value: open_position.encode().into_bytes(),
             headers: vec![],
         };
-        let state_at = kafka.produce(&client_id, STATE_TOPIC, 0, producer_id, epoch, &[position]);
+        let state_at = kafka.produce(
+            &second_lane,
+            STATE_TOPIC,
+            0,
+            producer_id,
+            epoch,
+            &[position],
+        );
         (state_at, copies_at)
     })
     .await
@@ -117,6 +128,7 @@ async fn a_transaction_local_kafka_holds_open_for_good_is_ended_by_the_client_an
     run.await.expect("joined").expect("client stopped cleanly");
     let (stable, end) = stable_and_end(&local, STATE_TOPIC, 0);
     let (events_stable, events_end) = stable_and_end(&local, &topic, 0);
+    let aborts = abort_records(&local, STATE_TOPIC, state_at, end);
     stack.stop().await;
     kafka.remove_all().await;
 
@@ -133,6 +145,57 @@ async fn a_transaction_local_kafka_holds_open_for_good_is_ended_by_the_client_an
         "nothing of the state topic is held open any more"
     );
     assert_eq!(events_stable, events_end, "nor of {topic}[0]");
+    // Each lane wrote its abort record to the compacted state topic, so each lane's own
+    // abort, not a refused write, ended what it held.
+    let key = client::sink::abort_record_key(&client.client_id);
+    assert_eq!(
+        aborts,
+        vec![Some(key.clone().into_bytes()); 2],
+        "one abort record of each lane, under {key}"
+    );
+}
+
+/// The keys of the records in `topic[0]` from `from` to `to`, aborted ones included, that
+/// carry the client's abort header.
+fn abort_records(brokers: &str, topic: &str, from: i64, to: i64) -> Vec<Option<Vec<u8>>> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "held-open-test-reader")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(from))
+        .expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut keys = Vec::new();
+    loop {
+        let at = consumer
+            .position()
+            .expect("position")
+            .find_partition(topic, 0)
+            .map(|p| p.offset());
+        if matches!(at, Some(rdkafka::Offset::Offset(at)) if at >= to) {
+            return keys;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{topic}[0] read from {from} to {to} within a minute"
+        );
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.expect("a record");
+            let aborts = m.headers().is_some_and(|h| {
+                h.iter()
+                    .any(|h| h.key == client::sink::ABORTS_HELD_OPEN_HEADER)
+            });
+            if aborts {
+                keys.push(m.key().map(<[u8]>::to_vec));
+            }
+        }
+    }
 }
 
 /// The last stable offset and the end of `topic[partition]`.

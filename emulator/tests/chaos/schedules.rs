@@ -8,7 +8,9 @@ use crate::common;
 const SEEDS: &[u64] = &[
     20_261_202,
     // A local broker killed and at once restarted while the killed JVM still held its
-    // port: the launcher gave up on the port instead of waiting for it.
+    // port: the launcher gave up on the port instead of waiting for it. Then, on that fix,
+    // a local broker killed mid-commit of the client's second lane: the first lane's abort
+    // record, keyless, was refused by the compacted state topic and the second never tried.
     15_290_961_768_226_527_320,
 ];
 /// Minutes of each schedule.
