@@ -1,7 +1,7 @@
 //! The fault tests that run a Kafka cluster of their own: a source leader killed under the
 //! stream, a broker restarted on a port still held, and fault schedules drawn from seeds.
-//! A test binary of its own, after the others, so these heavy runs never share the two
-//! cores with the timing-bound tests; within it they run one at a time.
+//! A test binary of its own (cargo runs one at a time), so these heavy runs never share the
+//! two cores with the timing-bound tests; within it they run one at a time.
 
 #[path = "../it/common.rs"]
 mod common;
