@@ -170,6 +170,7 @@ impl ConsumerPod {
                 catchup_reads: bounds.max_catchup_reads as usize,
                 read_budget: Duration::from_millis(bounds.fetch_read_budget_ms),
             },
+            shutdown.clone(),
         ));
         if self.config.internal_token.is_none() && !self.local_addr.is_local() {
             tracing::warn!(addr = %self.local_addr, "INTERNAL_TOKEN is not set: whoever reaches this address reads every event; set it here and on the handlers");

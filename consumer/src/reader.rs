@@ -2,7 +2,8 @@
 //! `latest` or the newest buffered), takes records from the buffer where it holds them and
 //! from Kafka where it does not, shares `limit` fairly over partitions, keeps the answer
 //! within `max_bytes` ([`Room`]), and long-polls. Its work is bounded: reads from Kafka run a
-//! few at a time, and a fetch answers with what it has once its time budget is spent.
+//! few at a time, and a fetch answers with what it has once its time budget is spent, or at
+//! once when the pod begins to stop.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use shared::api::{EventsResponse, FetchRequest, Gap};
 use shared::{ApiError, Cursor, ErrorCode, Event, Record, StartFrom};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::buffer::{PartitionRead, RecordBuffer, TopicPartition};
 use crate::kafka::KafkaReader;
@@ -135,6 +137,9 @@ pub struct EventReader {
     /// One permit per Kafka read under way or waiting.
     catchup_slots: Semaphore,
     read_budget: Duration,
+    /// Cancelled when the pod begins to stop: no new records come then, so a long-poll
+    /// waiting for them answers with what it has instead of holding the stop up.
+    stopping: CancellationToken,
 }
 
 fn unavailable(err: impl std::fmt::Display) -> ApiError {
@@ -152,6 +157,7 @@ impl EventReader {
         topics: Vec<String>,
         metrics: ConsumerMetrics,
         bounds: ReadBounds,
+        stopping: CancellationToken,
     ) -> Self {
         Self {
             buffer,
@@ -160,6 +166,7 @@ impl EventReader {
             metrics,
             catchup_slots: Semaphore::new(bounds.catchup_reads.max(1)),
             read_budget: bounds.read_budget,
+            stopping,
         }
     }
 
@@ -209,13 +216,20 @@ impl EventReader {
             let room = Room::new(req.max_bytes as usize, !req.binary);
             let until = Instant::now() + self.read_budget;
             let (events, gaps) = self.collect(&mut positions, limit, room, until).await?;
-            if !events.is_empty() || !gaps.is_empty() || Instant::now() >= deadline {
+            if !events.is_empty()
+                || !gaps.is_empty()
+                || Instant::now() >= deadline
+                || self.stopping.is_cancelled()
+            {
                 break (events, gaps);
             }
             // Sleep until new records arrive, with a short cap so partitions the buffer
             // does not cover (served from Kafka) are looked at again too.
             let nap = deadline.min(Instant::now() + Duration::from_millis(250));
-            let _ = tokio::time::timeout_at(nap, changes.changed()).await;
+            tokio::select! {
+                _ = tokio::time::timeout_at(nap, changes.changed()) => {}
+                () = self.stopping.cancelled() => {}
+            }
         };
         for (tp, next) in &positions {
             cursor.set(&tp.topic, tp.partition, *next);
