@@ -1,5 +1,6 @@
 //! Faults the system must ride out without loss or duplicates: a client that starts after
-//! the buffer overflowed many times, the consumer pod restarted mid-stream, the local broker
+//! the buffer overflowed many times, the consumer pod restarted mid-stream (and never held
+//! up by the long-polls it serves), the local broker
 //! restarted mid-stream (Apache Kafka), HTTP answers broken off mid-body. The client killed
 //! hard is in `client_kill.rs`.
 
@@ -97,6 +98,77 @@ async fn a_consumer_pod_restarted_mid_stream_costs_the_client_only_retries() {
         .expect("read local");
     stack.stop().await;
     common::assert_exactly_once(test, &copied, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_pod_stopping_answers_the_long_poll_it_holds_at_once() {
+    // A stopping pod consumes no more, so a long-poll at the log end would wait its whole
+    // `wait_ms` and hold the pod's graceful stop that long (the chaos schedules saw 14 s
+    // stops, a stream's long-poll to the pod).
+    let test = "a_consumer_pod_stopping_answers_the_long_poll_it_holds_at_once";
+    let (source, local) = common::apache_or_mock(test);
+    const N: u64 = 10;
+    let mut config = common::config();
+    config.source_brokers = source;
+    config.local_brokers = local;
+    config.events = Some(N);
+    config.run_client = false;
+    let mut stack = common::start(config).await;
+    let info = stack.info.clone();
+    common::wait_for(
+        "the pod to consume every event",
+        Duration::from_secs(30),
+        || {
+            let info = info.clone();
+            async move {
+                common::metric_sum(
+                    &common::api_metrics(&info).await,
+                    "kafka_events_consumed_total",
+                ) >= N
+            }
+        },
+    )
+    .await;
+    // At the log end, where nothing more comes, for up to 30 s.
+    let poll = tokio::spawn({
+        let info = info.clone();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{}/events", info.api_base))
+                .query(&[("cursor", "latest"), ("wait_ms", "30000")])
+                .header("x-api-key", &info.api_key)
+                .send()
+                .await
+        }
+    });
+    common::wait_for(
+        "the long-poll held by the pod",
+        Duration::from_secs(30),
+        || {
+            let info = info.clone();
+            async move {
+                common::metric_sum(
+                    &common::api_metrics(&info).await,
+                    "consumer_fetches_in_flight",
+                ) >= 1
+            }
+        },
+    )
+    .await;
+    tokio::time::timeout(Duration::from_secs(10), stack.restart_pod())
+        .await
+        .expect("the pod stops without waiting out the long-poll's 30 s")
+        .expect("pod restarts");
+    let answer = tokio::time::timeout(Duration::from_secs(5), poll)
+        .await
+        .expect("the long-poll answered when the pod stopped")
+        .expect("joined")
+        .expect("an answer");
+    assert_eq!(answer.status(), reqwest::StatusCode::OK);
+    let body: serde_json::Value = answer.json().await.expect("JSON");
+    assert_eq!(body["events"], serde_json::json!([]), "{body}");
+    assert!(body["next_cursor"].is_string(), "{body}");
+    stack.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
