@@ -539,6 +539,16 @@ pub async fn api_metrics(info: &ReadyInfo) -> String {
         .expect("metrics text")
 }
 
+/// Waits (up to 60 s) until metric `name` on the API's `/metrics` sums to `at_least`.
+pub async fn wait_for_metric(info: &ReadyInfo, name: &str, at_least: u64) {
+    wait_for(
+        &format!("{name} to reach {at_least}"),
+        Duration::from_secs(60),
+        || async { metric_sum(&api_metrics(info).await, name) >= at_least },
+    )
+    .await;
+}
+
 /// A client of `info`'s API (streaming, quick polls, batches of 40) called `client_id`,
 /// from the earliest.
 pub fn client_config_for(info: &ReadyInfo, client_id: &str) -> client::Config {

@@ -32,18 +32,7 @@ async fn a_client_starting_after_the_buffer_overflowed_many_times_gets_everythin
     )
     .await
     .expect("read source");
-    let info = &stack.info;
-    common::wait_for(
-        "the pod to consume everything",
-        Duration::from_secs(60),
-        || async move {
-            common::metric_sum(
-                &common::api_metrics(info).await,
-                "kafka_events_consumed_total",
-            ) >= N
-        },
-    )
-    .await;
+    common::wait_for_metric(&stack.info, "kafka_events_consumed_total", N).await;
 
     let spec = common::ChildClient {
         server_url: stack.info.api_base.trim_end_matches("/api/v1").to_owned(),
@@ -115,20 +104,7 @@ async fn a_consumer_pod_stopping_answers_the_long_poll_it_holds_at_once() {
     config.run_client = false;
     let mut stack = common::start(config).await;
     let info = stack.info.clone();
-    common::wait_for(
-        "the pod to consume every event",
-        Duration::from_secs(30),
-        || {
-            let info = info.clone();
-            async move {
-                common::metric_sum(
-                    &common::api_metrics(&info).await,
-                    "kafka_events_consumed_total",
-                ) >= N
-            }
-        },
-    )
-    .await;
+    common::wait_for_metric(&info, "kafka_events_consumed_total", N).await;
     // At the log end, where nothing more comes, for up to 30 s.
     let poll = tokio::spawn({
         let info = info.clone();
@@ -141,20 +117,8 @@ async fn a_consumer_pod_stopping_answers_the_long_poll_it_holds_at_once() {
                 .await
         }
     });
-    common::wait_for(
-        "the long-poll held by the pod",
-        Duration::from_secs(30),
-        || {
-            let info = info.clone();
-            async move {
-                common::metric_sum(
-                    &common::api_metrics(&info).await,
-                    "consumer_fetches_in_flight",
-                ) >= 1
-            }
-        },
-    )
-    .await;
+    // The long-poll is held by the pod.
+    common::wait_for_metric(&info, "consumer_fetches_in_flight", 1).await;
     tokio::time::timeout(Duration::from_secs(10), stack.restart_pod())
         .await
         .expect("the pod stops without waiting out the long-poll's 30 s")
