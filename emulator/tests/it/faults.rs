@@ -1,8 +1,7 @@
 //! Faults the system must ride out without loss or duplicates: a client that starts after
 //! the buffer overflowed many times, the consumer pod restarted mid-stream (and never held
-//! up by the long-polls it serves), the local broker
-//! restarted mid-stream (Apache Kafka), HTTP answers broken off mid-body. The client killed
-//! hard is in `client_kill.rs`.
+//! up by the long-polls it serves), the local broker restarted mid-stream (Apache Kafka),
+//! HTTP answers broken off mid-body. The client killed hard is in `client_kill.rs`.
 
 use crate::common;
 
